@@ -1,0 +1,45 @@
+# Every target creates .venv when missing and reinstalls only when pyproject.toml changed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+# The CPU build of PyTorch when this machine's wheelhouse has it; `make TORCH=torch` for the newest.
+TORCH  ?= torch==2.13.0
+PYTEST_ARGS ?= -n 2
+
+.PHONY: demo test bench lint clean help
+
+help:
+	@echo "make demo   run every experiment in quick mode on embedded data and print the report's path"
+	@echo "make test   run the test suite"
+	@echo "make bench  run benchmarks/ against the anchor libraries (results in benchmarks/results)"
+	@echo "make lint   ruff"
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Base install (runtime dependencies only).
+$(VENV)/.stamp-base: pyproject.toml | $(PY)
+	$(PY) -c "import torch" 2>/dev/null || $(PIP) install "$(TORCH)" || $(PIP) install torch
+	$(PIP) install -e .
+	touch $@
+
+# Development install: tests, oracles, benchmarks and lint.
+$(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-base
+	$(PIP) install -e ".[test,bench,lint]"
+	touch $@
+
+demo: $(VENV)/.stamp-base
+	$(VENV)/bin/mlimaging run all --quick
+
+test: $(VENV)/.stamp-dev
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+bench: $(VENV)/.stamp-dev
+	@set -e; for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f; done
+
+lint: $(VENV)/.stamp-dev
+	$(VENV)/bin/ruff check src tests benchmarks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache

@@ -1,0 +1,74 @@
+"""The ``mlimaging`` command: typer app, global options and error handling."""
+
+from __future__ import annotations
+
+import functools
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import typer
+from rich.console import Console
+
+import mlimaging
+
+__all__ = ["app", "command", "console", "err_console", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+app = typer.Typer(
+    name="mlimaging",
+    help="Machine learning for imaging, medical images first: datasets, experiments and reports.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console()
+err_console = Console(stderr=True)
+_state = {"debug": False}
+
+# Errors that come from the user's input: one red line and exit code 2, no traceback.
+USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
+
+
+def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
+    """``app.command`` whose function turns user errors into one red line and exit code 2.
+
+    ``mlimaging --debug ...`` shows the traceback instead.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def guarded(*a: Any, **kw: Any) -> Any:
+            try:
+                return func(*a, **kw)
+            except USER_ERRORS as exc:
+                if _state["debug"]:
+                    raise
+                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                raise typer.Exit(2) from None
+
+        app.command(*args, **kwargs)(guarded)
+        return func
+
+    return decorate
+
+
+def _version(value: bool) -> None:
+    if value:
+        console.print(f"mlimaging {mlimaging.__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
+    debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+) -> None:
+    """Machine learning for imaging, medical images first."""
+    _state["debug"] = debug
+
+
+def main() -> None:
+    """Entry point of the ``mlimaging`` console script."""
+    app()

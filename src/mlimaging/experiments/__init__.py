@@ -1,0 +1,31 @@
+"""Experiments: one recipe per course unit, registered by name and run into a report.
+
+``mlimaging experiments`` lists them; ``mlimaging run NAME [--quick]`` runs one.
+"""
+
+from __future__ import annotations
+
+from mlimaging.experiments.registry import (
+    Experiment,
+    ExperimentConfig,
+    ExperimentFailed,
+    experiment,
+    get_experiment,
+    list_experiments,
+    run_all,
+    run_experiment,
+)
+
+# Each module registers its experiment with @experiment; import them explicitly here.
+from mlimaging.experiments import data as _data  # noqa: E402,F401
+
+__all__ = [
+    "Experiment",
+    "ExperimentConfig",
+    "ExperimentFailed",
+    "experiment",
+    "get_experiment",
+    "list_experiments",
+    "run_all",
+    "run_experiment",
+]
