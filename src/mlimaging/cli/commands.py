@@ -72,3 +72,55 @@ def info_cmd(path: Path = typer.Argument(..., help="An image file: NIfTI, DICOM,
     if array.size:
         table.add_row("range", f"{np.min(array):g} .. {np.max(array):g}")
     console.print(table)
+
+
+def _int_list(text: str | None, *, name: str) -> list[int] | None:
+    if text is None:
+        return None
+    try:
+        return [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated integers, e.g. 1,2,3; got {text!r}") from None
+
+
+def _float_list(text: str | None, *, name: str) -> list[float] | None:
+    if text is None:
+        return None
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{name} must be comma-separated numbers, e.g. 0.8,0.8,2.5; got {text!r}") from None
+
+
+@command("evaluate")
+def evaluate_cmd(
+    pred: Path = typer.Argument(..., help="Predicted label map, or a folder of them."),
+    gt: Path = typer.Argument(..., help="Ground-truth label map, or a folder matched to PRED by file name."),
+    labels: str | None = typer.Option(None, "--labels", help="Labels to evaluate, e.g. 1,2,3 (default: all non-zero)."),
+    spacing: str | None = typer.Option(None, "--spacing", help="Voxel spacing, e.g. 0.8,0.8,2.5 (default: from the files)."),
+    metrics: str = typer.Option("dice,hd95,assd", "--metrics", help="Comma-separated metric names."),
+    out: Path | None = typer.Option(None, "--out", help="Write per-case rows here."),
+    fmt: str | None = typer.Option(None, "--format", help="csv or json (default: from --out's extension, else csv)."),
+    jobs: int = typer.Option(1, "--jobs", min=1, help="Evaluate cases in this many parallel processes."),
+    force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
+) -> None:
+    """Evaluate segmentations: Dice, Hausdorff, surface distances per case and label."""
+    from mlimaging.metrics.files import evaluate_files
+
+    fmt = (fmt or (out.suffix.lstrip(".") if out is not None and out.suffix else "csv")).lower()
+    if fmt not in ("csv", "json"):
+        raise ValueError(f"--format must be csv or json, got {fmt!r}")
+    if out is not None and out.exists() and not force:
+        raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
+    names = [m.strip() for m in metrics.split(",") if m.strip()]
+    result = evaluate_files(pred, gt, labels=_int_list(labels, name="--labels"),
+                            spacing=_float_list(spacing, name="--spacing"), metrics=names, jobs=jobs)
+    table = Table("label", "metric", "mean", "std", "median", "n", "n_empty", title=f"{len(result.rows)} rows")
+    for s in result.summary():
+        table.add_row(str(s["label"]), s["metric"], f"{s['mean']:.4g}", f"{s['std']:.4g}", f"{s['median']:.4g}",
+                      str(s["n"]), str(s["n_empty"]))
+    console.print(table)
+    if out is not None:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (result.to_csv if fmt == "csv" else result.to_json)(out)
+        console.print(f"rows: {out}")

@@ -18,6 +18,7 @@ from mlimaging.experiments.registry import (
 
 # Each module registers its experiment with @experiment; import them explicitly here.
 from mlimaging.experiments import data as _data  # noqa: E402,F401
+from mlimaging.experiments import metrics as _metrics  # noqa: E402,F401
 
 __all__ = [
     "Experiment",

@@ -1,0 +1,105 @@
+"""Evaluate segmentations stored as files: pairs of label maps matched by file name."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from mlimaging.metrics.evaluation import EvaluationResult, evaluate_segmentation
+
+__all__ = ["evaluate_files", "match_files"]
+
+_SUFFIXES = (".nii.gz", ".nii", ".png", ".npy", ".npz", ".dcm", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
+
+
+def _stem(path: Path) -> str:
+    name = path.name
+    for suffix in _SUFFIXES:
+        if name.lower().endswith(suffix):
+            return name[: -len(suffix)]
+    return path.stem
+
+
+def _images_in(folder: Path) -> dict[str, Path]:
+    files = {}
+    for p in sorted(folder.iterdir()):
+        if p.is_file() and p.name.lower().endswith(_SUFFIXES):
+            files[_stem(p)] = p
+    return files
+
+
+def match_files(pred: str | Path, target: str | Path) -> list[tuple[str, Path, Path]]:
+    """Pair prediction and ground-truth files.
+
+    ``pred`` and ``target`` are two files, or two folders whose image files are
+    matched by name (without extension: ``case1.nii.gz`` matches ``case1.nii``).
+
+    Raises
+    ------
+    FileNotFoundError
+        If a path does not exist.
+    ValueError
+        If one is a file and the other a folder, a folder holds no images, or
+        a file in one folder has no match in the other (the names are listed).
+    """
+    pred, target = Path(pred), Path(target)
+    for name, p in (("PRED", pred), ("GT", target)):
+        if not p.exists():
+            raise FileNotFoundError(f"{name} path {p} does not exist")
+    if pred.is_file() and target.is_file():
+        return [(_stem(target), pred, target)]
+    if pred.is_dir() != target.is_dir():
+        raise ValueError(f"PRED ({pred}) and GT ({target}) must both be files or both be folders")
+    preds, targets = _images_in(pred), _images_in(target)
+    if not targets:
+        raise ValueError(f"GT folder {target} holds no image files ({', '.join(_SUFFIXES)})")
+    missing = sorted(set(targets) - set(preds))
+    extra = sorted(set(preds) - set(targets))
+    if missing or extra:
+        parts = []
+        if missing:
+            parts.append(f"no prediction for {', '.join(missing[:10])}")
+        if extra:
+            parts.append(f"no ground truth for {', '.join(extra[:10])}")
+        raise ValueError(f"PRED {pred} and GT {target} do not match by file name: " + "; ".join(parts))
+    return [(k, preds[k], targets[k]) for k in sorted(targets)]
+
+
+def evaluate_files(
+    pred: str | Path,
+    target: str | Path,
+    *,
+    labels: Sequence[int] | None = None,
+    spacing: Sequence[float] | None = None,
+    metrics: Sequence[str] = ("dice", "hd95", "assd"),
+    jobs: int = 1,
+) -> EvaluationResult:
+    """Evaluate label-map files (or folders of them) with :func:`evaluate_segmentation`.
+
+    The spacing of each case comes from its ground-truth file (NIfTI header)
+    unless ``spacing`` is given. A prediction whose shape or spacing differs
+    from its ground truth is an error naming the file.
+    """
+    from mlimaging.data import read_image
+
+    pairs = match_files(pred, target)
+    preds, targets, spacings, names = [], [], [], []
+    for name, p_path, t_path in pairs:
+        p, p_sp = read_image(p_path)
+        t, t_sp = read_image(t_path)
+        if p.shape != t.shape:
+            raise ValueError(f"{p_path}: shape {p.shape} differs from its ground truth {t_path} {t.shape}")
+        if spacing is None and not np.allclose(p_sp, t_sp, rtol=1e-4, atol=1e-6):
+            raise ValueError(f"{p_path}: spacing {tuple(p_sp)} differs from its ground truth {t_path} {tuple(t_sp)}; "
+                             "resample it, or pass --spacing to override both")
+        for arr, path in ((p, p_path), (t, t_path)):
+            if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
+                raise ValueError(f"{path}: expected an integer label map, found non-integer values")
+        preds.append(p.astype(np.int64))
+        targets.append(t.astype(np.int64))
+        spacings.append(tuple(spacing) if spacing is not None else tuple(t_sp))
+        names.append(name)
+    return evaluate_segmentation(preds, targets, labels=labels, spacing=spacings, metrics=tuple(metrics),
+                                 names=names, jobs=jobs)

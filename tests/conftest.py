@@ -1,0 +1,18 @@
+"""Shared test fixtures."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import pytest  # noqa: E402
+
+
+@pytest.fixture
+def isolated_registry(monkeypatch):
+    """A copy of the experiment registry, so a test can register experiments without leaking them."""
+    from mlimaging.experiments import registry
+
+    monkeypatch.setattr(registry, "_REGISTRY", dict(registry._REGISTRY))
+    return registry
