@@ -77,7 +77,7 @@ def _phantom_section(cfg: DataConfig, run: Run) -> None:
         vmin, vmax = float(clean.min()), float(clean.max())
         axes[0].imshow(middle_slice(clean), cmap="gray", vmin=vmin, vmax=vmax)
         axes[0].set_title("clean")
-        axes[1].imshow(middle_slice(degraded), cmap="gray")
+        axes[1].imshow(middle_slice(degraded), cmap="gray", vmin=vmin, vmax=vmax)
         axes[1].set_title(", ".join(f"{a}={b:g}" for a, b in kwargs.items()))
         axes[2].imshow(middle_slice(deg_labels), cmap=label_cmap(k), vmin=0, vmax=k + 1, interpolation="nearest")
         axes[2].set_title("labels")
