@@ -7,6 +7,10 @@ import matplotlib
 matplotlib.use("Agg")
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
+
+# Two cores shared by two pytest workers: one thread each avoids oversubscription.
+torch.set_num_threads(1)
 
 
 @pytest.fixture
