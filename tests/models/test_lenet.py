@@ -28,7 +28,7 @@ def _trained_like_lenet(seed: int = 0, **kwargs) -> LeNet:
 def test_parameter_count_per_layer():
     model = LeNet()
     counts = {name: sum(p.numel() for p in m.parameters()) for name, m in model.named_children()}
-    assert counts == {"conv1": 156, "conv2": 2416, "fc1": 48120, "fc2": 10164, "fc3": 850}
+    assert counts == {"conv1": 156, "pool1": 0, "conv2": 2416, "pool2": 0, "fc1": 48120, "fc2": 10164, "fc3": 850}
     assert sum(counts.values()) == 61706
     assert sum(p.numel() for p in FCLeNet().parameters()) == 61706
 

@@ -8,6 +8,7 @@ from typing import Any, TypeVar
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 import mlimaging
 
@@ -31,8 +32,9 @@ _state = {"debug": False}
 USER_ERRORS = (ValueError, FileNotFoundError, FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError)
 
 
-def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
-    """``app.command`` whose function turns user errors into one red line and exit code 2.
+def command(*args: Any, typer_app: typer.Typer | None = None, **kwargs: Any) -> Callable[[F], F]:
+    """``app.command`` (or ``typer_app.command`` for a sub-app) whose function turns user errors
+    into one red line and exit code 2.
 
     ``mlimaging --debug ...`` shows the traceback instead.
     """
@@ -45,10 +47,10 @@ def command(*args: Any, **kwargs: Any) -> Callable[[F], F]:
             except USER_ERRORS as exc:
                 if _state["debug"]:
                     raise
-                err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+                err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
                 raise typer.Exit(2) from None
 
-        app.command(*args, **kwargs)(guarded)
+        (typer_app or app).command(*args, **kwargs)(guarded)
         return func
 
     return decorate
