@@ -24,8 +24,8 @@ class MetricsConfig(ExperimentConfig):
 def _disk(shape: tuple[int, ...], centre: tuple[float, ...], radius: float, spacing: tuple[float, ...] | None = None) -> np.ndarray:
     """A disk/ball of ``radius`` (physical units) sampled at voxel centres."""
     spacing = spacing or (1.0,) * len(shape)
-    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing)], indexing="ij")
-    return sum((g - c) ** 2 for g, c in zip(grids, centre)) <= radius**2
+    grids = np.meshgrid(*[np.arange(n) * s for n, s in zip(shape, spacing, strict=True)], indexing="ij")
+    return sum((g - c) ** 2 for g, c in zip(grids, centre, strict=True)) <= radius**2
 
 
 def _structure_size(cfg: MetricsConfig, run: Run) -> None:

@@ -18,7 +18,13 @@ from mlimaging.metrics.classification import (
 from mlimaging.metrics.evaluation import EvaluationResult, evaluate_segmentation
 from mlimaging.metrics.overlap import dice, jaccard, volume_similarity
 from mlimaging.metrics.quality import psnr, ssim
-from mlimaging.metrics.similarity import mutual_information, ncc, normalized_mutual_information, sad, ssd
+from mlimaging.metrics.similarity import (
+    mutual_information,
+    ncc,
+    normalized_mutual_information,
+    sad,
+    ssd,
+)
 from mlimaging.metrics.surface import (
     average_surface_distance,
     hausdorff_distance,

@@ -38,6 +38,7 @@ from mlimaging.metrics.overlap import (
     jaccard_from_counts,
     volume_similarity_from_counts,
 )
+from mlimaging.metrics.surface import reduce_distances, surface_distances
 from mlimaging.utils import as_numpy
 
 __all__ = ["METRICS", "EvaluationResult", "evaluate_segmentation"]
@@ -313,27 +314,13 @@ def _surface_values(
     maximum of the two directed 95th percentiles; ASSD and RMSSD: pooled over both
     directions; ASD: ``pred`` to ``target``), with its empty-mask policy.
     """
-    from mlimaging.metrics.surface import surface_distances
-
     if n_p == 0 and n_t == 0:
         return dict.fromkeys(wanted, 0.0)
     if n_p == 0 or n_t == 0:
         value = image_diagonal(pm.shape, spacing) if empty_distance is None else float(empty_distance)
         return dict.fromkeys(wanted, value)
     d_pt, d_tp = surface_distances(pm, tm, spacing=spacing)
-    out = {}
-    for m in wanted:
-        if m == "hd":
-            out[m] = max(d_pt.max(), d_tp.max())
-        elif m == "hd95":
-            out[m] = max(np.percentile(d_pt, 95.0), np.percentile(d_tp, 95.0))
-        elif m == "assd":
-            out[m] = (d_pt.sum() + d_tp.sum()) / (d_pt.size + d_tp.size)
-        elif m == "asd":
-            out[m] = d_pt.mean()
-        elif m == "rmssd":
-            out[m] = np.sqrt((np.square(d_pt).sum() + np.square(d_tp).sum()) / (d_pt.size + d_tp.size))
-    return {k: float(v) for k, v in out.items()}
+    return {m: reduce_distances(d_pt, d_tp, m) for m in wanted}
 
 
 def _evaluate_case(

@@ -7,26 +7,18 @@ from pathlib import Path
 
 import numpy as np
 
+from mlimaging.data.io import SUPPORTED_FORMATS, image_format, read_image, strip_image_suffix
 from mlimaging.metrics.evaluation import EvaluationResult, evaluate_segmentation
 
 __all__ = ["evaluate_files", "match_files"]
 
-_SUFFIXES = (".nii.gz", ".nii", ".png", ".npy", ".npz", ".dcm", ".tif", ".tiff", ".jpg", ".jpeg", ".bmp")
-
-
-def _stem(path: Path) -> str:
-    name = path.name
-    for suffix in _SUFFIXES:
-        if name.lower().endswith(suffix):
-            return name[: -len(suffix)]
-    return path.stem
 
 
 def _images_in(folder: Path) -> dict[str, Path]:
     files = {}
     for p in sorted(folder.iterdir()):
-        if p.is_file() and p.name.lower().endswith(_SUFFIXES):
-            files[_stem(p)] = p
+        if p.is_file() and image_format(p) is not None:
+            files[strip_image_suffix(p.name)] = p
     return files
 
 
@@ -49,12 +41,12 @@ def match_files(pred: str | Path, target: str | Path) -> list[tuple[str, Path, P
         if not p.exists():
             raise FileNotFoundError(f"{name} path {p} does not exist")
     if pred.is_file() and target.is_file():
-        return [(_stem(target), pred, target)]
+        return [(strip_image_suffix(target.name), pred, target)]
     if pred.is_dir() != target.is_dir():
         raise ValueError(f"PRED ({pred}) and GT ({target}) must both be files or both be folders")
     preds, targets = _images_in(pred), _images_in(target)
     if not targets:
-        raise ValueError(f"GT folder {target} holds no image files ({', '.join(_SUFFIXES)})")
+        raise ValueError(f"GT folder {target} holds no image files ({SUPPORTED_FORMATS})")
     missing = sorted(set(targets) - set(preds))
     extra = sorted(set(preds) - set(targets))
     if missing or extra:
@@ -82,8 +74,6 @@ def evaluate_files(
     unless ``spacing`` is given. A prediction whose shape or spacing differs
     from its ground truth is an error naming the file.
     """
-    from mlimaging.data import read_image
-
     pairs = match_files(pred, target)
     preds, targets, spacings, names = [], [], [], []
     for name, p_path, t_path in pairs:
