@@ -32,6 +32,33 @@ EXPECTED_PARAMS = {
     "vgg16": _VGG16_CONVS + _VGG_CLASSIFIER,  # 531,490
     "vgg16_bn": _VGG16_CONVS + _VGG_CLASSIFIER
     + 2 * (8 + 8 + 16 + 16 + 3 * 32 + 6 * 64),  # 532,546
+    # 5x5 conv c_in -> c_out: 25 c_in c_out + c_out. conv 1->8, 8->16, 16->16; fc 16*5*5 -> 32 -> 10
+    "patch_cnn": 208 + 3216 + 6416 + 12832 + 330,  # 23,002
+    "fcn": 208 + 3216 + 6416 + 12832 + 330,  # the same weights, fc1 as a 5x5 conv
+    # Dense nets: a conv followed by a norm has no bias (3x3: 9 c_in c_out), BN(c) = 2c.
+    # SegNet 8-16-32, two convs per level: encoder 1->8->8, 8->16->16, 16->32->32; decoder
+    # 32->32->16, 16->16->8, 8->8->8; classifier 1x1 8->10.
+    "segnet": (72 + 576 + 1152 + 2304 + 4608 + 9216) + 2 * (8 + 8 + 16 + 16 + 32 + 32)
+    + (9216 + 4608 + 2304 + 1152 + 576 + 576) + 2 * (32 + 16 + 16 + 8 + 8 + 8)
+    + (8 * 10 + 10),  # 36,850
+    # U-Net 8-16-32-64: encoder 1->8->8 ... 32->64->64, up-convs 2x2 64->32, 32->16, 16->8
+    # (4 c_in c_out + c_out), decoders 2c->c->c at c = 32, 16, 8, head 1x1 8->10.
+    "unet": (72 + 576 + 1152 + 2304 + 4608 + 9216 + 18432 + 36864)
+    + 2 * 2 * (8 + 16 + 32 + 64)
+    + (8224 + 2064 + 520)
+    + (18432 + 9216 + 4608 + 2304 + 1152 + 576) + 2 * 2 * (32 + 16 + 8)
+    + (8 * 10 + 10),  # 121,114
+    # DeepLab: stem 1->8; stages 8->16->16, 16->32->32, 32->64->64, 64->64->64; ASPP(64 -> 32):
+    # 1x1 + four 3x3 (rates 1, 2, 4, 6) + pooling 1x1 with bias + projection 1x1 6*32 -> 32;
+    # classifier 1x1 32->10.
+    "deeplab": (72 + 1152 + 2304 + 4608 + 9216 + 18432 + 3 * 36864)
+    + 2 * (8 + 2 * 16 + 2 * 32 + 4 * 64)
+    + (64 * 32 + 4 * 9 * 64 * 32 + (64 * 32 + 32) + 6 * 32 * 32) + 2 * 6 * 32
+    + (32 * 10 + 10),  # 231,810
+    # Two pathways of valid 3x3 convs 1->8->8->16->16 with BN, 1x1 layers 32->32->32 (BN),
+    # 1x1 32->10.
+    "multiscale": 2 * ((72 + 576 + 1152 + 2304) + 2 * (8 + 8 + 16 + 16))
+    + (1024 + 64) * 2 + (32 * 10 + 10),  # 10,906
 }
 
 MODELS = list_models()
@@ -46,16 +73,33 @@ def _input(name: str, *, in_channels: int | None = None, seed: int = 0) -> torch
     return torch.rand(B, *shape, generator=g)  # [0, 1]: like images (features threshold 0.5)
 
 
-def _check_logits(out: torch.Tensor, num_classes: int) -> None:
+def _check_logits(out: torch.Tensor, num_classes: int, *, spatial_dims: int = 2) -> None:
     assert out.shape[:2] == (B, num_classes)
-    assert out.ndim in (2, 4), f"logits (B, K) or a dense map (B, K, h, w), got {out.shape}"
+    dense = 2 + spatial_dims  # (B, K, h, w) in 2D, (B, K, d, h, w) in 3D
+    assert out.ndim in (2, dense), f"logits (B, K) or a dense {spatial_dims}D map, got {out.shape}"
     assert torch.isfinite(out).all()
+
+
+# Models that also exist in 3D (``spatial_dims=3``) are run on a cube built from their 2D
+# example input (C, H, W) -> (C, H, H, W).
+MODELS_3D = [n for n in MODELS if "spatial_dims" in model_info(n).defaults]
+
+
+def _input_3d(name: str) -> torch.Tensor:
+    c, h, w = model_info(name).input_shape
+    g = torch.Generator().manual_seed(0)
+    return torch.rand(B, c, h, h, w, generator=g)
 
 
 def test_hand_checks():
     assert EXPECTED_PARAMS["lenet"] == 61706
     assert EXPECTED_PARAMS["alexnet"] == 576650
     assert EXPECTED_PARAMS["vgg16"] == 531490
+    assert EXPECTED_PARAMS["patch_cnn"] == 23002
+    assert EXPECTED_PARAMS["segnet"] == 36850
+    assert EXPECTED_PARAMS["unet"] == 121114
+    assert EXPECTED_PARAMS["deeplab"] == 231810
+    assert EXPECTED_PARAMS["multiscale"] == 10906
 
 
 @pytest.mark.parametrize("name", MODELS)
@@ -138,3 +182,25 @@ def test_wrong_channel_count_raises_value_error(name):
 def test_bad_num_classes_raises(name):
     with pytest.raises(ValueError, match="num_classes"):
         create_model(name, num_classes=0)
+
+
+@pytest.mark.parametrize("name", MODELS_3D)
+def test_spatial_dims_3d_forward_backward(name):
+    assert model_info(name).defaults["spatial_dims"] == 2  # the registered example is 2D
+    model = create_model(name, spatial_dims=3, seed=0).train()
+    x = _input_3d(name)
+    out = model(x)
+    _check_logits(out, 10, spatial_dims=3)
+    target = torch.randint(0, 10, (B, *out.shape[2:]), generator=torch.Generator().manual_seed(1))
+    F.cross_entropy(out, target).backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads)
+    with pytest.raises(ValueError, match="shape"):  # a 2D batch is not a 3D one
+        model(_input(name))
+
+
+@pytest.mark.parametrize("name", MODELS_3D)
+def test_bad_spatial_dims_raises(name):
+    with pytest.raises(ValueError, match="spatial_dims"):
+        create_model(name, spatial_dims=1)

@@ -8,10 +8,15 @@
 - ``alexnet`` (``alexnet.py``): AlexNet for 28-64 px images.
 - ``vgg11``, ``vgg11_bn``, ``vgg16``, ``vgg16_bn`` (``vgg.py``): VGG A and D with a width
   multiplier.
+- ``patch_cnn``, ``fcn`` (``patch_cnn.py``): a 17 x 17 patch classifier and its fully
+  convolutional twin (dense classification at full resolution).
+- ``segnet`` (``segnet.py``), ``unet`` (``unet.py``), ``deeplab`` (``deeplab.py``,
+  dilated convolutions + ASPP), ``multiscale`` (``multiscale.py``, DeepMedic-style two
+  pathways): segmentation networks, 2D or 3D (``spatial_dims``).
 
 Classifiers take ``num_classes`` (default 10) and, where meaningful, ``in_channels``
 (default 1), and return logits ``(B, num_classes)``; ``fc_lenet`` returns a score map
-``(B, num_classes, h, w)``.
+``(B, num_classes, h, w)``, and so do the segmentation networks (``(B, K, d, h, w)`` in 3D).
 
 Examples
 --------
@@ -27,8 +32,11 @@ from __future__ import annotations
 
 # Each family file registers its models when imported: every one is imported here explicitly.
 from mlimaging.models.alexnet import AlexNet
+from mlimaging.models.deeplab import ASPP, DeepLab
 from mlimaging.models.lenet import FCLeNet, LeNet
 from mlimaging.models.linear import FeatureLinear, LogisticRegression
+from mlimaging.models.multiscale import MultiScaleCNN
+from mlimaging.models.patch_cnn import FCN, PatchCNN
 from mlimaging.models.registry import (
     ModelInfo,
     create_model,
@@ -36,16 +44,27 @@ from mlimaging.models.registry import (
     model_info,
     register_model,
 )
+from mlimaging.models.segnet import SegNet
+from mlimaging.models.stn import SpatialTransformer
+from mlimaging.models.unet import UNet
 from mlimaging.models.vgg import VGG, make_vgg_features
 
 __all__ = [
+    "ASPP",
+    "FCN",
     "VGG",
     "AlexNet",
+    "DeepLab",
     "FCLeNet",
     "FeatureLinear",
     "LeNet",
     "LogisticRegression",
     "ModelInfo",
+    "MultiScaleCNN",
+    "PatchCNN",
+    "SegNet",
+    "SpatialTransformer",
+    "UNet",
     "create_model",
     "list_models",
     "make_vgg_features",
