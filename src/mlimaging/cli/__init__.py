@@ -4,7 +4,11 @@ from __future__ import annotations
 
 # Importing the command modules registers their commands on ``app``.
 from mlimaging.cli import calc as _calc  # noqa: F401
+from mlimaging.cli import classify as _classify  # noqa: F401
 from mlimaging.cli import commands as _commands  # noqa: F401
+from mlimaging.cli import register as _register  # noqa: F401
+from mlimaging.cli import segment as _segment  # noqa: F401
+from mlimaging.cli import train as _train  # noqa: F401  (the `train` group; its commands import it too)
 from mlimaging.cli.app import app, main
 
 __all__ = ["app", "main"]

@@ -5,6 +5,13 @@
 
 from __future__ import annotations
 
+from mlimaging.experiments import classification as _classification  # noqa: E402,F401
+
+# Each module registers its experiment with @experiment; import them explicitly here.
+from mlimaging.experiments import data as _data  # noqa: E402,F401
+from mlimaging.experiments import metrics as _metrics  # noqa: E402,F401
+from mlimaging.experiments import registration as _registration  # noqa: E402,F401
+from mlimaging.experiments import segmentation as _segmentation  # noqa: E402,F401
 from mlimaging.experiments.registry import (
     Experiment,
     ExperimentConfig,
@@ -15,10 +22,6 @@ from mlimaging.experiments.registry import (
     run_all,
     run_experiment,
 )
-
-# Each module registers its experiment with @experiment; import them explicitly here.
-from mlimaging.experiments import data as _data  # noqa: E402,F401
-from mlimaging.experiments import metrics as _metrics  # noqa: E402,F401
 
 __all__ = [
     "Experiment",
