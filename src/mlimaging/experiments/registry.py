@@ -176,6 +176,8 @@ def run_all(
         entries.append({
             "name": n, "status": status, "seconds": round(time.perf_counter() - t0, 2),
             "report": f"{n}/report.html", "description": get_experiment(n).description,
+            "figures": [f"{n}/figures/{p.name}" for p in sorted(
+                (folder / n / "figures").glob("*.png"), key=lambda p: (p.stat().st_mtime_ns, p.name))],
         })
     index = folder / "report.html"
     mode = "quick" if quick else "full"

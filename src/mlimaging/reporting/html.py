@@ -19,6 +19,7 @@ th,td{border:1px solid #ccd;padding:.25em .6em;text-align:right}th{background:#e
 td:first-child,th:first-child{text-align:left}
 figure{margin:1em 0}figure img{max-width:100%;border:1px solid #dde}
 figcaption{font-size:.9em;color:#555}
+.gallery img.thumb{height:160px;margin:.2em;border:1px solid #dde}
 .status-done{color:#2f855a}.status-failed{color:#c53030}
 pre{background:#f6f6f6;padding:.8em;overflow-x:auto;font-size:.85em}
 details{margin:1em 0}.meta{color:#555;font-size:.9em}
@@ -105,14 +106,23 @@ def render_report(
 
 
 def render_index(title: str, entries: Sequence[Mapping[str, Any]]) -> str:
-    """Render an index page; each entry has ``name``, ``status``, ``seconds``, ``report`` (relative link)."""
-    rows = []
+    """Render an index page; each entry has ``name``, ``status``, ``seconds``, ``report`` (relative link)
+    and optionally ``figures`` (relative paths), shown as linked thumbnails under the table."""
+    rows, galleries = [], []
     for e in entries:
         link = f"<a href='{html.escape(str(e['report']))}'>{html.escape(e['name'])}</a>" if e.get("report") else html.escape(e["name"])
         rows.append(
             f"<tr><td>{link}</td><td class='status-{html.escape(e['status'])}'>{html.escape(e['status'])}</td>"
             f"<td>{format_value(float(e.get('seconds', 0.0)))}</td><td>{html.escape(e.get('description', ''))}</td></tr>"
         )
+        figures = list(e.get("figures") or ())
+        if figures:
+            thumbs = "".join(
+                f"<a href='{html.escape(str(f))}'><img class='thumb' src='{html.escape(str(f))}' "
+                f"alt='{html.escape(str(f))}' loading='lazy'></a>"
+                for f in figures
+            )
+            galleries.append(f"<h2>{link}</h2><div class='gallery'>{thumbs}</div>")
     body = (f"<h1>{html.escape(title)}</h1><table><thead><tr><th>experiment</th><th>status</th><th>seconds</th>"
-            f"<th>what it shows</th></tr></thead><tbody>{''.join(rows)}</tbody></table>")
+            f"<th>what it shows</th></tr></thead><tbody>{''.join(rows)}</tbody></table>{''.join(galleries)}")
     return _page(title, body)
