@@ -5,6 +5,7 @@
 - :func:`read_image` / :func:`write_image`: NIfTI, DICOM, PNG/JPEG, NPY/NPZ with spacing.
 - :func:`make_phantom` / :class:`PhantomDataset`: synthetic label maps and images with the
   segmentation challenges of the course (noise, bias field, partial volume, ...).
+- :func:`translate` / :class:`ShiftAugment`: whole-pixel shifts and shift augmentation.
 """
 
 from __future__ import annotations
@@ -12,13 +13,16 @@ from __future__ import annotations
 from mlimaging.data.datasets import list_datasets, load_dataset
 from mlimaging.data.io import read_image, write_image
 from mlimaging.data.phantoms import PHANTOM_KNOBS, PhantomDataset, make_phantom
+from mlimaging.data.transforms import ShiftAugment, translate
 
 __all__ = [
     "PHANTOM_KNOBS",
     "PhantomDataset",
+    "ShiftAugment",
     "list_datasets",
     "load_dataset",
     "make_phantom",
     "read_image",
+    "translate",
     "write_image",
 ]
