@@ -49,13 +49,15 @@ fc2        linear 32 -> 3 (zero weights,         3             99
 34,147 parameters (:math:`9 \cdot 1 \cdot 8 + 8`, :math:`9 \cdot 8 \cdot 16 + 16`,
 :math:`1024 \cdot 32 + 32`, :math:`32 \cdot 3 + 3`).
 
-The default localiser (``localizer="small"``) takes any input of at least 4 x 4 pixels:
+The default localiser (``localizer="small"``) takes any input of at least 4 x 4 pixels and,
+as the paper's MNIST localisation networks, max-pools *before* each convolution (it needs the
+pose, not the detail, and costs a sixteenth of a full-resolution one):
 
 =========  =========================================  ==============  =====================
 layer      operation                                  output (28x28)  parameters
 =========  =========================================  ==============  =====================
-conv1      conv 8 @ 5x5, padding 2, max-pool 2, ReLU  8 x 14 x 14     208
-conv2      conv 16 @ 5x5, padding 2, max-pool 2, ReLU 16 x 7 x 7      3,216
+conv1      max-pool 2, conv 8 @ 5x5, padding 2, ReLU  8 x 14 x 14     208
+conv2      max-pool 2, conv 16 @ 5x5, padding 2, ReLU 16 x 7 x 7      3,216
 pool       adaptive average pool to 4 x 4             16 x 4 x 4      0
 fc1        linear 256 -> 32, ReLU                     32              8,224
 fc2        linear 32 -> 6 (affine) or 3 (rigid)       6 or 3          198 or 99
@@ -211,7 +213,7 @@ class ExamLocalizer(nn.Module):
 
 
 class _SmallLocalizer(nn.Module):
-    """Default localiser: two 5x5 conv + pool blocks, adaptive 4 x 4 pool, two linear layers."""
+    """Default localiser: (max-pool 2, 5x5 conv, ReLU) twice, adaptive 4 x 4 pool, two linear layers."""
 
     def __init__(self, *, in_channels: int, n_params: int, hidden: int = 32) -> None:
         super().__init__()
@@ -222,8 +224,8 @@ class _SmallLocalizer(nn.Module):
         self.fc2 = nn.Linear(hidden, n_params)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu(F.max_pool2d(self.conv1(x), 2))
-        x = F.relu(F.max_pool2d(self.conv2(x), 2))
+        x = F.relu(self.conv1(F.max_pool2d(x, 2, ceil_mode=True)))
+        x = F.relu(self.conv2(F.max_pool2d(x, 2, ceil_mode=True)))
         return self.fc2(F.relu(self.fc1(self.pool(x).flatten(1))))
 
 
