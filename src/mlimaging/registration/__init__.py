@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 from mlimaging.registration.atlas import AtlasResult, atlas_segment, fuse_labels, local_weights
+from mlimaging.registration.intensity import RegistrationResult, center_of_mass, register
 from mlimaging.registration.losses import (
     LOSSES,
     SimilarityLoss,
@@ -22,7 +23,6 @@ from mlimaging.registration.losses import (
     similarity_loss,
     ssd_loss,
 )
-from mlimaging.registration.register import RegistrationResult, center_of_mass, register
 from mlimaging.registration.transforms import (
     affine_matrix,
     as_transform,

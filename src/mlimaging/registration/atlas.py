@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from scipy import ndimage as ndi
 
-from mlimaging.registration.register import register
+from mlimaging.registration.intensity import register
 from mlimaging.registration.warp import warp
 from mlimaging.utils import as_numpy, check_spacing
 

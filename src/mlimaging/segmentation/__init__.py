@@ -15,6 +15,7 @@ The networks themselves (``patch_cnn``, ``fcn``, ``segnet``, ``unet``, ``deeplab
 
 from __future__ import annotations
 
+from mlimaging.segmentation.growing import confidence_region_growing, region_growing
 from mlimaging.segmentation.losses import (
     DiceCELoss,
     DiceLoss,
@@ -22,7 +23,6 @@ from mlimaging.segmentation.losses import (
     dice_ce_loss,
     dice_loss,
 )
-from mlimaging.segmentation.region_growing import confidence_region_growing, region_growing
 from mlimaging.segmentation.sliding_window import (
     importance_map,
     sliding_window_inference,

@@ -1,4 +1,4 @@
-"""Tests of mlimaging.segmentation.region_growing (connected threshold, confidence connected)."""
+"""Tests of mlimaging.segmentation.growing (connected threshold, confidence connected)."""
 
 from __future__ import annotations
 

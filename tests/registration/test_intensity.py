@@ -1,4 +1,4 @@
-"""Tests for mlimaging.registration.register: recovery of known transforms, conventions, errors."""
+"""Tests for mlimaging.registration.register (module intensity.py): recovery of known transforms, conventions, errors."""
 
 from __future__ import annotations
 
