@@ -9,6 +9,10 @@ matplotlib.use("Agg")
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
+# Helper scripts and data modules run by the tests (in subprocesses or by path), not test modules:
+# keep --doctest-modules from importing them.
+collect_ignore_glob = ["training/_*.py"]
+
 # Two cores shared by two pytest workers: one thread each avoids oversubscription.
 torch.set_num_threads(1)
 

@@ -69,7 +69,7 @@ class Run:
     >>> with tempfile.TemporaryDirectory() as tmp:
     ...     run = Run.create("demo", {"seed": 0}, root=tmp)
     ...     run.log({"accuracy": 0.9})
-    ...     run.table("Scores", [{"method": "a", "dice": 0.8}])
+    ...     csv_path = run.table("Scores", [{"method": "a", "dice": 0.8}])
     ...     report = run.finish()
     ...     report.name
     'report.html'
