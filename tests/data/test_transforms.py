@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlimaging.data import ShiftAugment, translate
+from mlimaging.data import ShiftAugment, distort_digits, translate
 
 
 def test_translate_worked_example_and_zero_fill():
@@ -41,3 +41,18 @@ def test_shift_augment_is_seeded_and_bounded():
         r, c = divmod(int(img.flatten().argmax()), 9)
         assert abs(r - 4) <= 2 and abs(c - 4) <= 2 and img.sum() == 1
     assert len({int(img.flatten().argmax()) for img in a}) > 1
+
+
+def test_distort_digits_is_seeded_and_keeps_the_digit_on_the_canvas():
+    digits = torch.zeros(4, 1, 28, 28)
+    digits[:, :, 10:18, 12:16] = 1.0
+    a = distort_digits(digits, canvas=36, seed=3)
+    assert a.shape == (4, 1, 36, 36)
+    assert torch.equal(a, distort_digits(digits, canvas=36, seed=3))
+    assert not torch.equal(a, distort_digits(digits, canvas=36, seed=4))
+    mass = a.sum(dim=(1, 2, 3))  # area scales by zoom^2 in [0.64, 1.44] of the 32-pixel bar
+    assert bool(((mass > 0.6 * 32) & (mass < 1.5 * 32)).all())
+    same = distort_digits(digits, canvas=36, max_angle=0.0, scale=(1.0, 1.0), shift=0.0)
+    torch.testing.assert_close(same[..., 4:32, 4:32], digits, atol=1e-5, rtol=0)
+    with pytest.raises(ValueError, match="canvas"):
+        distort_digits(digits, canvas=20)

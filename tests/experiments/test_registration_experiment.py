@@ -5,10 +5,8 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from mlimaging.experiments import ExperimentFailed, run_experiment
-from mlimaging.experiments.registration import distort_digits
 
 TINY = {"size": 48, "camera_size": 96, "cases": 1, "multimodal_cases": 1, "atlases": 2,
         "targets": 1, "stn_train": 1000, "stn_test": 200, "stn_epochs": 4, "canvas": 32}
@@ -55,18 +53,3 @@ def test_quick_run_writes_report_figures_and_sane_metrics(tmp_path):
 def test_bad_option_fails_with_its_name(tmp_path):
     with pytest.raises(ExperimentFailed, match="cases"):
         run_experiment("registration", quick=True, out=tmp_path / "bad", cases=0)
-
-
-def test_distort_digits_is_seeded_and_keeps_the_digit_on_the_canvas():
-    digits = torch.zeros(4, 1, 28, 28)
-    digits[:, :, 10:18, 12:16] = 1.0
-    a = distort_digits(digits, canvas=36, seed=3)
-    assert a.shape == (4, 1, 36, 36)
-    assert torch.equal(a, distort_digits(digits, canvas=36, seed=3))
-    assert not torch.equal(a, distort_digits(digits, canvas=36, seed=4))
-    mass = a.sum(dim=(1, 2, 3))  # area scales by zoom^2 in [0.64, 1.44] of the 32-pixel bar
-    assert bool(((mass > 0.6 * 32) & (mass < 1.5 * 32)).all())
-    same = distort_digits(digits, canvas=36, max_angle=0.0, scale=(1.0, 1.0), shift=0.0)
-    torch.testing.assert_close(same[..., 4:32, 4:32], digits, atol=1e-5, rtol=0)
-    with pytest.raises(ValueError, match="canvas"):
-        distort_digits(digits, canvas=20)

@@ -1,11 +1,15 @@
-"""Image transforms for training: whole-pixel translation and shift augmentation."""
+"""Image transforms for training: whole-pixel translation, shift augmentation and random
+rotation/scaling/translation of digits on a larger canvas."""
 
 from __future__ import annotations
 
+import math
+
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset
 
-__all__ = ["ShiftAugment", "translate"]
+__all__ = ["ShiftAugment", "distort_digits", "translate"]
 
 
 def translate(images: torch.Tensor, dy: int, dx: int) -> torch.Tensor:
@@ -70,3 +74,34 @@ class ShiftAugment(Dataset):
         s = self.max_shift
         dy, dx = torch.randint(-s, s + 1, (2,)).tolist() if s else (0, 0)
         return translate(self.images[i], dy, dx), self.targets[i]
+
+
+def distort_digits(images: torch.Tensor, *, canvas: int, max_angle: float = 45.0,
+                   scale: tuple[float, float] = (0.8, 1.2), shift: float = 0.15,
+                   seed: int = 0) -> torch.Tensor:
+    r"""Place digits ``(N, 1, h, w)`` on a ``canvas`` x ``canvas`` field, randomly rotated
+    (uniform in :math:`\pm` ``max_angle`` degrees), scaled (uniform in ``scale``) and
+    translated (uniform in :math:`\pm` ``shift``, normalised units: 1 = half the canvas).
+
+    Each output is ``grid_sample`` of the zero-padded digit at :math:`R(\alpha) p / z + t`
+    (normalised coordinates; the same seed gives the same distortions).
+
+    Examples
+    --------
+    >>> import torch
+    >>> distort_digits(torch.rand(5, 1, 28, 28), canvas=36, seed=0).shape
+    torch.Size([5, 1, 36, 36])
+    """
+    n, _, h, w = images.shape
+    if canvas < max(h, w):
+        raise ValueError(f"canvas must be at least the digit size {max(h, w)}, got {canvas}")
+    g = torch.Generator().manual_seed(seed)
+    top, left = (canvas - h) // 2, (canvas - w) // 2
+    x = F.pad(images, (left, canvas - w - left, top, canvas - h - top))
+    alpha = (torch.rand(n, generator=g) * 2 - 1) * math.radians(max_angle)
+    zoom = scale[0] + torch.rand(n, generator=g) * (scale[1] - scale[0])
+    t = (torch.rand(n, 2, generator=g) * 2 - 1) * shift
+    c, s = torch.cos(alpha) / zoom, torch.sin(alpha) / zoom
+    theta = torch.stack([torch.stack([c, -s, t[:, 0]], 1), torch.stack([s, c, t[:, 1]], 1)], 1)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    return F.grid_sample(x, grid, align_corners=False)

@@ -18,7 +18,6 @@ atlas-based segmentation, and a spatial transformer network on distorted digits.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import time
 from collections.abc import Iterator
@@ -27,11 +26,11 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import TensorDataset
 
 from mlimaging import metrics as M
+from mlimaging.data.transforms import distort_digits
 from mlimaging.experiments.registry import ExperimentConfig, experiment
 from mlimaging.reporting import Run
 from mlimaging.reporting.figures import image_grid, label_cmap, middle_slice, plt
@@ -321,37 +320,6 @@ def _atlas(cfg: RegistrationConfig, run: Run) -> None:
 
 
 # ------------------------------------------------------------------ 4. spatial transformer
-def distort_digits(images: torch.Tensor, *, canvas: int, max_angle: float = 45.0,
-                   scale: tuple[float, float] = (0.8, 1.2), shift: float = 0.15,
-                   seed: int = 0) -> torch.Tensor:
-    r"""Place digits ``(N, 1, h, w)`` on a ``canvas`` x ``canvas`` field, randomly rotated
-    (uniform in :math:`\pm` ``max_angle`` degrees), scaled (uniform in ``scale``) and
-    translated (uniform in :math:`\pm` ``shift``, normalised units: 1 = half the canvas).
-
-    Each output is ``grid_sample`` of the zero-padded digit at :math:`R(\alpha) p / z + t`
-    (normalised coordinates; the same seed gives the same distortions).
-
-    Examples
-    --------
-    >>> import torch
-    >>> distort_digits(torch.rand(5, 1, 28, 28), canvas=36, seed=0).shape
-    torch.Size([5, 1, 36, 36])
-    """
-    n, _, h, w = images.shape
-    if canvas < max(h, w):
-        raise ValueError(f"canvas must be at least the digit size {max(h, w)}, got {canvas}")
-    g = torch.Generator().manual_seed(seed)
-    top, left = (canvas - h) // 2, (canvas - w) // 2
-    x = F.pad(images, (left, canvas - w - left, top, canvas - h - top))
-    alpha = (torch.rand(n, generator=g) * 2 - 1) * math.radians(max_angle)
-    zoom = scale[0] + torch.rand(n, generator=g) * (scale[1] - scale[0])
-    t = (torch.rand(n, 2, generator=g) * 2 - 1) * shift
-    c, s = torch.cos(alpha) / zoom, torch.sin(alpha) / zoom
-    theta = torch.stack([torch.stack([c, -s, t[:, 0]], 1), torch.stack([s, c, t[:, 1]], 1)], 1)
-    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False)
-
-
 def _stn(cfg: RegistrationConfig, run: Run) -> None:
     from mlimaging.data import load_dataset
     from mlimaging.models.stn import SmallCNN, SpatialTransformer
