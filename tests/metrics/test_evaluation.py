@@ -28,19 +28,6 @@ OVERLAP = ("dice", "jaccard", "volume_similarity", "precision", "recall", "speci
 SURFACE = ("hd", "hd95", "assd", "asd", "rmssd")
 
 
-def _surface_ready() -> bool:
-    from mlimaging.metrics import hausdorff_distance
-
-    try:
-        hausdorff_distance(np.ones((2, 2), bool), np.ones((2, 2), bool))
-    except NotImplementedError:
-        return False
-    return True
-
-
-needs_surface = pytest.mark.skipif(not _surface_ready(), reason="surface metrics not implemented yet")
-
-
 def _example():
     """A 4x4 two-label case worked by hand below."""
     gt = np.array([[1, 1, 1, 0],
@@ -122,7 +109,6 @@ def test_summary_statistics_and_missed_structure_overlap():
     assert_allclose(res.values("dice", 2), values)
 
 
-@needs_surface
 def test_missed_structure_distance_is_image_diagonal():
     pred, gt = _example()
     missed = pred.copy()
@@ -147,7 +133,6 @@ def test_missed_structure_distance_is_image_diagonal():
     assert res_100.rows[1]["hd"] == 100.0
 
 
-@needs_surface
 def test_surface_metrics_match_single_case_functions_and_hand_values():
     from mlimaging.metrics import average_surface_distance, hausdorff_distance, rms_surface_distance
 
@@ -169,7 +154,6 @@ def test_surface_metrics_match_single_case_functions_and_hand_values():
     assert 0 < row["assd"] <= row["rmssd"] <= row["hd"]
 
 
-@needs_surface
 def test_per_case_spacing_scales_distances():
     gt = np.zeros((10, 10), dtype=np.int64)
     gt[2:6, 2:6] = 1
@@ -194,7 +178,7 @@ def test_jobs_2_equals_jobs_1():
     rng = np.random.default_rng(0)
     gts = [rng.integers(0, 3, size=(6, 7)) for _ in range(3)]
     preds = [np.where(rng.random(g.shape) < 0.8, g, 0) for g in gts]
-    metrics = ("dice", "jaccard", "hd95") if _surface_ready() else ("dice", "jaccard")
+    metrics = ("dice", "jaccard", "hd95")
     r1 = evaluate_segmentation(preds, gts, metrics=metrics, jobs=1)
     r2 = evaluate_segmentation(preds, gts, metrics=metrics, jobs=2)
     assert r2.rows == r1.rows
@@ -231,8 +215,8 @@ def test_csv_and_json_round_trip(tmp_path):
     pred, gt = _example()
     missed = pred.copy()
     missed[missed == 2] = 0
-    metrics = ("dice", "hd") if _surface_ready() else ("dice", "jaccard")
-    kw = {"empty_distance": float("nan")} if _surface_ready() else {}
+    metrics = ("dice", "hd")
+    kw = {"empty_distance": float("nan")}
     res = evaluate_segmentation([pred, missed], [gt, gt], metrics=metrics, names=["p", "m"], **kw)
     csv_path = res.to_csv(tmp_path / "rows.csv")
     with open(csv_path, newline="") as f:
@@ -315,7 +299,6 @@ def test_unknown_metric_names_raise(name):
         evaluate_segmentation(pred, gt, metrics=(name,))
 
 
-@needs_surface
 @pytest.mark.parametrize("seed", range(6))
 def test_shared_distances_equal_scalar_surface_functions(seed):
     from mlimaging.metrics import average_surface_distance, hausdorff_distance, rms_surface_distance
