@@ -89,6 +89,38 @@ def test_recovers_across_different_grids():
 
 
 # --------------------------------------------------------------------------- result conventions
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_coarsest_level_alone_is_accurate_on_noisy_images(seed):
+    # the moving image stays at full resolution at coarse levels: the 16 x 16 level alone
+    # (one iteration at the finer ones) lands within 0.4 voxel; interpolating a shrunk moving
+    # image instead gave minima at 0.7 to 1.1 voxel from the truth here
+    fixed, moving, true = _case((64, 64), [0.1, 2.6, -1.4], seed=seed)
+    rng = np.random.default_rng(seed)
+    fixed = fixed + 0.02 * rng.standard_normal(fixed.shape).astype(np.float32)
+    moving = np.asarray(moving) + 0.02 * rng.standard_normal(fixed.shape).astype(np.float32)
+    result = register(fixed, moving, iterations=[30, 1, 1])
+    assert _tre(result, true, fixed.shape) < 0.4
+
+
+def test_central_difference_gradient_has_no_noise_pull():
+    # white noise read a quarter voxel off the grid: d/dt mean(n(x + t)^2) is 2 s^2 (2u - 1) = -1
+    # with the derivative of the linear interpolant, 0 in expectation with central differences
+    from mlimaging.registration.intensity import _Level
+
+    noise = torch.from_numpy(np.random.default_rng(0).standard_normal((96, 96)).astype(np.float32))
+    slopes = {}
+    for central in (False, True):
+        level = _Level(torch.zeros(96, 96), (1.0, 1.0), noise, (1.0, 1.0), 1.0, np.random.default_rng(0),
+                       torch.device("cpu"), central_gradient=central)
+        t = torch.tensor(0.25, dtype=torch.float64, requires_grad=True)
+        transform = torch.eye(3, dtype=torch.float64).index_put((torch.tensor(1), torch.tensor(2)), t)
+        values, inside = level.sample(transform)
+        (values[inside] ** 2).mean().backward()
+        slopes[central] = float(t.grad)
+    assert slopes[False] < -0.8
+    assert abs(slopes[True]) < 0.15
+
+
 def test_result_warped_history_and_types():
     fixed, moving, true = _case((40, 40), [0.1, 1.0, 2.0], seed=6)
     result = register(fixed, moving, levels=2, iterations=(20, 10))
