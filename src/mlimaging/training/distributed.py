@@ -87,8 +87,13 @@ def init_distributed(backend: str | None = None, *, timeout_s: float = 300.0) ->
 
 
 def cleanup_distributed() -> None:
-    """Destroy the process group if one is initialised (call once at the end of a script)."""
+    """Destroy the process group if one is initialised (call once at the end of a script).
+
+    All ranks first meet at a barrier: a rank that tears gloo down while a peer still
+    talks to it can abort that peer ("terminate called without an active exception").
+    """
     if dist.is_available() and dist.is_initialized():
+        dist.barrier()
         dist.destroy_process_group()
 
 
