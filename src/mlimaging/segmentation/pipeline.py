@@ -235,20 +235,26 @@ def predict_labels(model: nn.Module, image: Any, *, roi_size: Sequence[int] | No
 
 
 # ----------------------------------------------------------------------------- patch CNN
+def _patch_windows(image: Any) -> torch.Tensor:
+    """The 17 x 17 patch centred on each pixel of a z-scored 2D image, reflect-padded by 8:
+    ``(H * W, 17, 17)`` in C order."""
+    from mlimaging.models.patch_cnn import HALF, PATCH_SIZE
+
+    x = F.pad(zscore(image).reshape(1, 1, *as_numpy(image).shape[-2:]), (HALF,) * 4, mode="reflect")
+    return x[0, 0].unfold(0, PATCH_SIZE, 1).unfold(1, PATCH_SIZE, 1).reshape(-1, PATCH_SIZE, PATCH_SIZE)
+
+
 def patch_dataset(images: Sequence[Any], labels: Sequence[Any], *, per_class: int, seed: int) -> TensorDataset:
     """17 x 17 patches of z-scored 2D images (reflect-padded by 8) and their centre labels.
 
     Up to ``per_class`` centres per class and image, drawn without replacement by
     ``np.random.default_rng(seed)``, so that small structures are not drowned by background.
     """
-    from mlimaging.models.patch_cnn import HALF, PATCH_SIZE
-
     rng = np.random.default_rng(seed)
     patches, targets = [], []
     for image, lab in zip(images, labels, strict=True):
         lab = as_numpy(lab).reshape(-1)
-        x = F.pad(zscore(image).reshape(1, 1, *as_numpy(image).shape[-2:]), (HALF,) * 4, mode="reflect")
-        windows = x[0, 0].unfold(0, PATCH_SIZE, 1).unfold(1, PATCH_SIZE, 1).reshape(-1, PATCH_SIZE, PATCH_SIZE)
+        windows = _patch_windows(image)
         for k in np.unique(lab):
             idx = np.flatnonzero(lab == k)
             pick = rng.choice(idx, size=min(per_class, idx.size), replace=False)
@@ -264,11 +270,8 @@ def patch_predict(model: nn.Module, image: Any, *, batch_size: int = 1024) -> np
     reflect-padded by 8: what :meth:`~mlimaging.models.FCN.from_patch_cnn` with
     ``pad=True`` computes in one dense pass.
     """
-    from mlimaging.models.patch_cnn import HALF, PATCH_SIZE
-
     shape = as_numpy(image).shape[-2:]
-    x = F.pad(zscore(image).reshape(1, 1, *shape), (HALF,) * 4, mode="reflect")
-    windows = x[0, 0].unfold(0, PATCH_SIZE, 1).unfold(1, PATCH_SIZE, 1).reshape(-1, 1, PATCH_SIZE, PATCH_SIZE)
+    windows = _patch_windows(image)[:, None]
     model.eval()
     with torch.no_grad():
         out = torch.cat([model(windows[i:i + batch_size]).argmax(1) for i in range(0, len(windows), batch_size)])
