@@ -112,3 +112,51 @@ def test_evaluate_errors_are_one_red_line(tmp_path, setup, message):
     result = runner.invoke(app, args)
     assert result.exit_code == 2, result.output
     assert message in result.output and "Traceback" not in result.output
+
+
+def _flat(text):
+    """Output with line wrapping undone (rich wraps titles and warnings at 80 columns)."""
+    return " ".join(text.split())
+
+
+def test_evaluate_warns_about_label_encodings_and_rejects_absent_labels(tmp_path):
+    gt = np.zeros((12, 10, 4), np.int16)
+    gt[3:8, 2:7, 1:3] = 255  # a 0/255 reference against a 0/1 prediction
+    p = _nifti(tmp_path / "p.nii.gz", (gt > 0).astype(np.int16), (1.0, 1.0, 2.0))
+    g = _nifti(tmp_path / "g.nii.gz", gt, (1.0, 1.0, 2.0))
+    result = runner.invoke(app, ["evaluate", str(p), str(g), "--metrics", "dice"])
+    assert result.exit_code == 0, result.output
+    text = _flat(result.output)
+    assert "warning:" in text and "case 'g' (only in pred: [1]; only in target: [255])" in text
+    # A label found in no case is an error naming it (not "both empty, Dice 1").
+    result = runner.invoke(app, ["evaluate", str(p), str(g), "--labels", "5"])
+    assert result.exit_code == 2, result.output
+    assert "labels: 5 found in no prediction and no reference" in _flat(result.output)
+    assert "Traceback" not in result.output
+    # Same label values on both sides: no warning.
+    same = runner.invoke(app, ["evaluate", str(g), str(g), "--metrics", "dice"])
+    assert same.exit_code == 0 and "warning" not in same.output
+
+
+def test_evaluate_table_states_distance_units(tmp_path):
+    from PIL import Image
+
+    pred, gt = _case(3)
+    p = _nifti(tmp_path / "p.nii.gz", pred, (0.5, 0.5, 2.0))
+    g = _nifti(tmp_path / "g.nii.gz", gt, (0.5, 0.5, 2.0))
+    files = runner.invoke(app, ["evaluate", str(p), str(g)])
+    assert files.exit_code == 0, files.output
+    assert "distances in mm (spacing from the files)" in _flat(files.output)
+    given = runner.invoke(app, ["evaluate", str(p), str(g), "--spacing", "1,1,1"])
+    assert "distances in mm (spacing from --spacing)" in _flat(given.output)
+    # PNG stores no spacing: distances are in voxels, and the table says so.
+    Image.fromarray(gt[:, :, 2].astype(np.uint8)).save(tmp_path / "g.png")
+    Image.fromarray(pred[:, :, 2].astype(np.uint8)).save(tmp_path / "p.png")
+    out = tmp_path / "rows.json"
+    png = runner.invoke(app, ["evaluate", str(tmp_path / "p.png"), str(tmp_path / "g.png"), "--out", str(out)])
+    assert png.exit_code == 0, png.output
+    assert "distances in voxels (the files store no spacing; pass --spacing for mm)" in _flat(png.output)
+    assert json.loads(out.read_text())["metadata"]["distance_units"] == "voxels"
+    # Only overlap metrics: no distance units to state.
+    dice_only = runner.invoke(app, ["evaluate", str(p), str(g), "--metrics", "dice"])
+    assert "distances" not in dice_only.output

@@ -87,6 +87,7 @@ def test_rows_agree_with_single_case_functions(seed, nd):
         assert r["specificity"] == pytest.approx(specificity(pm, tm, zero_division=1.0))
 
 
+@pytest.mark.filterwarnings("ignore:pred and target hold different labels")
 def test_summary_statistics_and_missed_structure_overlap():
     pred, gt = _example()
     missed = pred.copy()
@@ -109,6 +110,7 @@ def test_summary_statistics_and_missed_structure_overlap():
     assert_allclose(res.values("dice", 2), values)
 
 
+@pytest.mark.filterwarnings("ignore:pred and target hold different labels")
 def test_missed_structure_distance_is_image_diagonal():
     pred, gt = _example()
     missed = pred.copy()
@@ -154,6 +156,7 @@ def test_surface_metrics_match_single_case_functions_and_hand_values():
     assert 0 < row["assd"] <= row["rmssd"] <= row["hd"]
 
 
+@pytest.mark.filterwarnings("ignore:pred and target hold different labels")
 def test_per_case_spacing_scales_distances():
     gt = np.zeros((10, 10), dtype=np.int64)
     gt[2:6, 2:6] = 1
@@ -188,16 +191,73 @@ def test_jobs_2_equals_jobs_1():
 def test_labels_default_explicit_and_absent():
     gt = np.array([[0, 3], [3, 0]])
     pred = np.array([[5, 3], [0, 0]])
-    res = evaluate_segmentation(torch.from_numpy(pred), torch.from_numpy(gt), metrics=("dice",))
+    with pytest.warns(UserWarning, match=r"only in pred: \[5\]"):
+        res = evaluate_segmentation(torch.from_numpy(pred), torch.from_numpy(gt), metrics=("dice",))
     assert res.labels == (3, 5)  # union of pred and target, sorted, background excluded
     assert [r["dice"] for r in res.rows] == [pytest.approx(2 / 3), 0.0]
-    res = evaluate_segmentation([pred], [gt], labels=[5, 3], metrics=("dice",))
+    with pytest.warns(UserWarning, match="different labels"):
+        res = evaluate_segmentation([pred], [gt], labels=[5, 3], metrics=("dice",))
     assert [r["label"] for r in res.rows] == [5, 3]  # order as given
-    with pytest.warns(UserWarning, match=r"\[7\]"):
-        res = evaluate_segmentation([pred], [gt], labels=[3, 7], metrics=("dice", "precision", "specificity"))
-    row7 = res.rows[1]
-    assert row7["pred_empty"] and row7["target_empty"]
-    assert (row7["dice"], row7["precision"], row7["specificity"]) == (1.0, 1.0, 1.0)
+    # A requested label that no case holds is an error naming it, not "both empty, Dice 1".
+    with pytest.raises(ValueError, match=r"labels: 7 found in no prediction and no reference.*present: 3, 5"):
+        evaluate_segmentation([pred], [gt], labels=[3, 7], metrics=("dice", "precision", "specificity"))
+    # A label present in some case but absent from both masks of another keeps the
+    # both-empty policy (overlap 1) there.
+    with pytest.warns(UserWarning, match="case0"):
+        res = evaluate_segmentation([pred, gt], [gt, gt], labels=[5], metrics=("dice", "precision", "specificity"))
+    row = res.rows[1]
+    assert row["pred_empty"] and row["target_empty"]
+    assert (row["dice"], row["precision"], row["specificity"]) == (1.0, 1.0, 1.0)
+
+
+def test_label_sets_that_differ_are_named_per_case():
+    gt = np.zeros((6, 6), dtype=np.uint8)
+    gt[1:4, 1:4] = 255  # a 0/255 reference ...
+    pred = (gt > 0).astype(np.uint8)  # ... against a 0/1 prediction: Dice 0 for both labels
+    pred2 = gt.copy()
+    with pytest.warns(UserWarning) as caught:
+        res = evaluate_segmentation([pred, pred2, pred2], [gt, gt, gt], names=["a", "b", "c"], metrics=("dice",))
+    assert len(caught) == 1
+    msg = str(caught[0].message)
+    assert "1 of 3 cases" in msg
+    assert "case 'a' (only in pred: [1]; only in target: [255])" in msg
+    assert "'b'" not in msg and "'c'" not in msg
+    assert "0/255" in msg
+    assert [r["dice"] for r in res.rows if r["case"] == "a"] == [0.0, 0.0]
+    # Identical label sets, including both-empty cases: no warning at all.
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        evaluate_segmentation([pred2, np.zeros_like(gt)], [gt, np.zeros_like(gt)], metrics=("dice",))
+
+
+def test_label_mismatch_warning_lists_at_most_ten_cases():
+    gt = np.ones((3, 3), dtype=int)
+    preds = [np.full((3, 3), 2)] * 12
+    with pytest.warns(UserWarning, match=r"12 of 12 cases.*and 2 more cases") as caught:
+        evaluate_segmentation(preds, [gt] * 12, metrics=("dice",))
+    assert "case11" not in str(caught[0].message) and "case9" in str(caught[0].message)
+
+
+def test_distance_units_in_metadata_and_table():
+    from rich.console import Console
+
+    pred, gt = _example()
+    voxels = evaluate_segmentation(pred, gt, metrics=("dice", "hd"))
+    mm = evaluate_segmentation(pred, gt, metrics=("dice", "hd"), spacing=(0.5, 0.5))
+    overlap_only = evaluate_segmentation(pred, gt, metrics=("dice",))
+    assert voxels.metadata["distance_units"] == "voxels"
+    assert mm.metadata["distance_units"] == "mm"
+    assert (voxels.units_note(), mm.units_note(), overlap_only.units_note()) == (
+        "distances in voxels", "distances in mm", None)
+    console = Console(width=200, record=True)
+    console.print(mm.to_table())
+    assert "distances in mm" in console.export_text()
+    with pytest.warns(UserWarning, match=r"mixed \(mm for 1 cases, voxels for 1"):
+        mixed = evaluate_segmentation([pred, pred], [gt, gt], metrics=("hd",), spacing=[(2.0, 2.0), None])
+    assert mixed.metadata["distance_units"].startswith("mixed")
+    assert mixed.rows[0]["hd"] == pytest.approx(2 * mixed.rows[2]["hd"])
 
 
 def test_bool_float_and_3d_maps_and_mixed_shapes():
@@ -211,6 +271,7 @@ def test_bool_float_and_3d_maps_and_mixed_shapes():
     assert [r["dice"] for r in res.rows] == [1.0, pytest.approx(0.8)]
 
 
+@pytest.mark.filterwarnings("ignore:pred and target hold different labels")
 def test_csv_and_json_round_trip(tmp_path):
     pred, gt = _example()
     missed = pred.copy()
@@ -299,6 +360,7 @@ def test_unknown_metric_names_raise(name):
         evaluate_segmentation(pred, gt, metrics=(name,))
 
 
+@pytest.mark.filterwarnings("ignore:pred and target hold different labels")
 @pytest.mark.parametrize("seed", range(6))
 def test_shared_distances_equal_scalar_surface_functions(seed):
     from mlimaging.metrics import average_surface_distance, hausdorff_distance, rms_surface_distance
@@ -326,6 +388,7 @@ def test_shared_distances_equal_scalar_surface_functions(seed):
             assert r[m] == pytest.approx(v, rel=1e-12), (r["label"], m)
 
 
+@pytest.mark.filterwarnings("ignore:pred and target hold different labels")
 @pytest.mark.parametrize("top", [3, 40, 70000])
 def test_default_labels_for_small_and_large_label_values(top):
     gt = np.zeros((3, 4), dtype=np.int64)

@@ -105,6 +105,10 @@ def evaluate_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ) -> None:
     """Evaluate segmentations: Dice, Hausdorff, surface distances per case and label."""
+    import warnings
+
+    from rich.markup import escape
+
     from mlimaging.metrics.files import evaluate_files
 
     fmt = (fmt or (out.suffix.lstrip(".") if out is not None and out.suffix else "csv")).lower()
@@ -113,9 +117,21 @@ def evaluate_cmd(
     if out is not None and out.exists() and not force:
         raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
     names = [m.strip() for m in metrics.split(",") if m.strip()]
-    result = evaluate_files(pred, gt, labels=_int_list(labels, name="--labels"),
-                            spacing=_float_list(spacing, name="--spacing"), metrics=names, jobs=jobs)
-    table = Table("label", "metric", "mean", "std", "median", "n", "n_empty", title=f"{len(result.rows)} rows")
+    spacing_values = _float_list(spacing, name="--spacing")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = evaluate_files(pred, gt, labels=_int_list(labels, name="--labels"),
+                                spacing=spacing_values, metrics=names, jobs=jobs)
+    for w in caught:
+        err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
+    title = f"{len(result.rows)} rows"
+    if result.units_note() is not None:
+        title += f"; {result.units_note()}" + (
+            " (spacing from --spacing)" if spacing_values is not None else {
+                "mm": " (spacing from the files)",
+                "voxels": " (the files store no spacing; pass --spacing for mm)",
+            }.get(result.metadata["distance_units"], ""))
+    table = Table("label", "metric", "mean", "std", "median", "n", "n_empty", title=title)
     for s in result.summary():
         table.add_row(str(s["label"]), s["metric"], f"{s['mean']:.4g}", f"{s['std']:.4g}", f"{s['median']:.4g}",
                       str(s["n"]), str(s["n_empty"]))

@@ -8,6 +8,12 @@ prediction) or hallucinated (empty reference) gets Dice 0 and, for the distances
 mean worse instead of vanishing from it. When both masks are empty the overlap
 metrics are 1 and the distances 0. The summary counts such cases in ``n_empty``.
 
+Label encodings are checked, not guessed: a case whose prediction and reference hold
+different sets of labels (a 0/255 reference against a 0/1 prediction, or a missed
+structure) is named in a ``UserWarning``, and a requested label found in no case at all
+is an error. Distances are in mm when a spacing is given and in voxels otherwise
+(``metadata["distance_units"]``).
+
 References
 ----------
 Taha A. A., Hanbury A. (2015). Metrics for evaluating 3D medical image segmentation:
@@ -82,7 +88,8 @@ class EvaluationResult:
     cases
         The case names, in input order.
     metadata
-        Settings of the run (spacing per case, ``empty_distance``, version), written by
+        Settings of the run (spacing per case, ``distance_units``: ``"mm"``,
+        ``"voxels"`` or ``"mixed (...)"``, ``empty_distance``, version), written by
         :meth:`to_json`.
     """
 
@@ -125,6 +132,13 @@ class EvaluationResult:
                 out.append(entry)
         return out
 
+    def units_note(self) -> str | None:
+        """What the distances are measured in, e.g. ``"distances in mm"``; ``None`` without
+        distance metrics."""
+        if not any(m in _SURFACE for m in self.metrics):
+            return None
+        return f"distances in {self.metadata.get('distance_units', 'mm')}"
+
     def to_csv(self, path: str | Path) -> Path:
         """Write the rows to a CSV file (overwriting it) and return its path.
 
@@ -161,11 +175,13 @@ class EvaluationResult:
         return path
 
     def to_table(self, *, title: str | None = None):
-        """The summary as a :class:`rich.table.Table` (for ``rich.print``)."""
+        """The summary as a :class:`rich.table.Table` (for ``rich.print``); the default title
+        states the cases, rows and the units of the distances (:meth:`units_note`)."""
         from rich.table import Table
 
         table = Table("label", "metric", "mean", "std", "median", "min", "max", "n", "n_empty",
-                      title=title or f"{len(self.cases)} cases, {len(self.rows)} rows")
+                      title=title or "; ".join(filter(None, (f"{len(self.cases)} cases, {len(self.rows)} rows",
+                                                                 self.units_note()))))
         for s in self.summary():
             table.add_row(str(s["label"]), s["metric"], *(f"{s[k]:.4g}" for k in ("mean", "std", "median", "min", "max")),
                           str(s["n"]), str(s["n_empty"]))
@@ -261,19 +277,56 @@ def _is_array(x: Any) -> bool:
     return isinstance(x, (np.ndarray, torch.Tensor))
 
 
-def _case_spacings(spacing: Any, n: int, ndims: list[int], names: list[str]) -> list[tuple[float, ...]]:
-    """One validated spacing tuple per case from None / a scalar / one tuple / per-case tuples."""
-    if _is_array(spacing):
-        spacing = as_numpy(spacing).tolist()
-    per_case = (
+def _is_per_case(spacing: Any) -> bool:
+    """Whether ``spacing`` (arrays already converted to lists) is a sequence of per-case spacings."""
+    return (
         spacing is not None
         and not np.isscalar(spacing)
         and isinstance(spacing, Sequence)
         and len(spacing) > 0
         and all(s is None or not np.isscalar(s) for s in spacing)
     )
+
+
+def _distance_units(spacing: Any, n: int) -> str:
+    """``"mm"`` when every case has a spacing, ``"voxels"`` when none has, else ``"mixed (...)"``."""
+    if _is_array(spacing):
+        spacing = as_numpy(spacing).tolist()
+    known = [s is not None for s in spacing] if _is_per_case(spacing) else [spacing is not None] * n
+    if all(known):
+        return "mm"
+    if not any(known):
+        return "voxels"
+    return f"mixed (mm for {sum(known)} cases, voxels for {known.count(False)} without a spacing)"
+
+
+def _label_mismatch(names: Sequence[str], case_labels: Sequence[tuple[set[int], set[int]]]) -> str | None:
+    """A warning text listing the cases whose pred and target hold different label sets."""
+    lines = []
+    for name, (in_pred, in_target) in zip(names, case_labels, strict=True):
+        if in_pred != in_target:
+            parts = []
+            if in_pred - in_target:
+                parts.append(f"only in pred: {sorted(in_pred - in_target)}")
+            if in_target - in_pred:
+                parts.append(f"only in target: {sorted(in_target - in_pred)}")
+            lines.append(f"case {name!r} ({'; '.join(parts)})")
+    if not lines:
+        return None
+    shown = "; ".join(lines[:10]) + (f"; and {len(lines) - 10} more cases" if len(lines) > 10 else "")
+    return (
+        f"pred and target hold different labels in {len(lines)} of {len(names)} cases: {shown}. "
+        "A label on one side only scores Dice 0 there: if this is not a missed or extra structure, "
+        "check that both use the same label values (e.g. 0/1 against 0/255)."
+    )
+
+
+def _case_spacings(spacing: Any, n: int, ndims: list[int], names: list[str]) -> list[tuple[float, ...]]:
+    """One validated spacing tuple per case from None / a scalar / one tuple / per-case tuples."""
+    if _is_array(spacing):
+        spacing = as_numpy(spacing).tolist()
     try:
-        if per_case:
+        if _is_per_case(spacing):
             if len(spacing) != n:
                 raise ValueError(f"spacing: got {len(spacing)} per-case spacings for {n} cases")
             return [check_spacing(s, d, name=f"spacing of case {c!r}")
@@ -406,13 +459,17 @@ def evaluate_segmentation(
         maps must have the same shape; cases may differ in shape and dimension.
     labels
         Labels to evaluate (integers >= 1). Default: every non-zero label present in any
-        prediction or reference, sorted. A given label that appears nowhere is not an
-        error (it is evaluated with the empty-mask policy: Dice 1, distance 0) but emits
-        a ``UserWarning``, as it is most likely a typo. Zero, negative or non-integer
-        labels raise ``ValueError``.
+        prediction or reference, sorted. A given label found in no case at all raises
+        ``ValueError`` (most likely a typo or another label encoding; it would otherwise
+        score "both empty": Dice 1). Zero, negative or non-integer labels raise
+        ``ValueError``. Whatever ``labels`` is, a case whose prediction and reference
+        hold different sets of non-zero labels is listed in one ``UserWarning`` (which
+        labels are only in one of them).
     spacing
-        Voxel spacing in mm: ``None`` (1 on every axis), a scalar, one tuple for all
-        cases, or a sequence of per-case tuples (e.g. from each file's header).
+        Voxel spacing in mm: ``None`` (distances in voxels), a scalar, one tuple for all
+        cases, or a sequence of per-case tuples (e.g. from each file's header; a ``None``
+        entry means that case's distances are in voxels, and a mix warns). The units are
+        stored in ``metadata["distance_units"]``.
     metrics
         Metric names (keys of :data:`METRICS`); the row keys follow this order.
     names
@@ -440,7 +497,15 @@ def evaluate_segmentation(
     ValueError
         Different numbers of predictions and references, shapes that differ within a
         case (naming the case), non-integer / negative / NaN label maps, an unknown
-        metric (listing the valid ones), a bad label or spacing.
+        metric (listing the valid ones), a bad label or spacing, or a label in
+        ``labels`` that no case holds (naming it).
+
+    Warns
+    -----
+    UserWarning
+        When a case's prediction and reference hold different label sets (naming the
+        cases and the labels only in one of them), and when some cases have a spacing
+        and others not.
 
     Examples
     --------
@@ -493,9 +558,8 @@ def evaluate_segmentation(
         t_maps.append(ta)
     spacings = _case_spacings(spacing, n, [t.ndim for t in t_maps], case_names)
 
-    present: set[int] = set()
-    for arr in (*p_maps, *t_maps):
-        present |= _present(arr)
+    case_labels = [(_present(p), _present(t)) for p, t in zip(p_maps, t_maps, strict=True)]
+    present: set[int] = set().union(*(p | t for p, t in case_labels))
     if labels is None:
         label_tuple = tuple(sorted(present))
         if not label_tuple:
@@ -504,11 +568,13 @@ def evaluate_segmentation(
         label_tuple = _check_labels(labels)
         absent = [v for v in label_tuple if v not in present]
         if absent:
-            warnings.warn(
-                f"labels {absent} appear in no pred and no target; they are evaluated as empty masks",
-                UserWarning,
-                stacklevel=2,
+            raise ValueError(
+                f"labels: {', '.join(map(str, absent))} found in no prediction and no reference "
+                f"(labels present: {', '.join(map(str, sorted(present))) or 'none'})"
             )
+    mismatch = _label_mismatch(case_names, case_labels)
+    if mismatch:
+        warnings.warn(mismatch, UserWarning, stacklevel=2)
 
     tasks = [
         (c, p, t, s, label_tuple, metric_names, empty_distance)
@@ -522,9 +588,13 @@ def evaluate_segmentation(
     rows = [row for case_rows in per_case for row in case_rows]
     from mlimaging import __version__
 
+    units = _distance_units(spacing, n)
+    if units.startswith("mixed") and any(m in _SURFACE for m in metric_names):
+        warnings.warn(f"distances are {units}: their summary mixes units", UserWarning, stacklevel=2)
     metadata = {
         "n_cases": n,
         "spacing": [list(s) for s in spacings],
+        "distance_units": units,
         "empty_distance": "image diagonal" if empty_distance is None else empty_distance,
         "std": "population (ddof=0)",
         "mlimaging_version": __version__,

@@ -10,8 +10,19 @@ import numpy as np
 from mlimaging.data.io import SUPPORTED_FORMATS, image_format, read_image, strip_image_suffix
 from mlimaging.metrics.evaluation import EvaluationResult, evaluate_segmentation
 
-__all__ = ["evaluate_files", "match_files"]
+__all__ = ["evaluate_files", "match_files", "stores_spacing"]
 
+
+def stores_spacing(path: str | Path) -> bool:
+    """Whether an image file states its voxel spacing (NIfTI, DICOM, MetaImage, NRRD, MGZ,
+    ``.npz`` with a ``spacing`` key); PNG/JPEG/BMP/TIFF and ``.npy`` files do not."""
+    fmt = image_format(path)
+    if fmt in ("pil", "npy"):
+        return False
+    if fmt == "npz":
+        with np.load(path, allow_pickle=False) as z:
+            return "spacing" in z.files
+    return fmt is not None or Path(path).is_dir()
 
 
 def _images_in(folder: Path) -> dict[str, Path]:
@@ -70,9 +81,12 @@ def evaluate_files(
 ) -> EvaluationResult:
     """Evaluate label-map files (or folders of them) with :func:`evaluate_segmentation`.
 
-    The spacing of each case comes from its ground-truth file (NIfTI header)
-    unless ``spacing`` is given. A prediction whose shape or spacing differs
-    from its ground truth is an error naming the file.
+    The spacing of each case comes from its ground-truth file (NIfTI or DICOM header,
+    ``.npz`` ``spacing`` key, ...) unless ``spacing`` is given. Distances are in mm
+    when the spacing is known (given, or stored in the files) and in voxels for files
+    that store none (PNG, JPEG, ``.npy``); the result's ``metadata["distance_units"]``
+    says which. A prediction whose shape or spacing differs from its ground truth is
+    an error naming the file.
     """
     pairs = match_files(pred, target)
     preds, targets, spacings, names = [], [], [], []
@@ -89,7 +103,10 @@ def evaluate_files(
                 raise ValueError(f"{path}: expected an integer label map, found non-integer values")
         preds.append(p.astype(np.int64))
         targets.append(t.astype(np.int64))
-        spacings.append(tuple(spacing) if spacing is not None else tuple(t_sp))
+        if spacing is not None:
+            spacings.append(tuple(spacing))
+        else:  # None: no spacing in the file, distances in voxels
+            spacings.append(tuple(t_sp) if stores_spacing(t_path) else None)
         names.append(name)
     return evaluate_segmentation(preds, targets, labels=labels, spacing=spacings, metrics=tuple(metrics),
                                  names=names, jobs=jobs)
