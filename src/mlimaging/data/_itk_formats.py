@@ -23,6 +23,7 @@ import gzip
 import re
 import zlib
 from pathlib import Path
+
 import numpy as np
 
 from mlimaging.data.geometry import ImageGeometry

@@ -18,7 +18,6 @@ atlas-based segmentation, and a spatial transformer network on distorted digits.
 from __future__ import annotations
 
 import contextlib
-import os
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -76,14 +75,14 @@ def _images(size: int, camera_size: int, seed: int) -> list[tuple[str, np.ndarra
     central two thirds of the image and of its warped copy (no black borders from the warp)."""
     import skimage.data
     import skimage.transform
-    from nibabel.testing import data_path
 
     from mlimaging.data import make_phantom, read_image
+    from mlimaging.data.samples import sample_file
 
     phantom, _ = make_phantom((size, size), seed=seed, n_structures=5, partial_volume=1.0)
     camera = skimage.transform.resize(skimage.data.camera().astype(np.float32) / 255.0,
                                       (camera_size, camera_size), anti_aliasing=True)
-    anat, spacing = read_image(os.path.join(data_path, "anatomical.nii"))
+    anat, spacing = read_image(sample_file("anatomical.nii"))
     return [("phantom", _normalise(phantom), (1.0, 1.0), False),
             ("camera", _normalise(camera), (512 / camera_size,) * 2, True),
             ("anatomical.nii", _normalise(anat), tuple(float(s) for s in spacing), False)]
