@@ -258,7 +258,7 @@ def read_dicom_series(folder: str | os.PathLike, *, series_uid: str | None = Non
     if series_uid is None:
         if len(groups) > 1:
             listing = "; ".join(f"{uid} ({items[0][1].get('SeriesDescription', 'no description')}, "
-                                f"{len(items)} files)" for uid, items in groups.items())
+                                f"{len(items)} files)" for uid, items in sorted(groups.items()))
             raise ValueError(f"'{folder}' holds {len(groups)} DICOM series; choose one with series_uid "
                              f"(CLI: --series UID): {listing}")
         series_uid = next(iter(groups))

@@ -430,6 +430,9 @@ def write_image(
         spacing = geometry.spacing
 
     if fmt == "nifti":
+        if geometry is not None and 2 <= arr.ndim and geometry.ndim != min(arr.ndim, 3):
+            raise ValueError(f"Cannot write '{p}': the geometry has {geometry.ndim} spatial axes, the array "
+                             f"{arr.shape} has {min(arr.ndim, 3)}.")
         data, sp = _prepare_nifti(p, arr, spacing)
     elif fmt == "pil":
         data, sp = _prepare_pil(p, arr, spacing, geometry)
