@@ -102,13 +102,14 @@ def test_threshold_bad_image(image):
 def test_multi_threshold_worked_example_and_boundaries():
     image = np.array([0.0, 1.0, 1.5, 2.0, 3.0])
     labels = multi_threshold(image, [1.0, 2.0])
-    assert_array_equal(labels, [0, 1, 1, 2, 2])  # a voxel equal to t_i goes up
+    assert_array_equal(labels, [0, 0, 1, 1, 2])  # a voxel equal to t_i stays below: label = #{t_i < v}
     assert labels.dtype == np.int64
-    assert_array_equal(labels, np.digitize(image, [1.0, 2.0]))
+    assert_array_equal(labels, np.digitize(image, [1.0, 2.0], right=True))
     # equal thresholds: the interval between them is empty
-    assert_array_equal(multi_threshold(image, [1.0, 1.0, 2.0]), [0, 2, 2, 3, 3])
-    # integer image, fractional thresholds: exact comparison
-    assert_array_equal(multi_threshold(np.arange(5), [1.5, 3.0]), [0, 0, 1, 2, 2])
+    assert_array_equal(multi_threshold(image, [1.0, 1.0, 2.0]), [0, 0, 2, 2, 3])
+    # integer image, fractional and integer thresholds: exact comparison
+    assert_array_equal(multi_threshold(np.arange(5), [1.5, 3.0]), [0, 0, 1, 1, 2])
+    assert_array_equal(multi_threshold(np.arange(-3, 2, dtype=np.int16), [-1.5, -1.0]), [0, 0, 1, 2, 2])
 
 
 @given(arrays(np.float64, st.integers(1, 30), elements=st.floats(-10, 10)),
@@ -117,9 +118,20 @@ def test_multi_threshold_worked_example_and_boundaries():
 def test_multi_threshold_matches_digitize_and_threshold(image, thresholds):
     t = np.sort(thresholds)
     labels = multi_threshold(image, t)
-    assert_array_equal(labels, np.digitize(image, t))
-    for i, ti in enumerate(t):  # label > i  <=>  v >= t_i
-        assert_array_equal(labels > i, threshold(image, ti))
+    assert_array_equal(labels, np.digitize(image, t, right=True))
+    for i, ti in enumerate(t):  # label > i  <=>  v > t_i  <=>  not (v <= t_i)
+        assert_array_equal(labels > i, image > ti)
+        assert_array_equal(labels > i, ~threshold(image, -np.inf, ti))
+
+
+@given(arrays(np.int16, st.integers(1, 30), elements=st.integers(-50, 50)),
+       st.lists(st.floats(-60, 60), min_size=1, max_size=4))
+@settings(max_examples=40, deadline=None)
+def test_multi_threshold_integer_images_compare_exactly(image, thresholds):
+    t = np.sort(thresholds)
+    labels = multi_threshold(image, t)
+    expected = sum((image.astype(np.float64) > ti).astype(np.int64) for ti in t)
+    assert_array_equal(labels, expected)
 
 
 @pytest.mark.parametrize("thresholds", [[], [[1.0, 2.0]], [2.0, 1.0], [np.nan], [np.inf], "ab"])
@@ -177,11 +189,75 @@ def test_otsu_separates_modes_and_is_bin_centre():
     assert t in centres
 
 
-def test_otsu_wide_integer_range_uses_bins():
+def test_otsu_wide_integer_range():
     rng = np.random.default_rng(3)
+    # A range of 201,000 values: one bin per integer, as scikit-image.
     image = np.concatenate([rng.integers(0, 1000, 200), rng.integers(200_000, 201_000, 100)])
-    assert otsu_threshold(image, bins=128) == otsu_threshold(image.astype(np.float64), bins=128)
-    assert 1000 <= otsu_threshold(image) <= 200_000
+    assert otsu_threshold(image, bins=128) == float(threshold_otsu(image, nbins=128))
+    assert otsu_threshold(image) == image[image < 1000].max()  # first maximiser: the last lower bin
+    # Beyond 2**20 values (where scikit-image would allocate a bin per value): equal-width bins.
+    wide = np.concatenate([rng.integers(0, 1000, 200), rng.integers(5_000_000, 5_001_000, 100)])
+    assert otsu_threshold(wide, bins=128) == otsu_threshold(wide.astype(np.float64), bins=128)
+
+
+def _anatomical():
+    import nibabel
+
+    from mlimaging.data import read_image
+
+    path = __import__("pathlib").Path(nibabel.__file__).parent / "tests" / "data" / "anatomical.nii"
+    if not path.is_file():
+        pytest.skip(f"nibabel does not ship {path}")
+    return read_image(path)[0]
+
+
+def test_otsu_integer_images_binned_as_skimage():
+    """int16 anatomical.nii: one bin per integer (7625), as scikit-image; its float copy
+    gets 256 equal bins (7564.6) in both libraries."""
+    image = _anatomical()
+    assert image.dtype == np.int16
+    assert otsu_threshold(image) == float(threshold_otsu(image)) == 7625.0
+    as_float = image.astype(np.float64)
+    assert otsu_threshold(as_float) == float(threshold_otsu(as_float)) == pytest.approx(7564.619140625)
+    camera = data.camera()
+    assert otsu_threshold(camera) == float(threshold_otsu(camera)) == 102.0
+    assert otsu_threshold(camera.astype(np.float32)) == float(threshold_otsu(camera.astype(np.float32)))
+    assert otsu_threshold(torch.from_numpy(image)) == 7625.0
+
+
+def test_ties_at_a_threshold_one_convention_on_camera(tmp_path):
+    """Every way of applying an Otsu threshold gives the same voxels: ties go below."""
+    from mlimaging.segmentation.pipeline import otsu_labels
+
+    camera = data.camera()
+    t = otsu_threshold(camera)
+    assert t == 102.0 and np.count_nonzero(camera == t) == 201  # the voxels that used to disagree
+    foreground = camera > t
+    assert_array_equal(multi_threshold(camera, [t]) == 1, foreground)
+    assert_array_equal(multi_threshold(camera, multi_otsu_thresholds(camera, 2)), foreground)
+    assert_array_equal(otsu_labels(camera, [0.0, 1.0]), foreground)
+    assert_array_equal(otsu_labels(camera, [1.0, 0.0]), ~foreground)  # labels follow the intensities
+    assert_array_equal(foreground, camera > threshold_otsu(camera))  # scikit-image's own definition
+    assert_array_equal(~threshold(camera, -np.inf, t), foreground)
+    for classes in (3, 4):
+        ts = multi_otsu_thresholds(camera, classes)
+        labels = multi_threshold(camera, ts)
+        assert_array_equal(labels, sum((camera > v).astype(int) for v in ts))
+        assert_array_equal(labels, np.digitize(camera, threshold_multiotsu(camera, classes), right=True))
+        assert np.count_nonzero(labels != np.digitize(camera, ts)) > 0  # ties exist: the choice matters
+    # The command line: `mlimaging segment otsu` writes the same masks.
+    from typer.testing import CliRunner
+
+    from mlimaging.cli import app
+    from mlimaging.data import read_image, write_image
+
+    write_image(tmp_path / "camera.png", camera)
+    for classes, expected in ((2, foreground), (3, multi_threshold(camera, multi_otsu_thresholds(camera, 3)))):
+        out = tmp_path / f"otsu{classes}.png"
+        result = CliRunner().invoke(app, ["segment", "otsu", str(tmp_path / "camera.png"), "--classes",
+                                          str(classes), "--out", str(out)])
+        assert result.exit_code == 0, result.output
+        assert_array_equal(read_image(out)[0], expected)
 
 
 def test_otsu_torch_and_bool_inputs():

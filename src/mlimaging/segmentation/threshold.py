@@ -7,6 +7,30 @@
 
 All functions take NumPy arrays or torch tensors of any dimension and return NumPy.
 
+**Ties at a threshold (one convention for the whole toolkit).** A voxel equal to a
+threshold :math:`t` belongs to the class *below* it: the foreground of Otsu's threshold
+is ``image > t``, and :func:`multi_threshold` gives a voxel the number of thresholds
+strictly below it, ``np.digitize(image, thresholds, right=True)``. This is
+scikit-image's convention for ``threshold_otsu`` ("pixels with an intensity higher than
+this value are foreground") and it is the partition that Otsu's criterion optimises:
+:func:`otsu_threshold` and :func:`multi_otsu_thresholds` (like scikit-image's) return the
+centre of the last histogram bin of each lower class. scikit-image's documentation
+applies multi-Otsu thresholds with ``np.digitize(image, thresholds)``, which puts ties in
+the class above: on its camera image that moves the 201 pixels equal to the Otsu
+threshold 102 into the foreground, against ``image > 102``, and it lowers the
+between-class variance that the thresholds maximised. :func:`multi_threshold` applied to
+Otsu thresholds, ``image > otsu_threshold(image)``, the segmentation pipeline
+(``otsu_labels``, ``threshold_labels``) and ``mlimaging segment threshold/otsu`` therefore
+all agree voxel for voxel. The exception is :func:`threshold`, which keeps a *closed*
+interval ``[lower, upper]`` (SimpleITK's ``BinaryThreshold``, and the bounds of region
+growing): ``threshold(image, lower=t)`` also keeps the voxels equal to ``t``.
+
+**Histograms (Otsu).** As scikit-image: an integer image gets one bin per integer
+value between its minimum and maximum (``bins`` is ignored), a floating-point image
+``bins`` equal-width bins over ``[min, max]``. So an int16 scan and the same values
+stored as float64 can get different thresholds (nibabel's ``anatomical.nii``: 7625
+from its int16 voxels, 7564.6 from ``get_fdata()``, in both libraries).
+
 **How bounds are compared.** A bound is compared with the voxels at the precision of
 the image: for floating-point images it is first rounded to the image dtype (what NumPy
 does with a Python scalar, and what SimpleITK does), for integer and boolean images the
@@ -27,8 +51,9 @@ from mlimaging.utils import as_numpy
 __all__ = ["threshold", "multi_threshold", "otsu_threshold", "multi_otsu_thresholds"]
 
 # Integer images get one histogram bin per integer value (as scikit-image) when their
-# range holds at most this many values; wider ranges use ``bins`` equal-width bins.
-_MAX_INTEGER_BINS = 2**16
+# range holds at most this many values (8 MiB per float64 array); wider ranges, where
+# scikit-image would allocate one bin per value of the range, use ``bins`` equal-width bins.
+_MAX_INTEGER_BINS = 2**20
 # Number of float64 elements per block of the multi-Otsu dynamic programme (8 MiB).
 _BLOCK_ELEMENTS = 2**20
 
@@ -107,6 +132,10 @@ def _in_range(image: np.ndarray, lower: float, upper: float) -> np.ndarray:
 def threshold(image: Any, lower: float, upper: float | None = None) -> np.ndarray:
     r"""Voxels whose intensity lies between ``lower`` and ``upper`` (both included).
 
+    A closed interval, as SimpleITK's ``BinaryThreshold``; to apply an Otsu threshold
+    ``t`` use ``image > t`` or :func:`multi_threshold` (ties go to the class below,
+    see the module docstring).
+
     .. math::
 
         m(x) = [\,l \le I(x)\,] \quad\text{or}\quad m(x) = [\,l \le I(x) \le u\,]
@@ -156,15 +185,17 @@ def multi_threshold(image: Any, thresholds: Sequence[float] | np.ndarray) -> np.
 
     .. math::
 
-        L(x) = \begin{cases}
-            0 & I(x) < t_0 \\
-            i & t_{i-1} \le I(x) < t_i \\
-            K & t_{K-1} \le I(x)
+        L(x) = \#\{i : I(x) > t_i\} = \begin{cases}
+            0 & I(x) \le t_0 \\
+            i & t_{i-1} < I(x) \le t_i \\
+            K & t_{K-1} < I(x)
         \end{cases}
 
-    A voxel equal to a threshold goes to the upper interval, as with
-    ``np.digitize(image, thresholds)`` (the scikit-image convention for applying
-    multi-Otsu thresholds).
+    A voxel equal to a threshold goes to the interval below it, as
+    ``np.digitize(image, thresholds, right=True)``: with one threshold the label is
+    ``image > t``, the foreground of :func:`otsu_threshold`, and with the thresholds of
+    :func:`multi_otsu_thresholds` the labels are the classes that Otsu's criterion
+    optimised (see the module docstring for the convention).
 
     Parameters
     ----------
@@ -188,7 +219,7 @@ def multi_threshold(image: Any, thresholds: Sequence[float] | np.ndarray) -> np.
     --------
     >>> import numpy as np
     >>> multi_threshold(np.array([0.0, 1.0, 1.5, 2.0, 3.0]), [1.0, 2.0])
-    array([0, 1, 1, 2, 2])
+    array([0, 0, 1, 1, 2])
     """
     arr = _as_image(image)
     try:
@@ -204,13 +235,13 @@ def multi_threshold(image: Any, thresholds: Sequence[float] | np.ndarray) -> np.
     if arr.dtype.kind == "f" and np.isnan(arr).any():
         raise ValueError("image must not contain NaN (a NaN voxel belongs to no interval)")
     # Compare at the image precision, as threshold() does: rounded bounds for floats;
-    # for integers v >= t  <=>  v >= ceil(t), exact in float64 for |v| < 2**53.
+    # for integers v > t  <=>  v > floor(t), exact in float64 for |v| < 2**53.
     if arr.dtype.kind == "f":
         with np.errstate(over="ignore"):
             edges = t.astype(arr.dtype)
     else:
-        edges = np.ceil(t)
-    return np.digitize(arr, edges, right=False).astype(np.int64, copy=False)
+        edges = np.floor(t)
+    return np.digitize(arr, edges, right=True).astype(np.int64, copy=False)
 
 
 # ------------------------------------------------------------------------------- Otsu
@@ -269,8 +300,9 @@ def otsu_threshold(image: Any, *, bins: int = 256) -> float:
         Image of any dimension (2D, 3D, ...).
     bins : int, optional
         Number of equal-width histogram bins over ``[image.min(), image.max()]``
-        (default 256). Ignored for integer images with at most 65,536 distinct
-        possible values in their range: they get one bin per integer.
+        (default 256). Ignored for integer images whose range holds at most
+        :math:`2^{20}` values (all 8- and 16-bit images): they get one bin per
+        integer, as in scikit-image.
 
     Returns
     -------
@@ -425,7 +457,7 @@ def multi_otsu_thresholds(image: Any, classes: int, *, bins: int = 256) -> np.nd
     >>> image = np.array([0, 0, 1, 5, 5, 6, 9, 10, 10])
     >>> multi_otsu_thresholds(image, 3)
     array([1., 6.])
-    >>> multi_threshold(image, [1.5, 6.5])
+    >>> multi_threshold(image, [1.0, 6.0])
     array([0, 0, 0, 1, 1, 1, 2, 2, 2])
     """
     arr = _as_image(image)
