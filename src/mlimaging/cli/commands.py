@@ -59,18 +59,43 @@ def datasets_cmd() -> None:
 
 
 @command("info")
-def info_cmd(path: Path = typer.Argument(..., help="An image file: NIfTI, DICOM, PNG/JPEG, NPY/NPZ.")) -> None:
-    """Show an image file's shape, type, spacing and intensity range."""
+def info_cmd(
+    path: Path = typer.Argument(..., help="An image file (NIfTI, DICOM, MetaImage, NRRD, MGZ, PNG/JPEG, NPY/NPZ) "
+                                          "or a folder of DICOM slices."),
+    series: str | None = typer.Option(None, "--series", help="Series Instance UID, for a folder holding several."),
+) -> None:
+    """Show an image's shape, type, geometry (spacing, origin, direction, orientation) and values."""
     from mlimaging.data import read_image
 
-    array, spacing = read_image(path)
+    array, geom = read_image(path, geometry=True, series_uid=series)
     table = Table(show_header=False)
     table.add_row("file", str(path))
     table.add_row("shape", " x ".join(map(str, array.shape)))
     table.add_row("dtype", str(array.dtype))
-    table.add_row("spacing", ", ".join(f"{s:g}" for s in spacing))
+    table.add_row("spacing (mm)", ", ".join(f"{s:g}" for s in geom.spacing))
+    table.add_row("origin (LPS mm)", ", ".join(f"{v:g}" for v in geom.origin))
+    table.add_row("direction", "\n".join("  ".join(f"{v:+.4f}" for v in row) for row in geom.direction)
+                  + "\n(columns: array axes; rows: L, P, S)" * (geom.world_ndim == 3))
+    if geom.world_ndim == 3:
+        codes = geom.axis_codes()
+        table.add_row("orientation", f"{codes} (array axes point to {', '.join(codes)}; nibabel's axis codes)"
+                      + (", oblique" if geom.is_oblique else ""))
+    if geom.nifti is not None:
+        table.add_row("NIfTI codes", f"qform {geom.nifti.qform_code}, sform {geom.nifti.sform_code}")
     if array.size:
-        table.add_row("range", f"{np.min(array):g} .. {np.max(array):g}")
+        finite = np.isfinite(array) if array.dtype.kind in "fc" else None
+        if finite is not None and not finite.all():
+            n_nan = int(np.isnan(array).sum())
+            n_inf = int(array.size - finite.sum() - n_nan)
+            table.add_row("non-finite", f"{n_nan} NaN, {n_inf} infinite of {array.size} values")
+            values = array[finite]
+        else:
+            values = array
+        if values.size:
+            table.add_row("range", f"{np.min(values):g} .. {np.max(values):g}"
+                          + (" (finite values)" if finite is not None and not finite.all() else ""))
+        else:
+            table.add_row("range", "no finite values")
     console.print(table)
 
 
