@@ -67,10 +67,13 @@ def test_worked_example_entropies():
     # per-image ranges with 3 and 5 bins per integer span give the same counts
     per_image = {"bins": 5, "value_range": ((0.5, 5.5), (-0.5, 2.5))}
     assert_allclose(mutual_information(IM1, IM2, **per_image), mi, rtol=1e-12)
-    # the torch Parzen estimate: the intensities sit on bin centres, so a narrow kernel is exact
+    # torch input, same call: the same exact counts
     t1, t2 = torch.tensor(IM1, dtype=torch.float64), torch.tensor(IM2, dtype=torch.float64)
-    assert_allclose(float(mutual_information(t1, t2, **INTEGER_BINS, parzen_sigma=0.1)), mi, rtol=1e-12)
-    nmi_t = normalized_mutual_information(t1, t2, **INTEGER_BINS, parzen_sigma=0.1)
+    assert float(mutual_information(t1, t2, **INTEGER_BINS)) == mutual_information(IM1, IM2, **INTEGER_BINS)
+    # the Parzen estimate: the intensities sit on bin centres, so a narrow kernel is exact
+    parzen = {"estimator": "parzen", "parzen_sigma": 0.1}
+    assert_allclose(float(mutual_information(t1, t2, **INTEGER_BINS, **parzen)), mi, rtol=1e-12)
+    nmi_t = normalized_mutual_information(t1, t2, **INTEGER_BINS, **parzen)
     assert_allclose(float(nmi_t), (h_x + h_y) / h_xy, rtol=1e-12)
 
 
@@ -215,10 +218,53 @@ def test_parzen_estimate_approaches_hard_histogram():
     tx, ty = torch.from_numpy(x), torch.from_numpy(y)
     for f in (mutual_information, normalized_mutual_information):
         hard = f(x, y, bins=16)
-        errors = [abs(f(tx, ty, bins=16, parzen_sigma=s).item() - hard) for s in (0.5, 0.2, 0.05)]
+        errors = [abs(f(tx, ty, bins=16, estimator="parzen", parzen_sigma=s).item() - hard) for s in (0.5, 0.2, 0.05)]
         assert errors[0] > errors[1] > errors[2]
         assert errors[2] < 2e-3 * hard  # stated tolerance: 0.2 % for parzen_sigma = 0.05
-        assert f(tx, ty, bins=16).item() < hard  # the default kernel blurs the histogram
+        assert f(tx, ty, bins=16, estimator="parzen").item() < hard  # the default kernel blurs the histogram
+
+
+@pytest.mark.parametrize("f", [mutual_information, normalized_mutual_information])
+@pytest.mark.parametrize("estimator", ["histogram", "parzen"])
+def test_same_call_same_value_for_numpy_and_torch(f, estimator):
+    """The estimator is a named argument, never chosen by the input type."""
+    x, y = _smooth_pair(seed=3, shape=(20, 24))
+    for kw in ({}, {"bins": 8}, {"bins": 12, "value_range": ((-0.5, 0.5), (-1.0, 1.0))}):
+        kw = {**kw, "estimator": estimator}
+        numpy_value = f(x, y, **kw)
+        assert isinstance(numpy_value, float)
+        t = f(torch.from_numpy(x), torch.from_numpy(y), **kw)
+        assert isinstance(t, torch.Tensor) and t.ndim == 0 and t.dtype == torch.float64
+        assert t.item() == pytest.approx(numpy_value, rel=1e-12, abs=1e-12)
+        assert f(torch.from_numpy(x), y, **kw).item() == pytest.approx(numpy_value, rel=1e-12)  # mixed
+        # float32 tensors: the same float32 values as a NumPy float32 array, result rounded to float32
+        x32, y32 = x.astype(np.float32), y.astype(np.float32)
+        t32 = f(torch.from_numpy(x32), torch.from_numpy(y32), **kw)
+        assert t32.dtype == torch.float32
+        assert t32.item() == pytest.approx(f(x32, y32, **kw), rel=1e-5)
+    # the default is the exact histogram for both input types
+    assert f(torch.from_numpy(x), torch.from_numpy(y)).item() == pytest.approx(f(x, y, estimator="histogram"),
+                                                                              rel=1e-12)
+
+
+def test_histogram_estimator_on_torch_matches_skimage_and_has_no_gradient():
+    from skimage import data
+
+    camera = data.camera()[::4, ::4].astype(np.float64)
+    shifted = np.roll(camera, 3, axis=1)
+    expected = sk_nmi(camera, shifted, bins=32)
+    tc = torch.from_numpy(camera).requires_grad_(True)
+    value = normalized_mutual_information(tc, torch.from_numpy(shifted))
+    assert value.item() == pytest.approx(expected, rel=1e-12)
+    assert not value.requires_grad  # exact counts are piecewise constant: use estimator="parzen" to optimise
+    assert normalized_mutual_information(tc, torch.from_numpy(shifted), estimator="parzen").requires_grad
+
+
+@pytest.mark.parametrize("estimator", ["hard", "Parzen", None, 1])
+def test_bad_estimator_rejected(estimator):
+    for f in (mutual_information, normalized_mutual_information):
+        with pytest.raises(ValueError, match="estimator must be one of"):
+            f(np.arange(6.0), np.arange(6.0), estimator=estimator)
 
 
 # --------------------------------------------------------------------------- gradients
@@ -246,7 +292,7 @@ def test_gradcheck_parzen_mi(f):
     y.requires_grad_(True)
 
     def fn(a, b):  # fixed bin edges: gradients do not flow through min / max
-        return f(a, b, bins=4, value_range=(-0.2, 1.2), parzen_sigma=0.5)
+        return f(a, b, bins=4, value_range=(-0.2, 1.2), estimator="parzen", parzen_sigma=0.5)
 
     assert torch.autograd.gradcheck(fn, (x, y))
 
@@ -256,7 +302,10 @@ def test_gradient_step_improves_similarity():
     rng = np.random.default_rng(11)
     x = torch.from_numpy(x_np)
     y0 = torch.from_numpy(x_np + 0.5 * x_np.std() * rng.normal(size=x_np.shape))
-    for f, sign in ((ssd, -1.0), (sad, -1.0), (ncc, 1.0), (normalized_mutual_information, 1.0)):
+    def parzen_nmi(a, b):
+        return normalized_mutual_information(a, b, estimator="parzen")
+
+    for f, sign in ((ssd, -1.0), (sad, -1.0), (ncc, 1.0), (parzen_nmi, 1.0)):
         y = y0.clone().requires_grad_(True)
         value = f(x, y)
         (grad,) = torch.autograd.grad(value, y)

@@ -10,9 +10,11 @@ Every function takes two images of the same shape, as NumPy arrays or torch tens
   only one argument is a tensor, the other is converted to it.
 
 Each formula is written once, in torch: NumPy inputs go through it as float64
-tensors (``torch.from_numpy``, no copy). The only difference between the two paths
-is the joint histogram behind MI and NMI: exact (hard) bin counts for NumPy, a
-differentiable Parzen-window estimate for torch (see
+tensors (``torch.from_numpy``, no copy), so the same call gives the same value for
+NumPy and torch input. MI and NMI take the estimator of their joint histogram as a
+named argument, the same for both input types: ``estimator="histogram"`` (default:
+exact bin counts, the value scikit-image gives; no gradient) or ``"parzen"`` (a
+differentiable Parzen-window estimate, what the registration losses use; see
 :func:`mutual_information`).
 
 All measures reduce over every element: a batch ``(B, C, *spatial)`` is treated
@@ -237,19 +239,35 @@ def ncc(x: ArrayLike, y: ArrayLike, *, eps: float | None = None) -> torch.Tensor
 
 
 # --------------------------------------------------------------------------- information theory
+#: Estimators of the joint intensity histogram behind MI and NMI.
+ESTIMATORS = ("histogram", "parzen")
+
+
 def _joint_entropies(
-    x: ArrayLike, y: ArrayLike, bins: int, value_range: Any, parzen_sigma: float
-) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], bool]:
+    x: ArrayLike, y: ArrayLike, bins: int, value_range: Any, parzen_sigma: float, estimator: str
+) -> tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor | None]:
+    """``(H(X), H(Y), H(X, Y))`` and, for torch input, a tensor whose dtype and device the
+    result takes (``None`` for NumPy input)."""
+    if estimator not in ESTIMATORS:
+        raise ValueError(f"estimator must be one of {ESTIMATORS}, got {estimator!r}")
     bins = check_bins(bins)
     ranges = check_value_range(value_range)
     if isinstance(parzen_sigma, bool) or not (np.isfinite(parzen_sigma) and parzen_sigma > 0):
         raise ValueError(f"parzen_sigma must be a positive number of bin widths, got {parzen_sigma!r}")
-    a, b, is_torch = _as_pair(x, y)
-    if is_torch:
+    if estimator == "parzen":
+        a, b, is_torch = _torch_pair(x, y)
         joint = parzen_joint_histogram(a, b, bins, ranges, float(parzen_sigma))
-    else:
-        joint = torch.from_numpy(hard_joint_histogram(a, b, bins, ranges))
-    return entropies(joint), is_torch
+        return entropies(joint), (a if is_torch else None)
+    a, b, is_torch = _as_pair(x, y)
+    ref = a if is_torch else None
+    if is_torch:  # exact counts on the float64 values, as for NumPy input (no gradient)
+        a, b = (v.detach().to("cpu", torch.float64).numpy() for v in (a, b))
+    return entropies(torch.from_numpy(hard_joint_histogram(a, b, bins, ranges))), ref
+
+
+def _info_out(value: torch.Tensor, ref: torch.Tensor | None) -> torch.Tensor | float:
+    """A float for NumPy input; else a 0-dim tensor of ``ref``'s dtype and device."""
+    return float(value) if ref is None else value.to(device=ref.device, dtype=ref.dtype)
 
 
 def mutual_information(
@@ -258,6 +276,7 @@ def mutual_information(
     *,
     bins: int = 32,
     value_range: tuple[float, float] | tuple[tuple[float, float], tuple[float, float]] | None = None,
+    estimator: str = "histogram",
     parzen_sigma: float = 0.5,
 ) -> torch.Tensor | float:
     r"""Mutual information of the intensities of two images, from their joint histogram, in nats.
@@ -275,11 +294,14 @@ def mutual_information(
     DOI 10.1023/A:1007958904918; Maes et al. 1997, DOI 10.1109/42.563664).
 
     Histogram: ``bins`` x ``bins`` equally spaced bins over each image's
-    [min, max], or over ``value_range`` after clipping the intensities into it.
+    [min, max], or over ``value_range`` after clipping the intensities into it. The
+    ``estimator`` is the same for NumPy and torch input, so the same call gives the
+    same value for both (torch input: rounded to its dtype):
 
-    * NumPy inputs: exact hard bin counts (the binning of ``np.histogramdd``; last
-      bin closed), result a float.
-    * torch inputs: a differentiable **Parzen-window** estimate. Voxel :math:`i` adds
+    * ``"histogram"`` (default): exact hard bin counts (the binning of
+      ``np.histogramdd``; last bin closed), as scikit-image. Piecewise constant in the
+      intensities: a torch result carries no gradient.
+    * ``"parzen"``: a differentiable **Parzen-window** estimate. Voxel :math:`i` adds
       to bin :math:`k` (centre :math:`c_k`, width :math:`w`) the weight
       :math:`\kappa(x_i - c_k) / \sum_l \kappa(x_i - c_l)` with the Gaussian kernel
       :math:`\kappa(t) = \exp(-t^2 / (2 (\sigma w)^2))`, :math:`\sigma` = ``parzen_sigma``
@@ -299,13 +321,16 @@ def mutual_information(
     value_range
         ``(lo, hi)`` for both images, or ``((lo_x, hi_x), (lo_y, hi_y))``; default:
         each image's own [min, max] (a constant image ``v`` gets [v - 0.5, v + 0.5]).
+    estimator
+        ``"histogram"`` (exact counts) or ``"parzen"`` (differentiable), see above.
     parzen_sigma
-        Standard deviation of the Gaussian Parzen kernel in bin widths (torch only).
+        Standard deviation of the Gaussian Parzen kernel in bin widths (``"parzen"`` only).
 
     Returns
     -------
     float or torch.Tensor
-        MI in nats: a float for NumPy inputs, a differentiable 0-dim tensor for torch.
+        MI in nats: a float for NumPy inputs, a 0-dim tensor for torch (differentiable
+        with ``estimator="parzen"``).
 
     Examples
     --------
@@ -316,9 +341,19 @@ def mutual_information(
     >>> y = np.array([1, 2, 1, 1, 0, 1, 2, 1, 2, 1])
     >>> round(mutual_information(x, y, bins=6, value_range=(-0.5, 5.5)), 6)
     0.568362
+
+    The same call on torch tensors gives the same value; the Parzen estimate is lower
+    (blurred histogram) but differentiable:
+
+    >>> import torch
+    >>> tx, ty = torch.tensor(x, dtype=torch.float64), torch.tensor(y, dtype=torch.float64)
+    >>> round(float(mutual_information(tx, ty, bins=6, value_range=(-0.5, 5.5))), 6)
+    0.568362
+    >>> round(float(mutual_information(tx, ty, bins=6, value_range=(-0.5, 5.5), estimator="parzen")), 6)
+    0.17368
     """
-    (hx, hy, hxy), is_torch = _joint_entropies(x, y, bins, value_range, parzen_sigma)
-    return _out(hx + hy - hxy, is_torch)
+    (hx, hy, hxy), ref = _joint_entropies(x, y, bins, value_range, parzen_sigma, estimator)
+    return _info_out(hx + hy - hxy, ref)
 
 
 def normalized_mutual_information(
@@ -327,6 +362,7 @@ def normalized_mutual_information(
     *,
     bins: int = 32,
     value_range: tuple[float, float] | tuple[tuple[float, float], tuple[float, float]] | None = None,
+    estimator: str = "histogram",
     parzen_sigma: float = 0.5,
 ) -> torch.Tensor | float:
     r"""Normalised mutual information (Studholme et al. 1999), in [1, 2].
@@ -338,12 +374,13 @@ def normalized_mutual_information(
     independent intensities and 2 when each image's bin determines the other's (for
     example NMI(x, x) = 2 for a non-constant x), and unlike MI it does not grow with
     the overlapping area. Same definition as scikit-image's
-    ``skimage.metrics.normalized_mutual_information``; with the same ``bins`` the
-    NumPy path gives the same value. When both images are constant
+    ``skimage.metrics.normalized_mutual_information``; with the same ``bins`` and the
+    default ``estimator="histogram"`` it gives the same value, for NumPy and torch
+    input alike. When both images are constant
     (:math:`H(X, Y) = 0`) it is defined as 1, the value it takes when only one is.
 
-    The histogram, its range and the torch Parzen estimate are those of
-    :func:`mutual_information` (see there for the kernel).
+    The histogram, its range and the two estimators are those of
+    :func:`mutual_information` (see there for the Parzen kernel).
 
     Parameters
     ----------
@@ -354,13 +391,17 @@ def normalized_mutual_information(
     value_range
         ``(lo, hi)`` for both images, or ``((lo_x, hi_x), (lo_y, hi_y))``; default:
         each image's own [min, max].
+    estimator
+        ``"histogram"`` (default, exact counts, no gradient) or ``"parzen"``
+        (differentiable), for NumPy and torch input alike.
     parzen_sigma
-        Standard deviation of the Gaussian Parzen kernel in bin widths (torch only).
+        Standard deviation of the Gaussian Parzen kernel in bin widths (``"parzen"`` only).
 
     Returns
     -------
     float or torch.Tensor
-        A float for NumPy inputs, a differentiable 0-dim tensor for torch.
+        A float for NumPy inputs, a 0-dim tensor for torch (differentiable with
+        ``estimator="parzen"``).
 
     Examples
     --------
@@ -372,7 +413,7 @@ def normalized_mutual_information(
     >>> normalized_mutual_information(x, x)
     2.0
     """
-    (hx, hy, hxy), is_torch = _joint_entropies(x, y, bins, value_range, parzen_sigma)
+    (hx, hy, hxy), ref = _joint_entropies(x, y, bins, value_range, parzen_sigma, estimator)
     zero = hxy <= 0
     value = torch.where(zero, torch.ones_like(hxy), (hx + hy) / torch.where(zero, torch.ones_like(hxy), hxy))
-    return _out(value, is_torch)
+    return _info_out(value, ref)
