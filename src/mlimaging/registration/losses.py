@@ -62,6 +62,11 @@ def _masked(fixed: Any, moving: Any, mask: Any) -> tuple[Any, Any]:
     return f[k], m[k]
 
 
+def _estimator(fixed: Any, moving: Any) -> str:
+    """MI/NMI estimator of the losses: Parzen (differentiable) for torch input, exact counts for NumPy."""
+    return "parzen" if isinstance(fixed, torch.Tensor) or isinstance(moving, torch.Tensor) else "histogram"
+
+
 def ssd_loss(fixed: Any, moving: Any, *, mask: Any = None) -> torch.Tensor | float:
     r"""Mean squared difference, :func:`mlimaging.metrics.ssd`: :math:`\frac1N\sum_i (f_i - m_i)^2`.
 
@@ -127,8 +132,9 @@ def mi_loss(
     >>> bool(mi_loss(x, x) < -2.0)  # about -log(32 bins), blurred by the Parzen kernel
     True
     """
+    f, m = _masked(fixed, moving, mask)
     return -_sim.mutual_information(
-        *_masked(fixed, moving, mask), bins=bins, value_range=value_range, parzen_sigma=parzen_sigma
+        f, m, bins=bins, value_range=value_range, estimator=_estimator(f, m), parzen_sigma=parzen_sigma
     )
 
 
@@ -156,8 +162,9 @@ def nmi_loss(
     >>> nmi_loss(x, x)
     0.0
     """
+    f, m = _masked(fixed, moving, mask)
     return 2.0 - _sim.normalized_mutual_information(
-        *_masked(fixed, moving, mask), bins=bins, value_range=value_range, parzen_sigma=parzen_sigma
+        f, m, bins=bins, value_range=value_range, estimator=_estimator(f, m), parzen_sigma=parzen_sigma
     )
 
 
