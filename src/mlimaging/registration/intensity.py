@@ -40,6 +40,7 @@ DOI 10.1007/BF01589116).
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,7 +55,8 @@ from mlimaging.registration.transforms import affine_matrix, as_transform, rigid
 from mlimaging.registration.warp import normalized_theta, warp
 from mlimaging.utils import check_spacing
 
-__all__ = ["RegistrationResult", "center_of_mass", "register"]
+__all__ = ["RegistrationResult", "RegistrationWarning", "center_of_mass", "centred_to_world", "register",
+           "robust_range"]
 
 _TRANSFORMS = ("rigid", "affine")
 _OPTIMIZERS = ("adam", "lbfgs")
@@ -67,6 +69,10 @@ _TOL_GRAD, _TOL_CHANGE = 1e-5, 1e-6  # L-BFGS stopping on the normalised loss
 CENTRAL_GRADIENT_BELOW = 0.5
 
 
+class RegistrationWarning(UserWarning):
+    """:func:`register` did not find a transform it can trust (see ``RegistrationResult.message``)."""
+
+
 @dataclass
 class RegistrationResult:
     """Output of :func:`register`.
@@ -74,7 +80,8 @@ class RegistrationResult:
     Attributes
     ----------
     transform
-        ``(d+1, d+1)`` float64 tensor mapping fixed physical points to moving ones.
+        ``(d+1, d+1)`` float64 tensor mapping fixed physical points to moving ones (centred
+        frames of :mod:`mlimaging.registration.transforms`).
     warped
         The moving image resampled onto the fixed image's grid,
         ``warp(moving, transform, spacing=moving_spacing, output_shape=fixed.shape,
@@ -82,15 +89,41 @@ class RegistrationResult:
         and equal shapes); same type as ``moving``.
     history
         Loss values, one list per pyramid level (coarse to fine), one value per
-        iteration (Adam) or per function evaluation (L-BFGS).
+        iteration (Adam) or per function evaluation (L-BFGS), of the run kept.
     initial_transform
-        The starting transform ``T0``.
+        The starting transform ``T0`` (centred frames).
+    converged
+        False when the result is not trusted: the final loss is worse than the loss at
+        ``T0``, or the overlap collapsed (below half the starting one), even after the
+        restarts; :func:`register` then warns with :class:`RegistrationWarning`.
+    message
+        ``"converged"`` (and how many restarts were needed) or why the result failed.
+    initial_loss, final_loss
+        The loss at ``T0`` and at ``transform``, both at full resolution with the finest
+        level's smoothing over every fixed voxel that maps inside the moving image.
+    initial_overlap, overlap
+        Fraction of the fixed voxels that map inside the moving image's field of view at
+        ``T0`` and at ``transform``.
+    restarts
+        Number of restarts from rotated starts that were run (0 when the first run was
+        trusted).
+    world_transform
+        With ``fixed_geometry`` and ``moving_geometry``: the ``(d+1, d+1)`` matrix mapping
+        fixed world points to moving world points (LPS, mm); None otherwise.
     """
 
     transform: torch.Tensor
     warped: Any
     history: list[list[float]] = field(default_factory=list)
     initial_transform: torch.Tensor | None = None
+    converged: bool = True
+    message: str = "converged"
+    initial_loss: float = float("nan")
+    final_loss: float = float("nan")
+    initial_overlap: float = float("nan")
+    overlap: float = float("nan")
+    restarts: int = 0
+    world_transform: torch.Tensor | None = None
 
     @property
     def loss(self) -> float:
@@ -139,6 +172,34 @@ def center_of_mass(image: Any, *, spacing: float | Sequence[float] | None = None
         other = tuple(j for j in range(arr.ndim) if j != k)
         out.append(float((w.sum(axis=other) * ax).sum() / total))
     return np.array(out)
+
+
+#: Percentiles of each image's intensities that bound the MI / NMI joint histogram.
+HISTOGRAM_PERCENTILES = (0.5, 99.5)
+
+
+def robust_range(image: Any) -> tuple[float, float]:
+    """Histogram range of an image for MI / NMI: its 0.5 and 99.5 percentiles.
+
+    A few outlier voxels (a hot pixel, a 32767 padding value) would otherwise set the
+    bin width and squeeze the anatomy into one or two bins; intensities outside the range
+    are clipped into the end bins (as ITK's Mattes MI does with its own limits). Falls
+    back to [min, max] when the percentiles coincide and to [v, v + 1] for a constant image.
+
+    Examples
+    --------
+    >>> img = np.arange(1000.0); img[0] = -1e6
+    >>> robust_range(img)
+    (4.995, 994.005)
+    """
+    arr = image.detach().cpu().numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    arr = arr.astype(np.float64, copy=False).reshape(-1)
+    lo, hi = (float(v) for v in np.percentile(arr, HISTOGRAM_PERCENTILES))
+    if not hi > lo:
+        lo, hi = float(arr.min()), float(arr.max())
+    if not hi > lo:
+        hi = lo + 1.0
+    return lo, hi
 
 
 def _translation(v: torch.Tensor) -> torch.Tensor:
@@ -214,9 +275,7 @@ class _Level:
             eye = torch.eye(d, d + 1, dtype=torch.float32, device=device)[None]
             base = F.affine_grid(eye, [1, 1, *self.shape], align_corners=False).reshape(-1, d)
             self.base, self.fixed = base[idx], self.fixed[idx]
-        self.value_range = tuple(
-            (float(v.min()), float(v.max()) if v.max() > v.min() else float(v.min()) + 1.0) for v in (fixed, moving)
-        )
+        self.value_range = (robust_range(fixed), robust_range(moving))
 
     def sample(self, transform: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Moving intensities at the fixed voxels mapped by ``transform``, and which fall inside it."""
@@ -290,6 +349,9 @@ def register(
     bins: int = 32,
     parzen_sigma: float = 0.5,
     seed: int = 0,
+    restarts: int = 2,
+    fixed_geometry: Any = None,
+    moving_geometry: Any = None,
 ) -> RegistrationResult:
     r"""Rigid or affine intensity-based registration of ``moving`` onto ``fixed`` (2D or 3D).
 
@@ -340,11 +402,31 @@ def register(
         Parzen kernel width in bins).
     seed
         Seeds the voxel sampling.
+    restarts
+        Rounds of restarts tried when the first run fails (final loss worse than at the
+        start, or overlap below half the starting one): 0 (none), 1 (rotations of +-15
+        degrees about each axis through the fixed centre of mass) or 2 (then +-30 degrees);
+        the trusted run with the lowest final loss is kept. Restarts cost a full run each
+        (2 per round in 2D, 6 in 3D) but only happen after a failure.
+    fixed_geometry, moving_geometry
+        :class:`mlimaging.data.ImageGeometry` of each image (spacing, origin, direction):
+        register in world coordinates. The start is the world identity (``init="identity"``)
+        or the world shift between the centres of mass (``"com"``), i.e.
+        :math:`T_0 = G_m^{-1} G_f` (times the shift) with :func:`centred_to_world`, so two
+        scans with different origins or directions register; ``result.world_transform``
+        maps fixed world points to moving world points. ``initial_transform`` stays in the
+        centred frames.
 
     Returns
     -------
     RegistrationResult
-        ``.transform``, ``.warped``, ``.history``, ``.initial_transform``.
+        ``.transform``, ``.warped``, ``.history``, ``.initial_transform``, ``.converged``,
+        ``.message``, the initial and final losses and overlaps, ``.world_transform``.
+
+    Warns
+    -----
+    RegistrationWarning
+        When no run (the first, or a restart) is trusted; ``result.converged`` is False.
 
     Examples
     --------
@@ -377,77 +459,260 @@ def register(
         raise ValueError(f"fixed and moving must both be 2D or both 3D, got shapes {f_img.shape} and {m_img.shape}")
     if metric == "lncc" and f_img.shape != m_img.shape:
         raise ValueError("metric 'lncc' needs fixed and moving of the same shape")
-    f_sp = check_spacing(spacing, d)
-    m_sp = check_spacing(moving_spacing, d, name="moving_spacing") if moving_spacing is not None else f_sp
+    if isinstance(restarts, bool) or not isinstance(restarts, (int, np.integer)) or not 0 <= restarts <= 2:
+        raise ValueError(f"restarts must be 0, 1 or 2 (rounds of restarts from rotated starts), got {restarts!r}")
+    if (fixed_geometry is None) != (moving_geometry is None):
+        raise ValueError("fixed_geometry and moving_geometry go together: give both or neither")
+    g_fixed = g_moving = None
+    if fixed_geometry is not None:
+        f_sp, g_fixed = _geometry_spacing(fixed_geometry, spacing, f_img, "fixed")
+        m_sp, g_moving = _geometry_spacing(moving_geometry, moving_spacing, m_img, "moving")
+    else:
+        f_sp = check_spacing(spacing, d)
+        m_sp = check_spacing(moving_spacing, d, name="moving_spacing") if moving_spacing is not None else f_sp
     device = moving.device if is_torch else torch.device("cpu")
 
     c_fixed = torch.from_numpy(center_of_mass(f_img, spacing=f_sp))
+    c_moving = torch.from_numpy(center_of_mass(m_img, spacing=m_sp))
     if initial_transform is not None:
         t0 = as_transform(initial_transform, name="initial_transform", spatial_dims=d).detach().to(torch.float64).cpu()
+    elif g_fixed is not None and g_moving is not None:  # start from the world identity (or world COM shift)
+        t0 = torch.linalg.solve(g_moving, g_fixed)
+        if init == "com":
+            t0 = _translation(c_moving - _apply(t0, c_fixed)) @ t0
     elif init == "com":
-        t0 = _translation(torch.from_numpy(center_of_mass(m_img, spacing=m_sp)) - c_fixed)
+        t0 = _translation(c_moving - c_fixed)
     else:
         t0 = torch.eye(d + 1, dtype=torch.float64)
     centre = c_fixed if init == "com" or initial_transform is not None else torch.zeros(d, dtype=torch.float64)
     radius = float(np.linalg.norm([n * s / 2 for n, s in zip(f_img.shape, f_sp, strict=True)]) / math.sqrt(d))
-    model = _Model(transform, d, t0, centre, radius)
-    params = torch.zeros(model.n, dtype=torch.float64, requires_grad=True)
-    loss_fn = LOSSES[metric]
-    rng = np.random.default_rng(seed)
+    problem = _Problem(f_img, f_sp, m_img, m_sp, metric=metric, sigmas=sigmas, sampling=sampling, seed=seed,
+                       device=device, bins=bins, parzen_sigma=parzen_sigma)
+    run_options = {"kind": transform, "centre": centre, "radius": radius, "its": its, "optimizer": optimizer,
+                   "learning_rate": learning_rate}
 
-    history: list[list[float]] = []
-    for level in range(levels):
-        factor = 2 ** (levels - 1 - level)
-        f_l, f_sp_l = _pyramid_level(f_img, f_sp, factor, sigmas[level])
-        m_l = torch.from_numpy(np.ascontiguousarray(_smooth(m_img, sigmas[level])))
-        lvl = _Level(f_l, f_sp_l, m_l, m_sp, sampling, rng, device,
-                     central_gradient=sigmas[level] < CENTRAL_GRADIENT_BELOW)
-        kwargs: dict[str, Any] = {}
-        if metric in ("mi", "nmi"):
-            kwargs = {"bins": bins, "value_range": lvl.value_range, "parzen_sigma": parzen_sigma}
-        record: list[float] = []
-        scale: list[float] = []  # |loss| at the level's start: the optimiser sees a loss of order 1
-
-        def objective(lvl: _Level = lvl, kwargs: dict[str, Any] = kwargs, record: list[float] = record,
-                      scale: list[float] = scale) -> torch.Tensor:
-            values, inside = lvl.sample(model.matrix(params))
-            if metric == "lncc":
-                loss = loss_fn(lvl.fixed.reshape(lvl.shape), values.reshape(lvl.shape))
-            elif bool(inside.all()):
-                loss = loss_fn(lvl.fixed, values, **kwargs)
-            elif int(inside.sum()) >= 16:
-                loss = loss_fn(lvl.fixed[inside], values[inside], **kwargs)
-            else:  # no overlap: a constant high loss sends the line search back
-                if not scale:
-                    raise ValueError("fixed and moving do not overlap at the start; use init='com' "
-                                     "or a closer initial_transform")
-                return params.sum() * 0.0 + 10.0
-            if not scale:
-                scale.append(max(abs(float(loss.detach())), 1e-12))
-            record.append(float(loss.detach()))
-            return loss / scale[0]
-
-        if optimizer == "lbfgs":
-            opt = torch.optim.LBFGS([params], lr=1.0, max_iter=its[level], max_eval=int(its[level] * 1.5) + 1,
-                                    tolerance_grad=_TOL_GRAD, tolerance_change=_TOL_CHANGE, history_size=10,
-                                    line_search_fn="strong_wolfe")
-
-            def closure(objective: Any = objective, opt: torch.optim.Optimizer = opt) -> torch.Tensor:
-                opt.zero_grad()
-                loss = objective()
-                loss.backward()
-                return loss
-
-            opt.step(closure)
-        else:
-            opt = torch.optim.Adam([params], lr=learning_rate * 0.5**level)
-            for _ in range(its[level]):
-                opt.zero_grad()
-                objective().backward()
-                opt.step()
-        history.append(record)
+    initial_loss, initial_overlap = problem.assess(t0)
+    if not initial_overlap > 0:
+        raise ValueError("fixed and moving do not overlap at the start; use init='com' or a closer initial_transform")
+    final, history = problem.run(t0, **run_options)
+    final_loss, overlap = problem.assess(final)
+    problem_found = _failure(initial_loss, final_loss, initial_overlap, overlap)
+    tried = 0
+    if problem_found and restarts:
+        best: tuple[float, torch.Tensor, list[list[float]], float] | None = None
+        for angle in _RESTART_DEGREES[:restarts]:
+            for start in _rotated_starts(t0, centre, d, angle):
+                tried += 1
+                try:
+                    cand, cand_history = problem.run(start, **run_options)
+                except ValueError:  # no overlap from this start
+                    continue
+                cand_loss, cand_overlap = problem.assess(cand)
+                ok = not _failure(initial_loss, cand_loss, initial_overlap, cand_overlap)
+                if ok and (best is None or cand_loss < best[0]):
+                    best = (cand_loss, cand, cand_history, cand_overlap)
+            if best is not None:
+                break
+        if best is not None:
+            final_loss, final, history, overlap = best
+            problem_found = ""
+    converged = not problem_found
+    if converged:
+        message = "converged" + (f" after {tried} restarts from rotated starts" if tried else "")
+    else:
+        message = (f"registration failed: {problem_found}" + (f"; {tried} restarts from rotations of "
+                   f"{', '.join(f'+-{a:g}' for a in _RESTART_DEGREES[:restarts])} degrees about each axis "
+                   "did not help" if tried else "") + "; the transform is not to be trusted (try another metric, "
+                   "init or initial_transform)")
+        warnings.warn(message, RegistrationWarning, stacklevel=2)
 
     with torch.no_grad():
-        final = model.matrix(params.detach())
         warped = warp(moving, final, spacing=m_sp, output_shape=f_img.shape, output_spacing=f_sp)
-    return RegistrationResult(transform=final, warped=warped, history=history, initial_transform=t0)
+    world = None
+    if g_fixed is not None and g_moving is not None:
+        world = g_moving @ final @ torch.linalg.inv(g_fixed)
+    return RegistrationResult(transform=final, warped=warped, history=history, initial_transform=t0,
+                              converged=converged, message=message, initial_loss=initial_loss,
+                              final_loss=final_loss, initial_overlap=initial_overlap, overlap=overlap,
+                              restarts=tried, world_transform=world)
+
+
+#: Restart rotations (degrees, + and - about each axis), one round per entry.
+_RESTART_DEGREES = (15.0, 30.0)
+#: A registration fails when its overlap falls below this fraction of the starting overlap.
+MIN_OVERLAP_RATIO = 0.5
+
+
+def _failure(initial_loss: float, final_loss: float, initial_overlap: float, overlap: float) -> str:
+    """Why a result is not trusted ("" when it is)."""
+    if not math.isfinite(final_loss):
+        return "the final transform leaves too few fixed voxels inside the moving image"
+    if overlap < MIN_OVERLAP_RATIO * initial_overlap:
+        return (f"the overlap collapsed: {overlap:.0%} of the fixed voxels map inside the moving image, "
+                f"against {initial_overlap:.0%} at the start")
+    if final_loss > initial_loss + 1e-6 * max(abs(initial_loss), 1e-12):
+        return f"the final loss {final_loss:.6g} is worse than at the start ({initial_loss:.6g})"
+    return ""
+
+
+def _rotated_starts(t0: torch.Tensor, centre: torch.Tensor, d: int, degrees: float) -> list[torch.Tensor]:
+    """``t0`` composed with rotations of +-``degrees`` about each axis through ``centre``."""
+    out = []
+    axes = 1 if d == 2 else 3
+    for axis in range(axes):
+        for sign in (1.0, -1.0):
+            params = torch.zeros(3 if d == 2 else 6, dtype=torch.float64)
+            params[axis] = sign * math.radians(degrees)
+            rot = rigid_matrix(params, spatial_dims=d)
+            out.append(t0 @ _translation(centre) @ rot @ _translation(-centre))
+    return out
+
+
+def _apply(matrix: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
+    d = point.shape[0]
+    return matrix[:d, :d] @ point + matrix[:d, d]
+
+
+def _geometry_spacing(geometry: Any, spacing: Any, image: np.ndarray, name: str) -> tuple[tuple[float, ...],
+                                                                                          torch.Tensor]:
+    """Spacing and centred-physical-to-world matrix of an image geometry (checked against ``image``)."""
+    option = f"{name}_geometry"
+    try:
+        g_sp, origin = tuple(float(v) for v in geometry.spacing), np.asarray(geometry.origin, dtype=np.float64)
+        direction = np.asarray(geometry.direction, dtype=np.float64)
+    except (AttributeError, TypeError, ValueError):
+        raise ValueError(f"{option} must be an ImageGeometry (spacing, origin, direction), "
+                         f"got {type(geometry).__name__}") from None
+    d = image.ndim
+    if len(g_sp) != d or direction.shape != (d, d) or origin.shape != (d,):
+        raise ValueError(f"{option} must describe a {d}D image in a {d}D world, got spacing {g_sp} and "
+                         f"direction of shape {direction.shape}")
+    if spacing is not None and not np.allclose(check_spacing(spacing, d), g_sp):
+        raise ValueError(f"{'spacing' if name == 'fixed' else 'moving_spacing'} {spacing!r} disagrees with "
+                         f"{option}.spacing {g_sp}; give one of them")
+    return g_sp, torch.from_numpy(centred_to_world(image.shape, g_sp, origin, direction))
+
+
+def centred_to_world(shape: Sequence[int], spacing: Sequence[float], origin: Any, direction: Any) -> np.ndarray:
+    r"""Homogeneous matrix from the centred physical coordinates of this module to world coordinates.
+
+    With :math:`x` the centred physical point of :mod:`mlimaging.registration.transforms`
+    (centre of the image = origin, mm, array axis order) and :math:`w = o + D\,\mathrm{diag}(s)\,i`
+    the world point of index :math:`i` (:class:`mlimaging.data.ImageGeometry`),
+
+    .. math:: G = egin{pmatrix} D & o + D\,\mathrm{diag}(s)\,c \ 0 & 1 \end{pmatrix},
+              \qquad c_k = (n_k - 1)/2 .
+
+    A transform :math:`T` between centred frames (fixed to moving) is
+    :math:`W = G_m\,T\,G_f^{-1}` between the worlds.
+
+    Examples
+    --------
+    >>> centred_to_world((3, 5), (2.0, 1.0), (10.0, 0.0), np.eye(2)).tolist()
+    [[1.0, 0.0, 12.0], [0.0, 1.0, 2.0], [0.0, 0.0, 1.0]]
+    """
+    sp = np.asarray(spacing, dtype=np.float64)
+    dirs = np.asarray(direction, dtype=np.float64)
+    d = sp.size
+    c = (np.asarray(shape, dtype=np.float64) - 1) / 2
+    g = np.eye(d + 1)
+    g[:d, :d] = dirs
+    g[:d, d] = np.asarray(origin, dtype=np.float64) + dirs @ (sp * c)
+    return g
+
+
+class _Problem:
+    """The images of one registration and its pyramid; runs the optimiser from a start and assesses results."""
+
+    def __init__(self, f_img: np.ndarray, f_sp: tuple[float, ...], m_img: np.ndarray, m_sp: tuple[float, ...], *,
+                 metric: str, sigmas: list[float], sampling: float, seed: int, device: Any, bins: int,
+                 parzen_sigma: float) -> None:
+        self.metric, self.sigmas, self.sampling, self.seed, self.device = metric, sigmas, sampling, seed, device
+        self.f_img, self.f_sp, self.m_img, self.m_sp = f_img, f_sp, m_img, m_sp
+        self.loss_fn = LOSSES[metric]
+        self.hist = {"bins": bins, "parzen_sigma": parzen_sigma}
+        self.levels: list[_Level] | None = None
+        self.final_level: _Level | None = None
+
+    def _pyramid(self) -> list[_Level]:
+        if self.levels is None:
+            rng = np.random.default_rng(self.seed)
+            n = len(self.sigmas)
+            self.levels = []
+            for level, sigma in enumerate(self.sigmas):
+                f_l, f_sp_l = _pyramid_level(self.f_img, self.f_sp, 2 ** (n - 1 - level), sigma)
+                m_l = torch.from_numpy(np.ascontiguousarray(_smooth(self.m_img, sigma)))
+                self.levels.append(_Level(f_l, f_sp_l, m_l, self.m_sp, self.sampling, rng, self.device,
+                                          central_gradient=sigma < CENTRAL_GRADIENT_BELOW))
+        return self.levels
+
+    def _kwargs(self, lvl: _Level) -> dict[str, Any]:
+        return {**self.hist, "value_range": lvl.value_range} if self.metric in ("mi", "nmi") else {}
+
+    def loss(self, lvl: _Level, matrix: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """Loss over the fixed voxels that map inside the moving image (None below 16 of them), and the mask."""
+        values, inside = lvl.sample(matrix)
+        if self.metric == "lncc":
+            return self.loss_fn(lvl.fixed.reshape(lvl.shape), values.reshape(lvl.shape)), inside
+        if bool(inside.all()):
+            return self.loss_fn(lvl.fixed, values, **self._kwargs(lvl)), inside
+        if int(inside.sum()) >= 16:
+            return self.loss_fn(lvl.fixed[inside], values[inside], **self._kwargs(lvl)), inside
+        return None, inside
+
+    def assess(self, matrix: torch.Tensor) -> tuple[float, float]:
+        """Loss (at full resolution, the finest level's smoothing, every voxel) and overlap fraction."""
+        if self.final_level is None:
+            sigma = self.sigmas[-1]
+            f_l = torch.from_numpy(np.ascontiguousarray(_smooth(self.f_img, sigma)))
+            m_l = torch.from_numpy(np.ascontiguousarray(_smooth(self.m_img, sigma)))
+            self.final_level = _Level(f_l, self.f_sp, m_l, self.m_sp, 1.0, np.random.default_rng(0), self.device)
+        with torch.no_grad():
+            loss, inside = self.loss(self.final_level, matrix.to(torch.float64))
+        overlap = float(inside.to(torch.float64).mean())
+        return (float(loss) if loss is not None else math.inf), overlap
+
+    def run(self, t0: torch.Tensor, *, kind: str, centre: torch.Tensor, radius: float, its: list[int],
+            optimizer: str, learning_rate: float) -> tuple[torch.Tensor, list[list[float]]]:
+        """Coarse-to-fine optimisation from ``t0``; the final matrix and the loss history."""
+        d = self.f_img.ndim
+        model = _Model(kind, d, t0, centre, radius)
+        params = torch.zeros(model.n, dtype=torch.float64, requires_grad=True)
+        history: list[list[float]] = []
+        for level, lvl in enumerate(self._pyramid()):
+            record: list[float] = []
+            scale: list[float] = []  # |loss| at the level's start: the optimiser sees a loss of order 1
+
+            def objective(lvl: _Level = lvl, record: list[float] = record, scale: list[float] = scale) -> torch.Tensor:
+                loss, _ = self.loss(lvl, model.matrix(params))
+                if loss is None:  # no overlap: a constant high loss sends the line search back
+                    if not scale:
+                        raise ValueError("fixed and moving do not overlap at the start; use init='com' "
+                                         "or a closer initial_transform")
+                    return params.sum() * 0.0 + 10.0
+                if not scale:
+                    scale.append(max(abs(float(loss.detach())), 1e-12))
+                record.append(float(loss.detach()))
+                return loss / scale[0]
+
+            if optimizer == "lbfgs":
+                opt = torch.optim.LBFGS([params], lr=1.0, max_iter=its[level], max_eval=int(its[level] * 1.5) + 1,
+                                        tolerance_grad=_TOL_GRAD, tolerance_change=_TOL_CHANGE, history_size=10,
+                                        line_search_fn="strong_wolfe")
+
+                def closure(objective: Any = objective, opt: torch.optim.Optimizer = opt) -> torch.Tensor:
+                    opt.zero_grad()
+                    loss = objective()
+                    loss.backward()
+                    return loss
+
+                opt.step(closure)
+            else:
+                opt = torch.optim.Adam([params], lr=learning_rate * 0.5**level)
+                for _ in range(its[level]):
+                    opt.zero_grad()
+                    objective().backward()
+                    opt.step()
+            history.append(record)
+        with torch.no_grad():
+            return model.matrix(params.detach()), history
