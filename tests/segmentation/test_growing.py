@@ -13,15 +13,19 @@ from scipy import ndimage as ndi
 from mlimaging.data import make_phantom
 from mlimaging.segmentation import confidence_region_growing, region_growing, threshold
 
-sitk = pytest.importorskip("SimpleITK")
-
 
 # --------------------------------------------------------------------------- helpers
+def _sitk():
+    """SimpleITK, the oracle: only the tests that compare with it skip when it is missing."""
+    return pytest.importorskip("SimpleITK")
+
+
 def _sitk_seeds(seeds):
     return [tuple(int(c) for c in reversed(s)) for s in seeds]  # (row, col, ...) -> (x, y, ...)
 
 
 def sitk_connected(image, seeds, lower, upper, connectivity=1):
+    sitk = _sitk()
     f = sitk.ConnectedThresholdImageFilter
     conn = f.FaceConnectivity if connectivity == 1 else f.FullConnectivity
     out = sitk.ConnectedThreshold(sitk.GetImageFromArray(image), seedList=_sitk_seeds(seeds),
@@ -31,6 +35,7 @@ def sitk_connected(image, seeds, lower, upper, connectivity=1):
 
 
 def sitk_confidence(image, seeds, multiplier, iterations, radius):
+    sitk = _sitk()
     out = sitk.ConfidenceConnected(sitk.GetImageFromArray(image), seedList=_sitk_seeds(seeds),
                                    numberOfIterations=iterations, multiplier=multiplier,
                                    initialNeighborhoodRadius=radius, replaceValue=1)
@@ -113,6 +118,10 @@ def test_integer_image_fractional_bounds_are_exact():
     image = np.arange(10, dtype=np.uint8).reshape(1, 10).repeat(2, axis=0)
     ours = region_growing(image, (0, 5), lower=2.5, upper=7.9)
     assert_array_equal(ours[0], [0, 0, 0, 1, 1, 1, 1, 1, 0, 0])
+
+
+def test_integer_image_fractional_bounds_simpleitk_truncates():
+    image = np.arange(10, dtype=np.uint8).reshape(1, 10).repeat(2, axis=0)
     # SimpleITK truncates the bounds to the pixel type (keeps 2): same as integer bounds 2..7
     assert_array_equal(sitk_connected(image, [(0, 5)], 2.5, 7.9),
                        region_growing(image, (0, 5), lower=2, upper=7))
@@ -131,7 +140,7 @@ def test_equals_whole_image_labelling(shape, connectivity):
         upper = np.float32(values.max() + rng.uniform(0, 1.0))
         region = region_growing(image, seeds, lower=lower, upper=upper, connectivity=connectivity)
         assert_array_equal(region, reference_region(image, seeds, lower, upper, connectivity))
-        assert not (region & ~threshold(image, lower, upper)).any()
+        assert not (region & ~threshold(image, lower=lower, upper=upper)).any()
         assert all(region[s] for s in seeds)
 
 
@@ -143,13 +152,18 @@ def test_spiral_region_outgrows_every_box():
             continue
         region = region_growing(image, seed, lower=0.5, upper=1.5)
         assert_array_equal(region, image == 1)
-        assert_array_equal(region, sitk_connected(image, [seed], 0.5, 1.5))
     # a 3D stack of spirals joined at one end only
     volume = np.stack([spiral()] * 3)
     volume[1] = 0
     volume[1, 0, 0] = 1
     region = region_growing(volume, (2, 31, 31), lower=1, upper=1)
     assert_array_equal(region, volume == 1)
+
+
+def test_spiral_region_matches_simpleitk():
+    image = spiral()
+    seed = tuple(np.argwhere(image == 1)[-1])
+    assert_array_equal(region_growing(image, seed, lower=0.5, upper=1.5), sitk_connected(image, [seed], 0.5, 1.5))
 
 
 def test_regrowing_from_any_region_voxel_gives_the_region():
@@ -278,7 +292,11 @@ def test_confidence_worked_example():
     expected = [[1, 1, 0], [1, 1, 0], [1, 0, 0]]
     assert_array_equal(confidence_region_growing(image, (0, 0)), expected)
     assert_array_equal(confidence_region_growing(image, (0, 0), iterations=0), expected)
-    assert_array_equal(sitk_confidence(image, [(0, 0)], 2.5, 1, 1), expected)
+
+
+def test_confidence_worked_example_is_simpleitks():
+    image = np.array([[10.0, 11.0, 30.0], [12.0, 10.0, 31.0], [11.0, 29.0, 30.0]])
+    assert_array_equal(sitk_confidence(image, [(0, 0)], 2.5, 1, 1), confidence_region_growing(image, (0, 0)))
 
 
 def test_confidence_iteration_zero_is_region_growing_with_box_statistics():
@@ -302,6 +320,12 @@ def test_confidence_border_seed_repeats_the_edge():
     image[:2, :2] = [[10, 1], [2, 3]]
     ours = confidence_region_growing(image, (0, 0), multiplier=1.0, iterations=0)
     assert_array_equal(ours[:2, :2], [[1, 0], [1, 1]])
+
+
+def test_confidence_border_seed_matches_simpleitk():
+    image = np.full((8, 8), 50.0, dtype=np.float32)
+    image[:2, :2] = [[10, 1], [2, 3]]
+    ours = confidence_region_growing(image, (0, 0), multiplier=1.0, iterations=0)
     assert_array_equal(ours, sitk_confidence(image, [(0, 0)], 1.0, 0, 1))
 
 

@@ -23,7 +23,11 @@ from mlimaging.segmentation.losses import (
     dice_loss,
 )
 
-monai_losses = pytest.importorskip("monai.losses")
+
+@pytest.fixture(scope="module")
+def monai_losses():
+    """MONAI's losses, the oracle: only the tests that compare with it skip when it is missing."""
+    return pytest.importorskip("monai.losses")
 
 
 def _data(shape, k, seed=0, dtype=torch.float32):
@@ -62,7 +66,7 @@ def test_hard_dice_loss_is_one_minus_mean_f1():
 @pytest.mark.parametrize("shape", [(2, 6, 5), (3, 4, 3, 5)])  # 2D and 3D label maps
 @pytest.mark.parametrize("include_background", [True, False])
 @pytest.mark.parametrize("smooth", [1e-5, 0.5])
-def test_dice_loss_matches_monai(shape, include_background, smooth):
+def test_dice_loss_matches_monai(shape, include_background, smooth, monai_losses):
     logits, target = _data(shape, 4, seed=len(shape))
     ours = dice_loss(logits, target, include_background=include_background, smooth=smooth)
     oracle = monai_losses.DiceLoss(to_onehot_y=True, softmax=True,
@@ -75,7 +79,7 @@ def test_dice_loss_matches_monai(shape, include_background, smooth):
                      smooth=smooth).item() == ours.item()
 
 
-def test_dice_loss_on_probabilities_matches_monai():
+def test_dice_loss_on_probabilities_matches_monai(monai_losses):
     logits, target = _data((2, 5, 5), 3, seed=7)
     probs = torch.softmax(logits, 1)
     ours = dice_loss(probs, target, softmax=False, include_background=True)
@@ -88,7 +92,7 @@ def test_dice_loss_on_probabilities_matches_monai():
 
 @pytest.mark.parametrize("shape", [(2, 6, 5), (2, 3, 4, 5)])
 @pytest.mark.parametrize("include_background", [True, False])
-def test_dice_ce_loss_matches_monai(shape, include_background):
+def test_dice_ce_loss_matches_monai(shape, include_background, monai_losses):
     logits, target = _data(shape, 3, seed=11)
     ours = dice_ce_loss(logits, target, include_background=include_background,
                         lambda_dice=0.7, lambda_ce=1.3)
@@ -182,6 +186,14 @@ def test_dice_loss_is_in_unit_interval_and_permutation_invariant(k, h, w, b, inc
                          target.flatten(1)[:, perm].reshape(target.shape),
                          include_background=include_background)
     assert_allclose(shuffled.item(), loss.item(), rtol=1e-5, atol=1e-6)
+
+
+@settings(max_examples=30, deadline=None)
+@given(k=st.integers(2, 4), h=st.integers(1, 5), w=st.integers(1, 5), b=st.integers(1, 3),
+       include_background=st.booleans(), seed=st.integers(0, 10_000))
+def test_dice_loss_matches_monai_on_random_shapes(k, h, w, b, include_background, seed, monai_losses):
+    logits, target = _data((b, h, w), k, seed=seed)
+    loss = dice_loss(logits, target, include_background=include_background)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ref = monai_losses.DiceLoss(to_onehot_y=True, softmax=True,

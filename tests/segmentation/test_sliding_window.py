@@ -19,8 +19,17 @@ from mlimaging.segmentation.sliding_window import (
     window_starts,
 )
 
-monai_inferers = pytest.importorskip("monai.inferers")
-monai_data_utils = pytest.importorskip("monai.data.utils")
+
+@pytest.fixture(scope="module")
+def monai_inferers():
+    """MONAI's sliding-window inferer, the oracle: only the tests that use it skip without it."""
+    return pytest.importorskip("monai.inferers")
+
+
+@pytest.fixture(scope="module")
+def monai_data_utils():
+    """MONAI's window placement and importance maps (oracle)."""
+    return pytest.importorskip("monai.data.utils")
 
 
 def _padded_net(spatial_dims: int, seed: int = 0) -> nn.Module:
@@ -43,7 +52,7 @@ CASES_2D = [
 
 
 @pytest.mark.parametrize("size, roi, overlap, blend, sigma, batch", CASES_2D)
-def test_matches_monai_2d(size, roi, overlap, blend, sigma, batch):
+def test_matches_monai_2d(size, roi, overlap, blend, sigma, batch, monai_inferers):
     net = _padded_net(2)
     x = torch.rand(2, 2, *size, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -62,7 +71,7 @@ def test_matches_monai_2d(size, roi, overlap, blend, sigma, batch):
     ((20, 17, 23), (8, 8, 8), 0.25, "gaussian"),
     ((6, 17, 12), (8, 8, 8), 0.5, "constant"),
 ])
-def test_matches_monai_3d(size, roi, overlap, blend):
+def test_matches_monai_3d(size, roi, overlap, blend, monai_inferers):
     net = _padded_net(3, seed=2)
     x = torch.rand(1, 2, *size, generator=torch.Generator().manual_seed(3))
     with torch.no_grad():
@@ -72,7 +81,7 @@ def test_matches_monai_3d(size, roi, overlap, blend):
     assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-5, atol=1e-6)
 
 
-def test_matches_monai_float64():
+def test_matches_monai_float64(monai_inferers):
     net = _padded_net(2).double()
     x = torch.rand(1, 2, 30, 30, dtype=torch.float64)
     with torch.no_grad():
@@ -115,6 +124,14 @@ def test_window_starts_cover_and_align(size, roi, overlap):
     assert all(b > a for a, b in zip(starts, starts[1:], strict=False))
     assert all(b - a <= step for a, b in zip(starts, starts[1:], strict=False))  # no gaps
     assert len(starts) == (1 if roi == size else math.ceil((size - roi) / step) + 1)
+
+
+@settings(max_examples=50, deadline=None)
+@given(size=st.integers(1, 200), roi=st.integers(1, 64), overlap=st.floats(0.0, 0.95))
+def test_window_starts_match_monai(size, roi, overlap, monai_data_utils):
+    roi = min(roi, size)
+    starts = window_starts(size, roi, overlap)
+    step = max(int(roi * (1 - overlap)), 1)
     slices = monai_data_utils.dense_patch_slices((size,), (roi,), (step if roi < size else roi,))
     assert [s[0].start for s in slices] == starts  # MONAI's placement
 
@@ -128,7 +145,7 @@ def test_window_starts_by_hand():
 
 @pytest.mark.parametrize("roi, sigma", [((16, 16), 0.125), ((7, 10), 0.3), ((6, 5, 9), 0.125),
                                         ((64,), 0.125)])
-def test_importance_map_matches_monai(roi, sigma):
+def test_importance_map_matches_monai(roi, sigma, monai_data_utils):
     ours = importance_map(roi, sigma_scale=sigma)
     ref = monai_data_utils.compute_importance_map(roi, mode="gaussian", sigma_scale=sigma)
     assert_allclose(ours.numpy(), ref.numpy(), rtol=1e-6, atol=1e-7)

@@ -55,48 +55,58 @@ IMAGES = _images()
 # ---------------------------------------------------------------------- fixed thresholds
 def test_threshold_worked_example():
     image = np.array([[0, 1, 2], [3, 4, 5]])
-    assert_array_equal(threshold(image, 2), [[0, 0, 1], [1, 1, 1]])
-    assert_array_equal(threshold(image, 1, 4), [[0, 1, 1], [1, 1, 0]])  # both ends kept
-    assert_array_equal(threshold(image, 3, 3), [[0, 0, 0], [1, 0, 0]])
-    assert threshold(image, 2).dtype == bool
+    assert_array_equal(threshold(image, lower=2), [[0, 0, 1], [1, 1, 1]])
+    assert_array_equal(threshold(image, lower=1, upper=4), [[0, 1, 1], [1, 1, 0]])  # both ends kept
+    assert_array_equal(threshold(image, lower=3, upper=3), [[0, 0, 0], [1, 0, 0]])
+    assert threshold(image, lower=2).dtype == bool
 
 
 def test_threshold_integer_image_compares_exactly():
     image = np.arange(6, dtype=np.uint8)
-    assert_array_equal(threshold(image, 2.5, 4.5), [0, 0, 0, 1, 1, 0])
-    assert_array_equal(threshold(image, -10, 300), np.ones(6, bool))  # beyond the dtype range
-    assert not threshold(image, 2.2, 2.8).any()  # no integer in range
-    assert not threshold(image, 256).any()
-    assert_array_equal(threshold(image, -np.inf, 1), [1, 1, 0, 0, 0, 0])
+    assert_array_equal(threshold(image, lower=2.5, upper=4.5), [0, 0, 0, 1, 1, 0])
+    assert_array_equal(threshold(image, lower=-10, upper=300), np.ones(6, bool))  # beyond the dtype range
+    assert not threshold(image, lower=2.2, upper=2.8).any()  # no integer in range
+    assert not threshold(image, lower=256).any()
+    assert_array_equal(threshold(image, lower=-np.inf, upper=1), [1, 1, 0, 0, 0, 0])
 
 
 def test_threshold_float32_rounds_bounds_to_the_image_dtype():
     v = np.float32(0.1)
     image = np.array([v, np.float32(0.2)], dtype=np.float32)
     just_above = float(np.nextafter(np.float64(v), 1.0))  # > v in float64, == v in float32
-    assert_array_equal(threshold(image, just_above), [1, 1])
-    assert_array_equal(threshold(image.astype(np.float64), just_above), [0, 1])
+    assert_array_equal(threshold(image, lower=just_above), [1, 1])
+    assert_array_equal(threshold(image.astype(np.float64), lower=just_above), [0, 1])
 
 
 def test_threshold_nan_never_kept_and_inputs():
     image = np.array([np.nan, 1.0, 2.0])
-    assert_array_equal(threshold(image, -np.inf), [0, 1, 1])
-    assert_array_equal(threshold(torch.tensor([0.0, 1.0, 2.0]), 1.0), [0, 1, 1])
-    assert_array_equal(threshold(np.array([True, False]), 1), [1, 0])
+    assert_array_equal(threshold(image, lower=-np.inf), [0, 1, 1])
+    assert_array_equal(threshold(torch.tensor([0.0, 1.0, 2.0]), lower=1.0), [0, 1, 1])
+    assert_array_equal(threshold(np.array([True, False]), lower=1), [1, 0])
+
+
+def test_threshold_bounds_are_keyword_only():
+    image = np.arange(6)
+    with pytest.raises(TypeError):
+        threshold(image, 2)  # positional bounds are refused, as in region_growing
+    with pytest.raises(ValueError, match="lower=, upper= or both"):
+        threshold(image)
+    assert_array_equal(threshold(image, upper=2), [1, 1, 1, 0, 0, 0])
+    assert_array_equal(threshold(image, upper=2), threshold(image, lower=-np.inf, upper=2))
 
 
 @pytest.mark.parametrize("lower, upper", [(2.0, 1.0), (np.nan, 1.0), (0.0, np.nan), ("a", 1.0),
                                           (1 + 2j, 3.0), (True, 2.0)])
 def test_threshold_bad_bounds(lower, upper):
     with pytest.raises(ValueError, match="lower|upper"):
-        threshold(np.zeros((2, 2)), lower, upper)
+        threshold(np.zeros((2, 2)), lower=lower, upper=upper)
 
 
 @pytest.mark.parametrize("image", [np.zeros((0, 3)), np.array(3.0), np.array(["a", "b"]),
                                    np.zeros(3, dtype=complex)])
 def test_threshold_bad_image(image):
     with pytest.raises(ValueError, match="image"):
-        threshold(image, 0.0)
+        threshold(image, lower=0.0)
 
 
 def test_multi_threshold_worked_example_and_boundaries():
@@ -121,7 +131,7 @@ def test_multi_threshold_matches_digitize_and_threshold(image, thresholds):
     assert_array_equal(labels, np.digitize(image, t, right=True))
     for i, ti in enumerate(t):  # label > i  <=>  v > t_i  <=>  not (v <= t_i)
         assert_array_equal(labels > i, image > ti)
-        assert_array_equal(labels > i, ~threshold(image, -np.inf, ti))
+        assert_array_equal(labels > i, ~threshold(image, upper=ti))
 
 
 @given(arrays(np.int16, st.integers(1, 30), elements=st.integers(-50, 50)),
@@ -238,7 +248,7 @@ def test_ties_at_a_threshold_one_convention_on_camera(tmp_path):
     assert_array_equal(otsu_labels(camera, [0.0, 1.0]), foreground)
     assert_array_equal(otsu_labels(camera, [1.0, 0.0]), ~foreground)  # labels follow the intensities
     assert_array_equal(foreground, camera > threshold_otsu(camera))  # scikit-image's own definition
-    assert_array_equal(~threshold(camera, -np.inf, t), foreground)
+    assert_array_equal(~threshold(camera, upper=t), foreground)
     for classes in (3, 4):
         ts = multi_otsu_thresholds(camera, classes)
         labels = multi_threshold(camera, ts)

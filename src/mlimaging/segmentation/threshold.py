@@ -1,6 +1,7 @@
 """Intensity thresholding: fixed bounds, several intervals, Otsu and multi-level Otsu.
 
-- :func:`threshold`: the voxels with ``lower <= v (<= upper)``.
+- :func:`threshold`: the voxels with ``lower <= v <= upper`` (bounds keyword-only, as
+  :func:`~mlimaging.segmentation.region_growing`).
 - :func:`multi_threshold`: a label map with one label per interval between thresholds.
 - :func:`otsu_threshold`: Otsu's (1979) threshold maximising the between-class variance.
 - :func:`multi_otsu_thresholds`: the multi-level version (Liao, Chen and Chung, 2001).
@@ -129,7 +130,7 @@ def _in_range(image: np.ndarray, lower: float, upper: float) -> np.ndarray:
 
 
 # --------------------------------------------------------------------- fixed thresholds
-def threshold(image: Any, lower: float, upper: float | None = None) -> np.ndarray:
+def threshold(image: Any, *, lower: float | None = None, upper: float | None = None) -> np.ndarray:
     r"""Voxels whose intensity lies between ``lower`` and ``upper`` (both included).
 
     A closed interval, as SimpleITK's ``BinaryThreshold``; to apply an Otsu threshold
@@ -144,10 +145,11 @@ def threshold(image: Any, lower: float, upper: float | None = None) -> np.ndarra
     ----------
     image : array_like or torch.Tensor
         Image of any dimension.
-    lower : float
-        Smallest intensity kept (``-inf`` keeps everything below ``upper``).
+    lower : float, optional
+        Smallest intensity kept; ``None`` (default) means no lower bound.
     upper : float, optional
-        Largest intensity kept; ``None`` (default) means no upper bound.
+        Largest intensity kept; ``None`` (default) means no upper bound. At least one
+        of ``lower`` and ``upper`` must be given.
 
     Returns
     -------
@@ -157,7 +159,8 @@ def threshold(image: Any, lower: float, upper: float | None = None) -> np.ndarra
     Raises
     ------
     ValueError
-        If ``image`` is empty or not real, a bound is NaN, or ``lower > upper``.
+        If ``image`` is empty or not real, no bound is given, a bound is NaN, or
+        ``lower > upper``.
 
     Notes
     -----
@@ -168,15 +171,20 @@ def threshold(image: Any, lower: float, upper: float | None = None) -> np.ndarra
     --------
     >>> import numpy as np
     >>> image = np.array([[0, 1, 2], [3, 4, 5]])
-    >>> threshold(image, 2).astype(int)
+    >>> threshold(image, lower=2).astype(int)
     array([[0, 0, 1],
            [1, 1, 1]])
-    >>> threshold(image, 1.5, 3).astype(int)
+    >>> threshold(image, lower=1.5, upper=3).astype(int)
     array([[0, 0, 1],
            [1, 0, 0]])
+    >>> threshold(image, upper=1).astype(int)
+    array([[1, 1, 0],
+           [0, 0, 0]])
     """
     arr = _as_image(image)
-    lo, hi = _check_bounds(lower, upper)
+    if lower is None and upper is None:
+        raise ValueError("threshold needs lower=, upper= or both (keyword arguments)")
+    lo, hi = _check_bounds(-math.inf if lower is None else lower, upper)
     return _in_range(arr, lo, hi)
 
 
