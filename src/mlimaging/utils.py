@@ -1,20 +1,30 @@
-"""Small helpers shared by several areas (validation, seeding, array conversion)."""
+"""Small helpers shared by several areas (validation, seeding, array conversion, threads).
+
+NumPy and torch are imported inside the functions that need them, so that the command line
+can import this module (for :func:`set_torch_threads`) without paying for either.
+"""
 
 from __future__ import annotations
 
+import os
 import random
+import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
+if TYPE_CHECKING:
+    import numpy as np
 
-__all__ = ["as_numpy", "check_spacing", "seed_everything", "package_versions"]
+__all__ = ["as_numpy", "available_cores", "check_spacing", "package_versions", "seed_everything",
+           "set_torch_threads"]
 
 
 def as_numpy(x: Any) -> np.ndarray:
     """Return ``x`` as a NumPy array (tensors are detached and moved to the CPU)."""
-    if isinstance(x, torch.Tensor):
+    import numpy as np
+
+    torch = sys.modules.get("torch")  # a tensor exists only if torch was imported
+    if torch is not None and isinstance(x, torch.Tensor):
         return x.detach().cpu().numpy()
     return np.asarray(x)
 
@@ -38,6 +48,8 @@ def check_spacing(
     >>> check_spacing((0.8, 0.8, 2.5), 3)
     (0.8, 0.8, 2.5)
     """
+    import numpy as np
+
     if spacing is None:
         return (1.0,) * ndim
     if np.isscalar(spacing):
@@ -51,8 +63,11 @@ def check_spacing(
     return values
 
 
-def seed_everything(seed: int) -> torch.Generator:
+def seed_everything(seed: int) -> Any:
     """Seed Python, NumPy and PyTorch and return a ``torch.Generator`` seeded with ``seed``."""
+    import numpy as np
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -71,3 +86,51 @@ def package_versions(names: Sequence[str] = ("mlimaging", "torch", "numpy", "sci
         except PackageNotFoundError:
             out[n] = "not installed"
     return out
+
+
+def available_cores() -> int:
+    """Number of CPU cores this process may run on (its affinity mask where the OS has one).
+
+    Examples
+    --------
+    >>> available_cores() >= 1
+    True
+    """
+    try:
+        return max(len(os.sched_getaffinity(0)), 1)
+    except (AttributeError, OSError):  # macOS and Windows have no affinity mask
+        return max(os.cpu_count() or 1, 1)
+
+
+def set_torch_threads(threads: int | None = None) -> int:
+    """Set the number of threads torch uses for its operators; the one place that does so.
+
+    The command line calls it once with ``mlimaging --threads N`` (experiments and commands
+    never change it themselves). ``None`` means :func:`available_cores`. If torch is
+    imported already, ``torch.set_num_threads`` is called; otherwise ``OMP_NUM_THREADS`` is
+    set, which torch reads when it is first imported (so ``mlimaging --help`` never imports
+    torch). Returns the number of threads.
+
+    Raises
+    ------
+    ValueError
+        If ``threads`` is not a positive integer.
+
+    Examples
+    --------
+    >>> import torch
+    >>> before = torch.get_num_threads()
+    >>> set_torch_threads(1), torch.get_num_threads()
+    (1, 1)
+    >>> _ = set_torch_threads(before)
+    """
+    if threads is None:
+        threads = available_cores()
+    if isinstance(threads, bool) or not isinstance(threads, int) or threads < 1:
+        raise ValueError(f"threads must be a positive integer, got {threads!r}")
+    torch = sys.modules.get("torch")
+    if torch is not None and hasattr(torch, "set_num_threads"):
+        torch.set_num_threads(threads)
+    else:
+        os.environ["OMP_NUM_THREADS"] = str(threads)
+    return threads

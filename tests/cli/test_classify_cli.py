@@ -10,8 +10,8 @@ import torch
 from typer.testing import CliRunner
 
 from mlimaging.cli import app
-from mlimaging.cli.classify import prepare_image
 from mlimaging.data import load_dataset, write_image
+from mlimaging.data.preprocessing import prepare_image
 from mlimaging.models import create_model
 
 runner = CliRunner()
@@ -60,6 +60,7 @@ def test_train_writes_checkpoints_model_and_report(trained):
     meta = ckpt["classifier"]
     assert meta["model"] == "lenet" and meta["classes"] == [str(k) for k in range(10)]
     assert meta["preprocess"]["channels"] == 1 and meta["preprocess"]["size"] == [8, 8]
+    assert meta["preprocess"]["background"] == "dark"  # digits: light strokes on black
     assert json.loads((trained / "config.json").read_text())["seed"] == 1
 
 
@@ -107,6 +108,7 @@ def test_resume_continues_and_matches_an_uninterrupted_run(trained, tmp_path):
     shutil.copytree(trained, resumed)
     result = runner.invoke(app, ["train", "classifier", "--out", str(resumed), "--epochs", "2", "--resume"])
     assert result.exit_code == 0, result.output
+    assert "resumed from epoch 1" in result.output
     history = _metrics(resumed)["history"]
     assert [e["epoch"] for e in history] == [1, 2]
     assert history[0] == _metrics(trained)["history"][0]  # epoch 1 was not trained again
@@ -166,6 +168,7 @@ def test_predict_accepts_fit_checkpoints_of_the_run(trained, tmp_path, monkeypat
     (["--epochs", "1", "--model", "nope"], "unknown model 'nope'"),
     (["--epochs", "1", "--model", "unet"], "not an image classifier"),
     (["--epochs", "1", "--resume", "--force"], "--resume and --force"),
+    (["--epochs", "1", "--resume"], "does not exist"),
 ])
 def test_train_bad_input_is_one_red_line(tmp_path, args, needle):
     result = _train(tmp_path / "bad", *args)
@@ -197,16 +200,25 @@ def test_predict_bad_input_is_one_red_line(trained, tmp_path):
     assert "rebuild the model" in result.output
 
 
-def test_prepare_image_channels_ranges_and_errors():
-    rgb = np.zeros((6, 6, 3), np.uint8)
-    rgb[..., 0] = 255
-    gray = prepare_image(rgb, channels=1, size=(6, 6))
-    assert gray.shape == (1, 6, 6) and torch.allclose(gray, torch.full((1, 6, 6), 0.299))
-    assert prepare_image(np.full((4, 4), 65535, np.uint16), channels=3, size=(2, 2)).shape == (3, 2, 2)
-    assert torch.allclose(prepare_image(np.full((4, 4), 65535, np.uint16), channels=1, size=(2, 2)), torch.ones(1, 2, 2))
-    scaled = prepare_image(np.array([[0.0, 10.0], [5.0, 10.0]]), channels=1, size=(2, 2))
-    assert scaled.tolist() == [[[0.0, 1.0], [0.5, 1.0]]]
-    with pytest.raises(ValueError, match="NaN"):
-        prepare_image(np.array([[np.nan, 1.0]]), channels=1, size=(1, 2))
-    with pytest.raises(ValueError, match="shape"):
-        prepare_image(np.zeros((2, 3, 4, 5)), channels=1, size=(4, 4))
+def test_predict_inverts_a_dark_digit_on_a_light_background_with_a_warning(trained, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    image, _ = load_dataset("digits", split="test", seed=1)[0]
+    array = np.round(image[0].numpy() * 255).astype(np.uint8)
+    write_image(Path("light.png"), 255 - array)  # the digit drawn dark on white paper
+    write_image(Path("dark.png"), array)
+    ckpt = str(trained / "model.pt")
+
+    def row(result, name):
+        assert result.exit_code == 0, result.output
+        line = next(ln for ln in result.output.splitlines() if name in ln and "│" in ln)
+        return [c.strip() for c in line.split("│") if c.strip()][1:3]
+
+    auto = runner.invoke(app, ["predict", "--checkpoint", ckpt, "light.png"], terminal_width=200)
+    assert "warning:" in auto.output and "background is light" in auto.output and "--no-invert" in auto.output
+    dark = runner.invoke(app, ["predict", "--checkpoint", ckpt, "dark.png"], terminal_width=200)
+    assert "warning" not in dark.output
+    assert row(auto, "light.png") == row(dark, "dark.png")  # 1 - (255 - x)/255 is x/255 again
+    kept = runner.invoke(app, ["predict", "--checkpoint", ckpt, "--no-invert", "light.png"], terminal_width=200)
+    assert "warning" not in kept.output
+    forced = runner.invoke(app, ["predict", "--checkpoint", ckpt, "--invert", "light.png"], terminal_width=200)
+    assert "warning" not in forced.output and row(forced, "light.png") == row(dark, "dark.png")

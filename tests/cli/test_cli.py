@@ -89,3 +89,43 @@ def test_failing_experiment_exit_1_and_report_kept(isolated_registry, tmp_path):
 def test_datasets_lists_embedded_data(args):
     result = runner.invoke(app, args)
     assert result.exit_code == 0 and "digits" in result.output and "mnist5k" in result.output
+
+
+def test_the_cli_imports_neither_torch_nor_the_heavy_libraries(tmp_path):
+    # `mlimaging --help` and `--version` must answer at once: torch (about a second to import),
+    # SciPy, matplotlib and nibabel are imported only inside the commands that use them.
+    import subprocess
+    import sys
+
+    code = ("import sys; from typer.testing import CliRunner; from mlimaging.cli import app; "
+            "r = CliRunner(); assert r.invoke(app, ['--help']).exit_code == 0; "
+            "assert r.invoke(app, ['segment', '--help']).exit_code == 0; "
+            "assert r.invoke(app, ['train', 'segmenter', '--help']).exit_code == 0; "
+            "print(sorted(m for m in ('torch', 'scipy', 'matplotlib', 'nibabel', 'pydicom', 'PIL') if m in sys.modules))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
+    assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_threads_option_sets_torch_threads_once_for_every_command():
+    import torch
+
+    result = runner.invoke(app, ["--threads", "1", "datasets"])
+    assert result.exit_code == 0, result.output
+    assert torch.get_num_threads() == 1
+    from mlimaging.utils import available_cores
+
+    result = runner.invoke(app, ["datasets"])  # default: every core this process may use
+    assert result.exit_code == 0 and torch.get_num_threads() == available_cores()
+    result = runner.invoke(app, ["--threads", "0", "datasets"])
+    assert result.exit_code == 2 and "--threads" in result.output and "Traceback" not in result.output
+
+
+def test_threads_are_set_in_one_place():
+    # No experiment or command changes torch's thread count itself: only mlimaging.utils.set_torch_threads.
+    from pathlib import Path
+
+    import mlimaging
+
+    src = Path(mlimaging.__file__).parent
+    users = sorted(str(p.relative_to(src)) for p in src.rglob("*.py") if "set_num_threads(" in p.read_text())
+    assert users == ["utils.py"], users

@@ -279,6 +279,79 @@ def test_progress_bar_shows_each_epoch(capsys, data):
     assert "epoch" not in capsys.readouterr().err
 
 
+def test_progress_outside_a_terminal_is_one_clean_line_per_epoch(tmp_path, data):
+    import io
+
+    from rich.console import Console
+
+    from mlimaging.training._progress import EpochProgress
+
+    log = io.StringIO()
+    bar = EpochProgress(2, enabled=True, console=Console(file=log, force_terminal=False, width=60))
+    bar.message("resumed from epoch 0")
+    for epoch in (1, 2):
+        task = bar.start(epoch, 3)
+        for _ in range(3):
+            bar.advance(task, torch.tensor(0.5))
+        bar.finish(task, {"epoch": epoch, "loss": 0.5, "seconds": 0.1})
+    bar.close()
+    assert log.getvalue().splitlines() == ["resumed from epoch 0", "epoch 1/2 (0.1 s) loss=0.5",
+                                           "epoch 2/2 (0.1 s) loss=0.5"]
+    assert "\x1b" not in log.getvalue() and "\r" not in log.getvalue()  # no bar, no cursor moves
+    on_tty = io.StringIO()
+    bar = EpochProgress(1, enabled=True, console=Console(file=on_tty, force_terminal=True, width=60))
+    assert bar._progress is not None  # a terminal gets the live bar
+    bar.close()
+    # fit says where a resumed run starts again
+    train, val = data
+    fit(make_mlp(), train, val, loss=CE, optimizer=sgd(), epochs=1, checkpoint_dir=tmp_path, progress=False)
+    lines = io.StringIO()
+    import mlimaging.training.engine as engine
+
+    made = []
+
+    class Captured(EpochProgress):
+        def __init__(self, epochs, *, enabled):
+            super().__init__(epochs, enabled=enabled, console=Console(file=lines, force_terminal=False))
+            made.append(self)
+
+    original = engine.EpochProgress
+    engine.EpochProgress = Captured
+    try:
+        fit(make_mlp(), train, val, loss=CE, optimizer=sgd(), epochs=2, checkpoint_dir=tmp_path, resume=True)
+    finally:
+        engine.EpochProgress = original
+    assert made and lines.getvalue().splitlines()[0].startswith("resumed from epoch 1")
+
+
+def test_dice_metric_is_the_mean_foreground_dice_of_label_maps():
+    from mlimaging.metrics import dice
+    from mlimaging.training._metrics import mean_foreground_dice
+
+    g = torch.Generator().manual_seed(0)
+    target = torch.randint(0, 3, (4, 6, 6), generator=g)
+    logits = torch.randn(4, 3, 6, 6, generator=g)
+    pred = logits.argmax(1)
+    expected = np.mean([dice(pred == k, target == k) for k in (1, 2)])
+    assert mean_foreground_dice(pred, target) == pytest.approx(expected)
+    assert mean_foreground_dice(target, target) == 1.0
+    assert mean_foreground_dice(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long)) == 1.0
+    # class 2 only in the prediction counts (Dice 0); classes absent from both are skipped
+    assert mean_foreground_dice(torch.tensor([[1, 2]]), torch.tensor([[1, 1]]), num_classes=5) == pytest.approx(
+        np.mean([2 / 3, 0.0]))
+    with pytest.raises(ValueError, match="same shape"):
+        mean_foreground_dice(pred, target[:2])
+    # in fit, the named metric "dice" is computed over the whole validation set from argmax labels
+    x = torch.randn(8, 1, 6, 6, generator=g)
+    y = (x[:, 0] > 0).long()
+    net = nn.Conv2d(1, 2, 1)
+    h = fit(net, TensorDataset(x, y), TensorDataset(x, y), loss=CE, optimizer=sgd(), epochs=1, metrics=("dice",),
+            progress=False)
+    with torch.no_grad():
+        labels = net(x).argmax(1)
+    assert h["val_dice"][0] == pytest.approx(mean_foreground_dice(labels, y))
+
+
 @pytest.mark.parametrize(
     ("kwargs", "match"),
     [
@@ -288,7 +361,7 @@ def test_progress_bar_shows_each_epoch(capsys, data):
         (dict(loss="ce"), "loss"),
         (dict(grad_clip=0.0), "grad_clip"),
         (dict(monitor="val_dice"), "monitor"),
-        (dict(metrics=("dice",)), "unknown metric"),
+        (dict(metrics=("iou",)), "unknown metric"),
         (dict(metrics=(lambda o, t: 0.0,)), "name"),
         (dict(resume=True), "checkpoint_dir"),
         (dict(early_stopping=0), "patience"),

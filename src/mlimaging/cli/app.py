@@ -1,4 +1,9 @@
-"""The ``mlimaging`` command: typer app, global options and error handling."""
+"""The ``mlimaging`` command: typer app, global options and error handling.
+
+Importing this package must stay cheap (``mlimaging --help`` answers in well under a
+second): the command modules import torch, NumPy and the library inside the commands
+that need them, never at module level.
+"""
 
 from __future__ import annotations
 
@@ -66,9 +71,17 @@ def _version(value: bool) -> None:
 def _root(
     version: bool = typer.Option(False, "--version", callback=_version, is_eager=True, help="Show the version and exit."),
     debug: bool = typer.Option(False, "--debug", help="Show full tracebacks instead of one-line errors."),
+    threads: int | None = typer.Option(None, "--threads", help="Threads torch may use in every command and "
+                                       "experiment (default: the cores available to this process)."),
 ) -> None:
     """Machine learning for imaging, medical images first."""
+    from mlimaging.utils import set_torch_threads
+
     _state["debug"] = debug
+    if threads is not None and threads < 1:
+        err_console.print(f"[bold red]error:[/] --threads must be a positive integer, got {threads}", highlight=False)
+        raise typer.Exit(2)
+    set_torch_threads(threads)
 
 
 def main() -> None:

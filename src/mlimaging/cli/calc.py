@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 import typer
 from rich.markup import escape
 
-from mlimaging import calc
 from mlimaging.cli.app import app, command, console, err_console
 
 __all__ = ["calc_app"]
@@ -29,15 +28,16 @@ calc_app = typer.Typer(
 app.add_typer(calc_app, name="calc")
 
 
-def _ints(text: str | None, option: str, *, example: str = "28 or 28x30") -> int | tuple[int, ...] | None:
-    """'28' -> 28, '28x30' -> (28, 30); anything else -> ValueError naming the option."""
+def _ints(text: str | None, option: str, *, example: str = "28 or 28,30") -> int | tuple[int, ...] | None:
+    """'28' -> 28, '28,30' -> (28, 30) (lists are comma-separated in every command; the shape
+    notation '28x30' is accepted too); anything else -> ValueError naming the option."""
     if text is None:
         return None
     parts = text.lower().replace(",", "x").replace("*", "x").split("x")
     try:
         values = tuple(int(p) for p in parts)
     except ValueError:
-        raise ValueError(f"{option} must be an integer or integers joined by 'x' (like {example}), got {text!r}") from None
+        raise ValueError(f"{option} must be an integer or comma-separated integers (like {example}), got {text!r}") from None
     return values[0] if len(values) == 1 else values
 
 
@@ -57,7 +57,7 @@ def _size_text(out: Any) -> str:
 
 @command(typer_app=calc_app, name="conv")
 def conv_cmd(
-    size: str = typer.Option(..., "--size", help="Input size M, e.g. 28 or 28x30."),
+    size: str = typer.Option(..., "--size", help="Input size M, e.g. 28 or 28,30."),
     kernel: str = typer.Option(..., "--kernel", help="Kernel size K, e.g. 5 or 3x5."),
     stride: str = typer.Option("1", "--stride", help="Stride S."),
     padding: str = typer.Option("0", "--padding", help="Zero padding P on each side."),
@@ -66,6 +66,8 @@ def conv_cmd(
     output_padding: str = typer.Option("0", "--output-padding", help="Extra size on one side (transposed only)."),
 ) -> None:
     """Output size of a convolution (or transposed convolution), with the formula."""
+    from mlimaging import calc
+
     values = {
         "M": _ints(size, "--size"),
         "K": _ints(kernel, "--kernel"),
@@ -99,7 +101,7 @@ def conv_cmd(
 
 @command(typer_app=calc_app, name="pool")
 def pool_cmd(
-    size: str = typer.Option(..., "--size", help="Input size M, e.g. 28 or 28x30."),
+    size: str = typer.Option(..., "--size", help="Input size M, e.g. 28 or 28,30."),
     kernel: str = typer.Option(..., "--kernel", help="Window size K."),
     stride: str | None = typer.Option(None, "--stride", help="Stride S (default: the kernel size)."),
     padding: str = typer.Option("0", "--padding", help="Padding P on each side (at most K/2)."),
@@ -107,6 +109,8 @@ def pool_cmd(
     ceil: bool = typer.Option(False, "--ceil", help="Round up (ceil_mode) instead of down."),
 ) -> None:
     """Output size of max/average pooling, with the formula."""
+    from mlimaging import calc
+
     values = {
         "M": _ints(size, "--size"),
         "K": _ints(kernel, "--kernel"),
@@ -140,6 +144,8 @@ def yolo_cmd(
     classes: int = typer.Option(..., "--classes", help="Object classes C."),
 ) -> None:
     """Output shape of a YOLO detector, S x S x (5B + C) (Redmon et al. 2016)."""
+    from mlimaging import calc
+
     rows, cols, depth = calc.yolo_output_shape(grid, boxes, classes)
     console.print(f"{rows} x {cols} x {depth}", highlight=False, soft_wrap=True)
     console.print(f"S x S x (5B + C) = {rows} x {cols} x (5*{boxes} + {classes})", highlight=False, soft_wrap=True)
@@ -149,17 +155,19 @@ def yolo_cmd(
 @command("summary")
 def summary_cmd(
     model: str = typer.Argument(..., help="Model name (see the model registry)."),
-    input: str | None = typer.Option(None, "--input", help="Input shape CxHxW, e.g. 1x32x32 (default: the model's)."),
+    input: str | None = typer.Option(None, "--input", help="Input shape C,H,W, e.g. 1,32,32 (default: the model's)."),
 ) -> None:
     """Layer table of a model: output shapes, jump, receptive field, parameters."""
+    from mlimaging import calc
+
     models = importlib.import_module("mlimaging.models")
     if input is None:
         shape = tuple(models.model_info(model).input_shape)
     else:
-        parsed = _ints(input, "--input", example="1x32x32")
+        parsed = _ints(input, "--input", example="1,32,32")
         shape = parsed if isinstance(parsed, tuple) else (parsed,)
         if any(v < 1 for v in shape):
-            raise ValueError(f"--input must have positive sizes (like 1x32x32), got {input!r}")
+            raise ValueError(f"--input must have positive sizes (like 1,32,32), got {input!r}")
     net = models.create_model(model)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")

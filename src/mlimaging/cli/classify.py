@@ -10,10 +10,14 @@ model (:func:`mlimaging.models.create_model`) sized for it and trains it with
 
 ``model.pt`` holds ``{"model": state_dict, "classifier": meta, "epoch": ...}`` where ``meta``
 names the model, its keyword arguments, the class names and the input preprocessing
-(channels, size, value range); it loads with ``torch.load(weights_only=True)``.
-``predict`` reads any image :func:`mlimaging.data.read_image` reads, scales it to [0, 1],
-converts its channels and resizes it (bilinear) exactly as training did, and prints the
-class and the probabilities :math:`\\operatorname{softmax}(f_\\theta(x))` per image.
+(channels, size, value range, background polarity); it loads with
+``torch.load(weights_only=True)``. ``predict`` reads any image :func:`mlimaging.data.read_image`
+reads and prepares it exactly as training did (:mod:`mlimaging.data.preprocessing`: scaled
+to [0, 1], channels converted, resized bilinearly), then prints the class and the
+probabilities :math:`\\operatorname{softmax}(f_\\theta(x))` per image. An image whose
+polarity is the opposite of the training images' (a dark digit on a light background for
+a model trained on MNIST) is inverted, with a warning; ``--invert`` / ``--no-invert``
+decide instead.
 
 Examples
 --------
@@ -24,86 +28,37 @@ then ``mlimaging predict --checkpoint runs/lenet/model.pt digit.png``.
 from __future__ import annotations
 
 import json
-import math
-import shutil
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-import torch
-import torch.nn.functional as F
 import typer
-from rich.table import Table
-from torch import nn
-from torch.utils.data import TensorDataset
 
+from mlimaging.cli._run_folder import (
+    ExportBest,
+    check_positive,
+    open_run,
+    prepare_out,
+    resolve_settings,
+)
 from mlimaging.cli.app import command, console, err_console
 from mlimaging.cli.train import train_app
 
-__all__ = ["predict_cmd", "prepare_image", "train_classifier_cmd"]
+if TYPE_CHECKING:  # torch and NumPy are imported inside the commands: `mlimaging --help` stays fast
+    import numpy as np
+    import torch
+    from torch import nn
+
+__all__ = ["predict_cmd", "train_classifier_cmd"]
 
 RUN_NAME = "train-classifier"
-#: What a run folder of ``train classifier`` may hold; ``--force`` deletes nothing else.
-RUN_ENTRIES = {"config.json", "metrics.json", "report.html", "figures", "tables", "checkpoints", "model.pt",
-               ".config.json.tmp", ".metrics.json.tmp"}
 DEFAULTS: dict[str, Any] = {"dataset": "mnist5k", "model": "lenet", "lr": 1e-3, "batch_size": 64, "seed": 0,
                             "size": None, "augment_shift": 0, "root": None}
 
 
-# ------------------------------------------------------------------------------ preprocessing
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """Bilinear resize of ``(B, C, H, W)`` to ``size`` (antialiased when shrinking); identity if equal."""
-    if tuple(x.shape[-2:]) == tuple(size):
-        return x
-    shrink = x.shape[-2] > size[0] or x.shape[-1] > size[1]
-    return F.interpolate(x, size=tuple(size), mode="bilinear", align_corners=False, antialias=shrink).clamp_(0, 1)
-
-
-def prepare_image(array: np.ndarray, *, channels: int, size: tuple[int, int], name: str = "image") -> torch.Tensor:
-    """One image array as the model's input ``(channels, H, W)`` float32 in [0, 1].
-
-    Values: ``uint8`` / ``uint16`` divided by 255 / 65535, ``bool`` as 0/1, other arrays
-    min-max scaled to [0, 1] unless already inside it. Layout: ``(H, W)`` grayscale,
-    ``(H, W, 3|4)`` RGB(A) (alpha dropped) or ``(C, H, W)`` with C in 1, 3. Grayscale to
-    RGB repeats the channel; RGB to grayscale is :math:`0.299 R + 0.587 G + 0.114 B`.
-    Then the bilinear resize that training used.
-
-    Examples
-    --------
-    >>> prepare_image(np.full((8, 8), 255, np.uint8), channels=1, size=(4, 4)).shape
-    torch.Size([1, 4, 4])
-    """
-    arr = np.asarray(array)
-    if arr.dtype.kind not in "biuf" or arr.size == 0:
-        raise ValueError(f"{name}: expected a non-empty numeric image, got dtype {arr.dtype} shape {arr.shape}")
-    if arr.ndim == 3 and arr.shape[-1] in (3, 4) and arr.shape[0] not in (1, 3):
-        arr = np.moveaxis(arr[..., :3], -1, 0)
-    elif arr.ndim == 2:
-        arr = arr[None]
-    elif not (arr.ndim == 3 and arr.shape[0] in (1, 3)):
-        raise ValueError(f"{name}: expected a 2-D grayscale or RGB image, got an array of shape {arr.shape}")
-    if arr.dtype == np.uint8:
-        x = arr.astype(np.float32) / 255.0
-    elif arr.dtype == np.uint16:
-        x = arr.astype(np.float32) / 65535.0
-    else:
-        x = arr.astype(np.float32)
-        if not np.all(np.isfinite(x)):
-            raise ValueError(f"{name}: the image holds NaN or infinite values")
-        lo, hi = float(x.min()), float(x.max())
-        if lo < 0.0 or hi > 1.0:
-            x = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
-    t = torch.from_numpy(np.ascontiguousarray(x))
-    if t.shape[0] == 3 and channels == 1:
-        t = (0.299 * t[0] + 0.587 * t[1] + 0.114 * t[2])[None]
-    elif t.shape[0] == 1 and channels == 3:
-        t = t.expand(3, -1, -1)
-    elif t.shape[0] != channels:
-        raise ValueError(f"{name}: the model takes {channels} channels, the image has {t.shape[0]}")
-    return _resize(t[None], size)[0].contiguous()
-
-
+# ------------------------------------------------------------------------------ data
 def _split_images(ds: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    import torch
+
     if getattr(ds, "multilabel", False):
         raise ValueError("--dataset: multi-label datasets are not supported by train classifier (one label per image)")
     if hasattr(ds, "images"):
@@ -142,6 +97,8 @@ def _build(name: str, kwargs: dict[str, Any], seed: int | None = None) -> nn.Mod
 def _fit_model(name: str, k: int, c: int, native: tuple[int, int], size: int | None, seed: int
                ) -> tuple[nn.Module, dict[str, Any], tuple[int, int]]:
     """The model, its kwargs and the input size: native (or ``--size``), else the model's default input."""
+    import torch
+
     from mlimaging.models import model_info
 
     candidates = [(size, size)] if size is not None else [native, tuple(model_info(name).input_shape[-2:])]
@@ -164,65 +121,10 @@ def _fit_model(name: str, k: int, c: int, native: tuple[int, int], size: int | N
                      f"pixels: {error}")
 
 
-class _ExportBest:
-    """fit callback: write ``model.pt`` (weights + classifier metadata) whenever the best epoch improves."""
-
-    def __init__(self, path: Path, meta: dict[str, Any]) -> None:
-        self.path, self.meta = path, meta
-
-    def on_epoch_end(self, state: Any) -> None:
-        from mlimaging.training import save_checkpoint
-
-        if state.rank == 0 and state.history.best_epoch == state.epoch:
-            model = {k: v.detach().cpu() for k, v in state.model.state_dict().items()}
-            save_checkpoint({"model": model, "classifier": self.meta, "epoch": state.epoch,
-                             "val_accuracy": state.logs.get("val_accuracy")}, self.path)
-
-
 # ------------------------------------------------------------------------------ run folder
-def _check_positive(value: Any, option: str, *, integer: bool = False) -> None:
-    if value is None:
-        return
-    if (integer and int(value) < 1) or not (math.isfinite(float(value)) and float(value) > 0):
-        raise ValueError(f"{option} must be a positive {'integer' if integer else 'number'}, got {value}")
-
-
-def _prepare_out(out: Path, *, resume: bool, force: bool) -> tuple[dict[str, Any] | None, bool]:
-    """Settings of the run to resume (None for a fresh run), and whether ``out`` must be cleared first."""
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder")
-    last = out / "checkpoints" / "last.pt"
-    if resume and last.exists():
-        cfg_file = out / "config.json"
-        if not cfg_file.is_file():
-            raise ValueError(f"--resume: {cfg_file} is missing, so the run's settings are unknown")
-        return json.loads(cfg_file.read_text())["config"], False
-    if not out.exists() or not any(out.iterdir()):
-        if resume:
-            err_console.print(f"nothing to resume in {out}: starting a new run", highlight=False)
-        return None, out.exists()
-    if resume:
-        raise ValueError(f"--resume: {out} holds no checkpoints/last.pt to resume from")
-    if not force:
-        raise FileExistsError(f"--out {out} already exists; pass --force to overwrite it or --resume to continue it")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES)
-    if foreign:
-        raise ValueError(f"--force: {out} holds files that train classifier did not write ({', '.join(foreign[:5])}); "
-                         "refusing to delete them, choose another --out")
-    return None, True
-
-
-def _settings(given: dict[str, Any], stored: dict[str, Any] | None) -> dict[str, Any]:
-    if stored is None:
-        return {k: (DEFAULTS[k] if given[k] is None else given[k]) for k in DEFAULTS}
-    changed = [f"--{k.replace('_', '-')} {given[k]} (the run used {stored.get(k)})"
-               for k in DEFAULTS if given[k] is not None and given[k] != stored.get(k)]
-    if changed:
-        raise ValueError("--resume continues the run with its own settings; these differ: " + "; ".join(changed))
-    return {k: stored.get(k, DEFAULTS[k]) for k in DEFAULTS}
-
-
 def _figures(run: Any, history: Any, cm: np.ndarray, classes: list[str], seed: int) -> None:
+    import numpy as np
+
     from mlimaging.reporting.figures import plt
 
     fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
@@ -269,53 +171,49 @@ def train_classifier_cmd(
     force: bool = typer.Option(False, "--force", help="Delete an existing --out run folder and start again."),
 ) -> None:
     """Train an image classifier with the training engine; checkpoints, model.pt and a report in --out."""
+    import torch
+    from rich.table import Table
+    from torch import nn
+    from torch.utils.data import TensorDataset
+
     from mlimaging.data import load_dataset
+    from mlimaging.data.preprocessing import has_light_background, resize_images
     from mlimaging.data.transforms import ShiftAugment
     from mlimaging.metrics import accuracy, confusion_matrix
-    from mlimaging.reporting import Run
     from mlimaging.training import evaluate, fit, load_checkpoint
 
-    _check_positive(epochs, "--epochs", integer=True)
-    _check_positive(lr, "--lr")
-    _check_positive(batch_size, "--batch-size", integer=True)
-    _check_positive(size, "--size", integer=True)
+    check_positive(epochs, "--epochs", integer=True)
+    check_positive(lr, "--lr")
+    check_positive(batch_size, "--batch-size", integer=True)
+    check_positive(size, "--size", integer=True)
     for value, option in ((seed, "--seed"), (augment_shift, "--augment-shift")):
         if value is not None and value < 0:
             raise ValueError(f"{option} must be >= 0, got {value}")
-    if resume and force:
-        raise ValueError("--resume and --force exclude each other: continue the run, or delete it and start again")
-    stored, clear = _prepare_out(out, resume=resume, force=force)
+    stored, clear = prepare_out(out, resume=resume, force=force, command="train classifier")
     given = {"dataset": dataset, "model": model, "lr": lr, "batch_size": batch_size, "seed": seed, "size": size,
              "augment_shift": augment_shift, "root": root}
-    s = _settings(given, stored)
+    s = resolve_settings(given, stored, DEFAULTS)
 
     splits = {sp: load_dataset(s["dataset"], split=sp, root=s["root"], seed=s["seed"]) for sp in ("train", "val", "test")}
     (xtr, ytr), (xva, yva), (xte, yte) = (_split_images(splits[sp]) for sp in ("train", "val", "test"))
     classes = [str(c) for c in (getattr(splits["train"], "classes", None) or range(int(ytr.max()) + 1))]
     c, native = int(xtr.shape[1]), (int(xtr.shape[2]), int(xtr.shape[3]))
     net, kwargs, hw = _fit_model(s["model"], len(classes), c, native, s["size"], s["seed"])
-    xtr, xva, xte = (_resize(x, hw) for x in (xtr, xva, xte))
+    xtr, xva, xte = (resize_images(x, hw) for x in (xtr, xva, xte))
     if hasattr(net, "fit_standardizer"):
         net.fit_standardizer(xtr)
+    light = sum(has_light_background(x) for x in xtr[:256]) > min(len(xtr), 256) / 2
     meta = {"model": s["model"], "model_kwargs": kwargs, "classes": classes, "dataset": s["dataset"],
-            "preprocess": {"channels": c, "size": list(hw), "range": [0.0, 1.0], "resize": "bilinear"}}
-    if clear:  # only now, once the data and the model are known to work
-        shutil.rmtree(out)
-    if stored is None:
-        run = Run.create(RUN_NAME, {**s, "meta": meta}, path=out, command=_command(s, epochs, out),
-                         console=err_console)
-    else:
-        previous = json.loads((out / "config.json").read_text())
-        previous.pop("error", None)
-        run = Run(out, RUN_NAME, previous, console=err_console)
-        if (out / "metrics.json").is_file():
-            run.metrics = json.loads((out / "metrics.json").read_text())
+            "preprocess": {"channels": c, "size": list(hw), "range": [0.0, 1.0], "resize": "bilinear",
+                           "background": "light" if light else "dark"}}
+    run = open_run(out, RUN_NAME, {**s, "meta": meta}, stored=stored, clear=clear,
+                   command=_command(s, epochs, out), console=err_console)
     train = ShiftAugment(xtr, ytr, max_shift=s["augment_shift"]) if s["augment_shift"] else TensorDataset(xtr, ytr)
     try:
         history = fit(net, train, TensorDataset(xva, yva), loss=nn.CrossEntropyLoss(),
                       optimizer=lambda p: torch.optim.Adam(p, lr=s["lr"]), epochs=epochs, batch_size=s["batch_size"],
                       seed=s["seed"], checkpoint_dir=out / "checkpoints", resume=stored is not None, run=run,
-                      monitor="val_accuracy", callbacks=[_ExportBest(out / "model.pt", meta)], device=device)
+                      monitor="val_accuracy", callbacks=[ExportBest(out / "model.pt", "classifier", meta)], device=device)
     except KeyboardInterrupt:
         run.finish(error="interrupted; continue with --resume")
         err_console.print(f"interrupted: continue with the same command and --resume (checkpoints in {out})")
@@ -380,21 +278,42 @@ def _load_classifier(path: Path) -> tuple[nn.Module, dict[str, Any]]:
 def predict_cmd(
     images: list[Path] = typer.Argument(..., help="Image files (PNG, JPEG, NIfTI, NPY, ...)."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model.pt written by `mlimaging train classifier`."),
-    invert: bool = typer.Option(False, "--invert", help="Use 1 - image (dark digits on a light background)."),
+    invert: bool | None = typer.Option(None, "--invert/--no-invert", help="Use 1 - image, or never (default: "
+                                       "invert, with a warning, an image whose background is light when the "
+                                       "training images' was dark, or the reverse)."),
     top: int = typer.Option(3, "--top", help="Show the probabilities of the TOP most likely classes per image."),
 ) -> None:
     """Classify images with a trained classifier: the class and the probabilities per image."""
+    import torch
+    from rich.table import Table
+
     from mlimaging.data import read_image
+    from mlimaging.data.preprocessing import background_level, has_light_background, prepare_image
 
     if top < 1:
         raise ValueError(f"--top must be >= 1, got {top}")
     model, meta = _load_classifier(checkpoint)
     pre, classes = meta["preprocess"], meta["classes"]
+    trained = pre.get("background")  # "dark" or "light"; absent in checkpoints of older versions
     batch = []
     for path in images:
         array, _ = read_image(path)
         x = prepare_image(array, channels=int(pre["channels"]), size=tuple(pre["size"]), name=str(path))
-        batch.append(1.0 - x if invert else x)
+        flip = invert
+        if invert is None:
+            light = has_light_background(x)
+            border, centre = background_level(x)
+            if trained is not None and light != (trained == "light"):
+                flip = True
+                err_console.print(f"[yellow]warning:[/] {path}: its background is {'light' if light else 'dark'} "
+                                  f"(border mean {border:.2f}, centre {centre:.2f}) but the model was trained on "
+                                  f"{trained} backgrounds; classifying 1 - image (pass --no-invert to keep it)",
+                                  highlight=False, soft_wrap=True)
+            elif trained is None and light:
+                err_console.print(f"[yellow]warning:[/] {path} looks like a dark object on a light background "
+                                  f"(border mean {border:.2f}, centre {centre:.2f}); if the model was trained on "
+                                  "light digits on black (MNIST), pass --invert", highlight=False, soft_wrap=True)
+        batch.append(1.0 - x if flip else x)
     with torch.no_grad():
         probs = torch.softmax(model(torch.stack(batch)), dim=1)
     k = min(top, len(classes))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import typer
 from rich.table import Table
 
@@ -65,6 +64,8 @@ def info_cmd(
     series: str | None = typer.Option(None, "--series", help="Series Instance UID, for a folder holding several."),
 ) -> None:
     """Show an image's shape, type, geometry (spacing, origin, direction, orientation) and values."""
+    import numpy as np
+
     from mlimaging.data import read_image
 
     array, geom = read_image(path, geometry=True, series_uid=series)

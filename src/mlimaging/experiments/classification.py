@@ -69,7 +69,7 @@ MODELS: dict[str, tuple[int, int, float]] = {
     "logistic_regression": (15, 10, 3e-3),
     "feature_linear": (15, 10, 5e-2),
     "lenet": (15, 10, 2e-3),
-    "alexnet": (10, 5, 1e-3),
+    "alexnet": (10, 3, 1e-3),
 }
 #: Translations of the shift test, (name, dy, dx) in units of ``shift`` pixels.
 DIRECTIONS = (("right", 0, 1), ("left", 0, -1), ("down", 1, 0), ("up", -1, 0))

@@ -17,9 +17,7 @@ atlas-based segmentation, and a spatial transformer network on distorted digits.
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -385,26 +383,9 @@ def _stn(cfg: RegistrationConfig, run: Run) -> None:
                "output (what the classifier sees), learnt from the class labels alone.")
 
 
-@contextlib.contextmanager
-def _one_thread() -> Iterator[None]:
-    """Run torch on one thread: the registrations work on images of a few thousand voxels,
-    where a second thread only adds synchronisation (and spins when the cores are shared).
-    The thread count is restored afterwards."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
-
-
 @experiment("registration", config=RegistrationConfig)
 def registration_experiment(cfg: RegistrationConfig, run: Run) -> None:
     """Rigid/affine registration (TRE per metric), multi-modal NMI, atlas segmentation, STN."""
-    with _one_thread():
-        for part in (_known_transforms, _multimodal, _atlas):
-            part(cfg, run)
-        if cfg.quick:  # the small quick-mode networks gain little from a second thread
-            _stn(cfg, run)
-    if not cfg.quick:
-        _stn(cfg, run)
+    # torch's thread count is set once, by `mlimaging --threads` (mlimaging.utils.set_torch_threads)
+    for part in (_known_transforms, _multimodal, _atlas, _stn):
+        part(cfg, run)

@@ -19,9 +19,11 @@ Images given to the networks are z-scored per image (:func:`zscore`),
 scanner's intensity scale. A small 3D set (anisotropic phantoms) compares the classical
 methods with a 3D U-Net. Scores come from :func:`mlimaging.metrics.evaluate_segmentation`.
 
-The building blocks (``build_segmenter``, ``predict_labels``, the classical label-map
-functions) live in :mod:`mlimaging.segmentation.pipeline`, shared with ``mlimaging train
-segmenter`` / ``predict-seg`` and ``benchmarks/segmentation.py``.
+The building blocks live in :mod:`mlimaging.segmentation.dense` (``build_segmenter``,
+``train_segmenter``, ``predict_labels``), :mod:`~mlimaging.segmentation.samples`,
+:mod:`~mlimaging.segmentation.patches` and :mod:`~mlimaging.segmentation.classical` (the
+classical label-map functions), shared with ``mlimaging train segmenter`` / ``predict-seg``
+and ``benchmarks/segmentation.py``.
 
 References: Otsu N. (1979) IEEE TSMC 9(1):62-66; Long J., Shelhamer E., Darrell T. (2015)
 CVPR, arXiv:1411.4038; Badrinarayanan V. et al. (2017) IEEE TPAMI, arXiv:1511.00561;
@@ -44,19 +46,16 @@ from torch.utils.data import ConcatDataset, Dataset
 from mlimaging.experiments.registry import ExperimentConfig, experiment
 from mlimaging.reporting import Run
 from mlimaging.reporting.figures import image_grid
-from mlimaging.segmentation.pipeline import (
+from mlimaging.segmentation.classical import (
     BASE_KNOBS,
-    SegmentationSamples,
-    build_segmenter,
     nominal_intensities,
     otsu_labels,
-    patch_dataset,
-    patch_predict,
-    predict_labels,
     region_growing_labels,
     threshold_labels,
-    train_segmenter,
 )
+from mlimaging.segmentation.dense import build_segmenter, predict_labels, train_segmenter
+from mlimaging.segmentation.patches import patch_dataset, patch_predict
+from mlimaging.segmentation.samples import SegmentationSamples
 
 __all__ = ["CHALLENGES", "FULL", "QUICK", "SegmentationConfig"]
 
@@ -76,7 +75,7 @@ METRICS = ("dice", "hd95", "assd")
 class SegmentationConfig(ExperimentConfig):
     """Sizes left at ``None`` take their quick or full value (:data:`QUICK`, :data:`FULL`).
 
-    Quick mode runs torch on one thread (restored afterwards); full mode uses torch's default.
+    The experiment uses the torch thread count it is given (``mlimaging --threads N``).
     """
 
     size: int | None = None
@@ -293,15 +292,8 @@ def _section_3d(cfg: SegmentationConfig, p: dict[str, Any], run: Run) -> None:
 def segmentation_experiment(cfg: SegmentationConfig, run: Run) -> None:
     """Thresholds, Otsu, region growing and dense CNNs on 2D/3D phantoms with the real challenges."""
     p = _resolve(cfg)
-    threads = torch.get_num_threads()
-    if cfg.quick:
-        # Tiny networks gain little from intra-op threads, and on two shared cores the threads
-        # of one convolution wait for each other: quick mode runs torch on one thread.
-        torch.set_num_threads(1)
-    try:
-        run.log(settings=p, torch_threads=torch.get_num_threads())
-        _section_2d(cfg, p, run)
-        if p["n_train_3d"] > 0:
-            _section_3d(cfg, p, run)
-    finally:
-        torch.set_num_threads(threads)
+    # torch's thread count is set once, by `mlimaging --threads` (mlimaging.utils.set_torch_threads)
+    run.log(settings=p, torch_threads=torch.get_num_threads())
+    _section_2d(cfg, p, run)
+    if p["n_train_3d"] > 0:
+        _section_3d(cfg, p, run)

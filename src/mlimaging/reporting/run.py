@@ -8,6 +8,7 @@ import datetime as _dt
 import json
 import platform
 import re
+import sys
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
@@ -50,6 +51,12 @@ def to_jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and not np.isfinite(obj):
         return str(obj)  # JSON has no NaN/inf; keep them readable
     return obj
+
+
+def _torch_threads() -> int | None:
+    """torch's intra-op thread count (set by ``mlimaging --threads``), or None if torch is not loaded."""
+    torch = sys.modules.get("torch")
+    return torch.get_num_threads() if torch is not None and hasattr(torch, "get_num_threads") else None
 
 
 class Run:
@@ -134,6 +141,7 @@ class Run:
             "python": platform.python_version(),
             "platform": platform.platform(),
             "versions": package_versions(),
+            "torch_threads": _torch_threads(),
         }
         (folder / "figures").mkdir()
         run = cls(folder, name, full, console=console)
@@ -185,7 +193,11 @@ class Run:
 
     # ------------------------------------------------------------------ progress
     def track(self, iterable: Iterable[T], description: str, *, total: int | None = None) -> Iterator[T]:
-        """Iterate with a rich progress bar on this run's console."""
+        """Iterate with a rich progress bar on this run's console (on a terminal only: in a log
+        file or a pipe the items are iterated silently, so the log has no bar remnants)."""
+        if not self.console.is_terminal or self.console.is_dumb_terminal:
+            yield from iterable
+            return
         if total is None and hasattr(iterable, "__len__"):
             total = len(iterable)  # type: ignore[arg-type]
         progress = Progress(

@@ -94,7 +94,8 @@ def fit(
         ``scheduler_interval="step"``, after every optimiser step.
     metrics
         Names from :mod:`mlimaging.metrics` (``"accuracy"``, ``"f1_score"``, ``"precision"``,
-        ``"recall"``, ``"specificity"``; macro averages), callables
+        ``"recall"``, ``"specificity"``; macro averages; ``"dice"``: the mean Dice of the
+        foreground classes of label maps, for segmentation networks), callables
         ``(outputs_all, targets_all) -> float``, or a dict name -> callable; computed on the
         whole validation set at each epoch end and recorded as ``val_<name>``. Named metrics
         use argmax labels (``output > 0`` for one logit). Use ``()`` for non-classifiers.
@@ -125,7 +126,9 @@ def fit(
     run
         Optional :class:`mlimaging.reporting.Run`: ``run.log({"history": [...]})`` every epoch.
     progress
-        Show one rich progress bar per epoch (rank 0 only).
+        Show one rich progress bar per epoch on a terminal, and one summary line per epoch
+        (plus "resumed from epoch N" on resume) on a terminal, in a log file or a pipe;
+        rank 0 only.
     monitor, mode
         Value deciding ``best.pt``, ``History.best_epoch`` and early stopping: default
         ``"val_loss"`` (``"loss"`` without validation data); mode ``"min"`` for names ending
@@ -239,6 +242,8 @@ def fit(
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     step_scheduler = scheduler if scheduler_interval == "step" else None
     bar = EpochProgress(epochs, enabled=progress and rank == 0)
+    if start > 1:
+        bar.message(f"resumed from epoch {start - 1} ({ckdir / 'last.pt'})")
     stop = early_stopping is not None and early_stopping.should_stop(history)
     try:
         for epoch in range(start, epochs + 1):
