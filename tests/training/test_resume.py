@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -183,3 +184,33 @@ def test_rng_state_round_trip_survives_weights_only(tmp_path):
     assert torch.equal(first[0], again[0])
     np.testing.assert_array_equal(first[1], again[1])
     assert first[2] == again[2] and first[3] == again[3]
+
+
+class _OpensAFile:
+    """Unpickling this object calls ``open(marker, "w")``: a stand-in for any code a crafted
+    checkpoint could run (``os.system`` works the same way)."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (open, (self.marker, "w"))
+
+
+def test_a_checkpoint_that_would_run_code_is_refused(tmp_path):
+    marker = tmp_path / "pwned"
+    path = tmp_path / "evil.pt"
+    torch.save({"model": {"w": torch.zeros(2)}, "epoch": 1, "payload": _OpensAFile(marker)}, path)
+    # The payload is live: a plain torch.load runs it.
+    torch.load(path, weights_only=False)
+    assert marker.exists()
+    marker.unlink()
+    # Our loader (weights_only=True) refuses the file before anything runs.
+    with pytest.raises(ValueError, match="weights_only=True"):
+        load_checkpoint(path)
+    assert not marker.exists()
+    # So do fit's resume and the commands that read checkpoints, which all load through it.
+    shutil.copy(path, tmp_path / "last.pt")
+    with pytest.raises(ValueError, match="weights_only=True"):
+        train(tmp_path, resume=True)
+    assert not marker.exists()
