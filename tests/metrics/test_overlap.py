@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import warnings
 
 import numpy as np
@@ -145,3 +146,67 @@ def test_shape_mismatch_raises(s1, s2):
         warnings.simplefilter("error")
         with pytest.raises(ValueError, match="same shape"):
             dice(np.zeros(s1), np.zeros(s2))
+
+
+# --------------------------------------------------------------------------- mean Dice
+def test_mean_dice_worked_examples():
+    from mlimaging.metrics import mean_dice
+
+    target = np.array([[0, 1, 1, 2]])
+    assert mean_dice(np.array([[0, 1, 2, 2]]), target) == pytest.approx(2 / 3)  # 2/3 and 2/3
+    assert mean_dice(np.array([[0, 1, 1, 0]]), target) == 0.5  # label 2 missed: (1 + 0) / 2
+    assert mean_dice(np.array([[3, 1, 1, 2]]), target) == pytest.approx(2 / 3)  # label 3 hallucinated: 0
+    assert mean_dice(np.array([[3, 1, 1, 2]]), target, labels=[1, 2]) == 1.0  # only the labels asked for
+    assert mean_dice(np.zeros((2, 2), int), np.zeros((2, 2), int)) == 1.0  # nothing to find, nothing found
+    assert mean_dice(torch.tensor([[0, 1, 2, 2]]), torch.tensor([[0, 1, 1, 2]])) == pytest.approx(2 / 3)
+
+
+@settings(max_examples=40, deadline=None)
+@given(arrays(np.int64, st.tuples(st.integers(1, 4), st.integers(1, 9)), elements=st.integers(0, 4)),
+       st.integers(0, 2**31 - 1))
+def test_mean_dice_is_the_mean_of_per_label_dice(target, seed):
+    from mlimaging.metrics import mean_dice
+
+    rng = np.random.default_rng(seed)
+    pred = np.where(rng.random(target.shape) < 0.7, target, rng.integers(0, 5, target.shape))
+    labels = sorted(set(np.unique(pred).tolist() + np.unique(target).tolist()) - {0})
+    expected = np.mean([dice(pred == k, target == k) for k in labels]) if labels else 1.0
+    assert mean_dice(pred, target) == pytest.approx(expected, rel=1e-12)
+    big = 70_000  # large label values take the np.unique path: same result
+    assert mean_dice(np.where(pred > 0, pred + big, 0), np.where(target > 0, target + big, 0)) == pytest.approx(
+        expected, rel=1e-12)
+
+
+def test_mean_dice_bad_inputs():
+    from mlimaging.metrics import mean_dice
+
+    a = np.array([[0, 1], [2, 2]])
+    with pytest.raises(ValueError, match="same shape"):
+        mean_dice(a, a[:1])
+    with pytest.raises(ValueError, match=r"labels: 5 found in neither"):
+        mean_dice(a, a, labels=[1, 5])
+    for bad in ([0], [1, 1], [], [1.5], [True]):
+        with pytest.raises(ValueError, match="labels"):
+            mean_dice(a, a, labels=bad)
+    with pytest.raises(ValueError, match=r"pred must hold labels >= 0"):
+        mean_dice(-a, a)
+
+
+def test_one_empty_mask_policy_for_overlap_and_distances():
+    """The same policy from every entry point (metrics/_empty.py)."""
+    from mlimaging.metrics import evaluate_segmentation, hausdorff_distance, mean_dice
+
+    empty = np.zeros((4, 5), dtype=int)
+    full = empty.copy()
+    full[1:3, 1:4] = 1
+    diagonal = math.hypot(4, 5)
+    for f in (dice, jaccard, volume_similarity):
+        assert f(empty, empty) == 1.0 and f(full, empty) == 0.0 and f(empty, full) == 0.0
+        assert f(empty, empty, zero_division=0.5) == 0.5
+    assert hausdorff_distance(empty, empty) == 0.0 and hausdorff_distance(full, empty) == diagonal
+    assert mean_dice(empty, full) == 0.0
+    with pytest.warns(UserWarning, match="only in target"):
+        res = evaluate_segmentation([empty, full], [full, full], labels=[1],
+                                    metrics=("dice", "precision", "recall", "hd"))
+    missed = res.rows[0]
+    assert (missed["dice"], missed["precision"], missed["recall"], missed["hd"]) == (0.0, 0.0, 0.0, diagonal)

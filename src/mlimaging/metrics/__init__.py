@@ -1,8 +1,8 @@
 """Evaluation metrics: classification, overlap, surface distance, image similarity and quality.
 
 One definition per metric, written in its docstring with the formula, one policy for
-empty masks everywhere (see :mod:`mlimaging.metrics.surface`), and ``spacing`` for
-anything measured in physical units.
+empty masks everywhere (``metrics/_empty.py``; see :mod:`mlimaging.metrics.overlap` and
+:mod:`mlimaging.metrics.surface`), and ``spacing`` for anything measured in physical units.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from mlimaging.metrics.classification import (
     specificity,
 )
 from mlimaging.metrics.evaluation import EvaluationResult, evaluate_segmentation
-from mlimaging.metrics.overlap import dice, jaccard, volume_similarity
+from mlimaging.metrics.overlap import dice, jaccard, mean_dice, volume_similarity
 from mlimaging.metrics.quality import psnr, ssim
 from mlimaging.metrics.similarity import (
     mutual_information,
@@ -42,6 +42,7 @@ __all__ = [
     "f1_score",
     "hausdorff_distance",
     "jaccard",
+    "mean_dice",
     "mutual_information",
     "ncc",
     "normalized_mutual_information",

@@ -9,7 +9,7 @@ import numpy as np
 
 from mlimaging.utils import as_numpy, check_spacing
 
-__all__ = ["as_binary_pair", "as_binary", "image_diagonal", "check_spacing"]
+__all__ = ["as_binary_pair", "as_binary", "as_label_map", "image_diagonal", "check_spacing"]
 
 
 def as_binary(mask: Any, *, name: str) -> np.ndarray:
@@ -47,3 +47,25 @@ def image_diagonal(shape: Sequence[int], spacing: Sequence[float]) -> float:
     The default distance given to a structure present in only one of two masks.
     """
     return float(np.sqrt(sum((n * s) ** 2 for n, s in zip(shape, spacing, strict=True))))
+
+
+def as_label_map(x: Any, name: str) -> np.ndarray:
+    """``x`` as a NumPy integer label map (values >= 0); ValueError naming ``name`` otherwise."""
+    arr = as_numpy(x)
+    if arr.ndim == 0:
+        raise ValueError(f"{name} must be a label map (an array), got a scalar")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty (shape {arr.shape}); expected a label map")
+    if arr.dtype == bool:
+        return arr.view(np.uint8)
+    if arr.dtype.kind not in "iuf":
+        raise ValueError(f"{name} must be an integer label map, got dtype {arr.dtype}")
+    if arr.dtype.kind == "f":
+        if np.isnan(arr).any():
+            raise ValueError(f"{name} contains NaN; expected an integer label map")
+        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+            raise ValueError(f"{name} must be an integer label map, found non-integer values")
+        arr = arr.astype(np.int64)
+    if arr.min() < 0:
+        raise ValueError(f"{name} must hold labels >= 0 (0 = background), found {int(arr.min())}")
+    return arr

@@ -38,7 +38,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from mlimaging.metrics._validation import check_spacing, image_diagonal
+from mlimaging.metrics._empty import check_empty_distance, empty_distance_value, empty_overlap
+from mlimaging.metrics._validation import as_label_map, check_spacing
 from mlimaging.metrics.overlap import (
     dice_from_counts,
     jaccard_from_counts,
@@ -208,28 +209,6 @@ def _finite_or_none(obj: Any) -> Any:
 # --------------------------------------------------------------------------- inputs
 
 
-def _as_label_map(x: Any, name: str) -> np.ndarray:
-    """``x`` as a NumPy integer label map (values >= 0); ValueError naming ``name`` otherwise."""
-    arr = as_numpy(x)
-    if arr.ndim == 0:
-        raise ValueError(f"{name} must be a label map (an array), got a scalar")
-    if arr.size == 0:
-        raise ValueError(f"{name} is empty (shape {arr.shape}); expected a label map")
-    if arr.dtype == bool:
-        return arr.view(np.uint8)
-    if arr.dtype.kind not in "iuf":
-        raise ValueError(f"{name} must be an integer label map, got dtype {arr.dtype}")
-    if arr.dtype.kind == "f":
-        if np.isnan(arr).any():
-            raise ValueError(f"{name} contains NaN; expected an integer label map")
-        if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-            raise ValueError(f"{name} must be an integer label map, found non-integer values")
-        arr = arr.astype(np.int64)
-    if arr.min() < 0:
-        raise ValueError(f"{name} must hold labels >= 0 (0 = background), found {int(arr.min())}")
-    return arr
-
-
 def _present(arr: np.ndarray) -> set[int]:
     """The non-zero labels present in a label map."""
     top = int(arr.max())
@@ -343,11 +322,12 @@ def _case_spacings(spacing: Any, n: int, ndims: list[int], names: list[str]) -> 
 # --------------------------------------------------------------------------- one case
 
 
-def _ratio(num: int, den: int, both_empty: bool) -> float:
-    """``num / den``; where ``den == 0``: 1.0 if both masks are empty, else 0.0."""
-    if den == 0:
-        return 1.0 if both_empty else 0.0
-    return num / den
+def _ratio(num: int, den: int, n_pred: int, n_target: int) -> float:
+    """``num / den`` for the label's masks, with the empty-mask policy (:mod:`._empty`)."""
+    policy = empty_overlap(n_pred, n_target)
+    if policy is not None:
+        return policy
+    return num / den if den else 0.0
 
 
 def _surface_values(
@@ -367,11 +347,9 @@ def _surface_values(
     maximum of the two directed 95th percentiles; ASSD and RMSSD: pooled over both
     directions; ASD: ``pred`` to ``target``), with its empty-mask policy.
     """
-    if n_p == 0 and n_t == 0:
-        return dict.fromkeys(wanted, 0.0)
-    if n_p == 0 or n_t == 0:
-        value = image_diagonal(pm.shape, spacing) if empty_distance is None else float(empty_distance)
-        return dict.fromkeys(wanted, value)
+    policy = empty_distance_value(n_p, n_t, pm.shape, spacing, empty_distance)
+    if policy is not None:
+        return dict.fromkeys(wanted, policy)
     d_pt, d_tp = surface_distances(pm, tm, spacing=spacing)
     return {m: reduce_distances(d_pt, d_tp, m) for m in wanted}
 
@@ -396,14 +374,13 @@ def _evaluate_case(
         n_p, n_t = int(np.count_nonzero(pm)), int(np.count_nonzero(tm))
         fp, fn = n_p - tp, n_t - tp
         tn = n - tp - fp - fn
-        both = n_p == 0 and n_t == 0
         values = {
             "dice": dice_from_counts(tp, n_p, n_t),
             "jaccard": jaccard_from_counts(tp, n_p, n_t),
             "volume_similarity": volume_similarity_from_counts(n_p, n_t),
-            "precision": _ratio(tp, n_p, both),
-            "recall": _ratio(tp, n_t, both),
-            "specificity": _ratio(tn, tn + fp, True),
+            "precision": _ratio(tp, n_p, n_p, n_t),
+            "recall": _ratio(tp, n_t, n_p, n_t),
+            "specificity": tn / (tn + fp) if tn + fp else 1.0,  # the reference covers the image
         }
         if wanted_surface:
             values.update(_surface_values(pm, tm, n_p, n_t, spacing, wanted_surface, empty_distance))
@@ -543,15 +520,12 @@ def evaluate_segmentation(
     metric_names = _check_metrics(metrics)
     if isinstance(jobs, bool) or not isinstance(jobs, (int, np.integer)) or jobs < 1:
         raise ValueError(f"jobs must be a positive integer, got {jobs!r}")
-    if empty_distance is not None:
-        empty_distance = float(empty_distance)
-        if empty_distance < 0:
-            raise ValueError(f"empty_distance must be >= 0, NaN or None, got {empty_distance}")
+    empty_distance = check_empty_distance(empty_distance)
 
     p_maps, t_maps = [], []
     for i, (p, t, c) in enumerate(zip(preds, targets, case_names, strict=True)):
-        pa = _as_label_map(p, f"preds[{i}] (case {c!r})")
-        ta = _as_label_map(t, f"targets[{i}] (case {c!r})")
+        pa = as_label_map(p, f"preds[{i}] (case {c!r})")
+        ta = as_label_map(t, f"targets[{i}] (case {c!r})")
         if pa.shape != ta.shape:
             raise ValueError(f"case {c!r} (index {i}): pred shape {pa.shape} differs from target shape {ta.shape}")
         p_maps.append(pa)

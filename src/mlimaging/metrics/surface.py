@@ -54,14 +54,14 @@ validation", Nature Methods 21, DOI 10.1038/s41592-023-02151-z.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
 
 from mlimaging.metrics._distance import boundary_distances
-from mlimaging.metrics._validation import as_binary_pair, check_spacing, image_diagonal
+from mlimaging.metrics._empty import check_empty_distance, empty_distance_value
+from mlimaging.metrics._validation import as_binary_pair, check_spacing
 
 __all__ = [
     "average_surface_distance",
@@ -80,32 +80,15 @@ def _prepare(pred: Any, target: Any, spacing: Spacing) -> tuple[np.ndarray, np.n
     return p, t, check_spacing(spacing, p.ndim)
 
 
-def _check_empty_distance(empty_distance: float | None) -> float | None:
-    if empty_distance is None:
-        return None
-    try:
-        value = float(empty_distance)
-    except (TypeError, ValueError):
-        raise ValueError(
-            f"empty_distance must be a number (or None for the image diagonal), got {empty_distance!r}"
-        ) from None
-    if value < 0 or value == -math.inf:
-        raise ValueError(f"empty_distance must be >= 0, nan or inf, got {value}")
-    return value
-
-
 def _distances_or_policy(
     pred: Any, target: Any, spacing: Spacing, empty_distance: float | None
 ) -> tuple[np.ndarray, np.ndarray] | float:
     """Both distance arrays, or the policy value when at least one mask is empty."""
-    empty = _check_empty_distance(empty_distance)
+    empty = check_empty_distance(empty_distance)
     p, t, sp = _prepare(pred, target, spacing)
-    d_pt, d_tp = boundary_distances(p, t, sp)
-    if d_pt.size == 0 and d_tp.size == 0:
-        return 0.0
-    if d_pt.size == 0 or d_tp.size == 0:
-        return image_diagonal(p.shape, sp) if empty is None else empty
-    return d_pt, d_tp
+    d_pt, d_tp = boundary_distances(p, t, sp)  # an empty mask has no boundary voxels
+    policy = empty_distance_value(d_pt.size, d_tp.size, p.shape, sp, empty)
+    return (d_pt, d_tp) if policy is None else policy
 
 
 def reduce_distances(d_pt: np.ndarray, d_tp: np.ndarray, metric: str) -> float:
