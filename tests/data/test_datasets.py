@@ -567,3 +567,14 @@ def test_segmentation_folder_errors(tmp_path):
     write_image(bad / "masks" / "x.npy", np.full((4, 4), 0.5, np.float32))
     with pytest.raises(ValueError, match="non-integer"):
         ds[0]
+
+
+def test_public_names_stay_in_datasets_after_the_split():
+    # data/datasets.py (registry, splits, embedded data) and data/file_datasets.py (users' files)
+    # were one module: every public name is still importable from mlimaging.data.datasets.
+    import mlimaging.data.datasets as D
+    import mlimaging.data.file_datasets as F
+
+    assert all(hasattr(D, name) for name in D.__all__)
+    assert D.read_idx is F.read_idx and D.SegmentationFolderDataset is F.SegmentationFolderDataset
+    assert {"digits", "mnist5k", "mnist", "medmnist", "image-folder", "segmentation-folder"} <= set(D.list_datasets())
