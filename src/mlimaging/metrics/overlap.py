@@ -189,8 +189,8 @@ def mean_dice(pred: Any, target: Any, *, labels: Any = None) -> float:
 
     .. math::
 
-        \overline{	ext{Dice}} = rac{1}{|K|} \sum_{k \in K}
-            rac{2 |P_k \cap T_k|}{|P_k| + |T_k|}, \qquad P_k = \{x : 	ext{pred}(x) = k\}
+        \overline{\text{Dice}} = \frac{1}{|K|} \sum_{k \in K}
+            \frac{2 |P_k \cap T_k|}{|P_k| + |T_k|}, \qquad P_k = \{x : \text{pred}(x) = k\}
 
     Parameters
     ----------
