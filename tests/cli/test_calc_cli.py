@@ -44,8 +44,9 @@ def test_calc_conv_transposed_and_anisotropic():
     result = invoke("calc", "conv", "--size", "16", "--kernel", "4", "--stride", "2", "--padding", "1", "--transposed")
     assert result.exit_code == 0, result.output
     assert "output size: 32" in result.output and "(16-1)*2 - 2*1 + 1*(4-1) + 0 + 1 = 32" in result.output
-    result = invoke("calc", "conv", "--size", "28x30", "--kernel", "3x5")
+    result = invoke("calc", "conv", "--size", "28,30", "--kernel", "3,5")  # lists are comma-separated everywhere
     assert result.exit_code == 0, result.output
+    assert invoke("calc", "conv", "--size", "28x30", "--kernel", "3x5").output == result.output  # shape notation too
     assert "output size: 26 x 26" in result.output
     lines = result.output.splitlines()
     assert lines[1].startswith("axis 0: ") and lines[1].endswith("floor((28 + 2*0 - 1*(3-1) - 1)/1) + 1 = 26")
@@ -138,6 +139,7 @@ def test_summary_with_a_fake_registry(fake_models):
     assert [c.strip() for c in pool.split("│")][2:6] == ["MaxPool2d", "16 x 5 x 5", "4", "16"]
     default = invoke("summary", "fakenet")  # the model's own input shape
     assert default.exit_code == 0 and default.output == result.output
+    assert invoke("summary", "fakenet", "--input", "1,32,32").output == result.output
 
 
 @pytest.mark.parametrize(("args", "words"), [

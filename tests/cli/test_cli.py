@@ -129,3 +129,30 @@ def test_threads_are_set_in_one_place():
     src = Path(mlimaging.__file__).parent
     users = sorted(str(p.relative_to(src)) for p in src.rglob("*.py") if "set_num_threads(" in p.read_text())
     assert users == ["utils.py"], users
+
+
+def test_every_readme_command_uses_options_the_command_has():
+    # The README's tour runs as written: each `mlimaging ...` line names existing commands and options.
+    import shlex
+    from pathlib import Path
+
+    import typer.main
+
+    readme = Path(__file__).resolve().parents[2] / "README.md"
+    root = typer.main.get_command(app)
+    lines = [ln.split("  #")[0].split("# ")[0].strip() for ln in readme.read_text().splitlines()
+             if ln.startswith(".venv/bin/mlimaging ")]
+    assert len(lines) > 15
+    for line in lines:
+        words = shlex.split(line)[1:]
+        cmd, ctx_options = root, {o for p in root.params for o in p.opts}
+        while hasattr(cmd, "commands"):  # a group: the next word names a sub-command
+            names = [k for k, w in enumerate(words) if not w.startswith("-") and (k == 0 or words[k - 1] != "--threads")]
+            if not names:  # `mlimaging --help`
+                break
+            cmd = cmd.get_command(None, words[names[0]])
+            assert cmd is not None, line
+            words = words[names[0] + 1:]
+        known = ctx_options | {"--help"} | {o for p in cmd.params for o in (*p.opts, *p.secondary_opts)}
+        unknown = [w for w in words if w.startswith("--") and w not in known]
+        assert not unknown, f"{line}: unknown option(s) {unknown}"
