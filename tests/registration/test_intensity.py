@@ -228,3 +228,182 @@ def test_bad_inputs():
         register(img, img, initial_transform=np.eye(4))
     with pytest.raises(ValueError, match="at least 4"):
         register(np.zeros((2, 16)), np.zeros((2, 16)))
+
+
+# --------------------------------------------------------------------------- gradient, robustness, failure
+def _smooth_pair(shape=(40, 36), seed=0):
+    from scipy import ndimage as ndi
+
+    rng = np.random.default_rng(seed)
+    full = ndi.gaussian_filter(rng.standard_normal(shape), 3.0)
+    full = (full - full.min()) / np.ptp(full)
+    true = rigid_matrix([0.05, 1.3, -0.7], spatial_dims=2)
+    moving = np.asarray(warp(full, invert(true)), dtype=np.float32)
+    return full[10:-10, 8:-8].astype(np.float32), moving  # the fixed view lies well inside the moving one
+
+
+@pytest.mark.parametrize("central", [False, True])
+@pytest.mark.parametrize("metric", ["ssd", "nmi"])
+def test_loss_gradient_matches_finite_differences(central, metric):
+    """The autograd gradient of the loss w.r.t. the rigid parameters equals central finite differences.
+
+    With ``central_gradient=True`` the derivative comes from the central-difference image
+    gradient (not from autograd through the interpolant): a sign or scale error there
+    must fail this test.
+    """
+    from mlimaging.registration.intensity import _Level, _Model, _Problem
+
+    fixed, moving = _smooth_pair()
+    problem = _Problem(fixed, (1.0, 1.0), moving, (1.0, 1.0), metric=metric, sigmas=[0.0], sampling=1.0, seed=0,
+                       device=torch.device("cpu"), bins=16, parzen_sigma=1.0)
+    level = _Level(torch.from_numpy(fixed), (1.0, 1.0), torch.from_numpy(moving), (1.0, 1.0), 1.0,
+                   np.random.default_rng(0), torch.device("cpu"), central_gradient=central)
+    model = _Model("rigid", 2, torch.eye(3, dtype=torch.float64), torch.zeros(2, dtype=torch.float64), radius=10.0)
+    p0 = torch.tensor([0.02, 0.031, -0.017], dtype=torch.float64)  # off the grid, inside the field of view
+
+    def loss_at(p):
+        value, inside = problem.loss(level, model.matrix(p))
+        assert bool(inside.all())
+        return value
+
+    p = p0.clone().requires_grad_(True)
+    loss_at(p).backward()
+    auto = p.grad.numpy()
+    h = 1e-3
+    numeric = np.array([(float(loss_at(p0 + h * e)) - float(loss_at(p0 - h * e))) / (2 * h)
+                        for e in torch.eye(3, dtype=torch.float64)])
+    assert np.all(np.abs(numeric) > 1e-4), numeric  # a real slope to compare
+    assert_allclose(auto, numeric, rtol=0.1, atol=0.02 * np.abs(numeric).max())
+
+
+def test_histogram_range_ignores_outlier_voxels():
+    """One hot voxel per image (as a 32767 padding value) no longer squeezes the anatomy into one bin."""
+    fixed, moving, true = _case((48, 48), [0.15, 2.5, -2.0], seed=10)
+    fixed, moving = fixed.copy(), np.asarray(moving).copy()
+    fixed[0, 0], moving[-1, -1] = 1e4, 1e4
+    result = register(fixed, moving, metric="nmi")
+    assert result.converged
+    assert _tre(result, true, fixed.shape) < 0.5
+
+
+def test_samples_outside_the_moving_image_are_left_out():
+    """Fixed voxels mapping outside the moving field of view do not enter the metric (no zero padding)."""
+    from mlimaging.registration.intensity import _Level, _Problem
+
+    fixed = np.zeros((20, 20), np.float32)
+    moving = np.tile(np.arange(20, dtype=np.float32), (20, 1))  # moving[:, k] = k
+    problem = _Problem(fixed, (1.0, 1.0), moving, (1.0, 1.0), metric="ssd", sigmas=[1.0], sampling=1.0, seed=0,
+                       device=torch.device("cpu"), bins=32, parzen_sigma=0.5)
+    level = _Level(torch.from_numpy(fixed), (1.0, 1.0), torch.from_numpy(moving), (1.0, 1.0), 1.0,
+                   np.random.default_rng(0), torch.device("cpu"))
+    shift = torch.eye(3, dtype=torch.float64)
+    shift[1, 2] = 8.0  # 8 of 20 columns map outside
+    value, inside = problem.loss(level, shift)
+    assert float(inside.float().mean()) == pytest.approx(12 / 20)
+    # fixed column j reads moving column j + 8 for j <= 11; zero padding would add eight 0s per row,
+    # border padding eight 19**2
+    assert float(value) == pytest.approx(np.mean((np.arange(12) + 8.0) ** 2), rel=1e-5)
+
+
+def _anatomical_int16(angle_axis: int, shift_axis: int):
+    """anatomical.nii (2 mm voxels), rotated 10 degrees and shifted 6 mm, stored as int16 with a zero-filled border."""
+    from mlimaging.data import read_image
+    from mlimaging.data.samples import sample_file
+
+    arr, spacing = read_image(sample_file("anatomical.nii"))
+    fixed = np.asarray(arr, dtype=np.float32)
+    params = [0.0] * 6
+    params[angle_axis] = np.deg2rad(10.0)
+    params[3 + shift_axis] = 6.0
+    true = rigid_matrix(params, spatial_dims=3)
+    moving = np.round(np.asarray(warp(fixed, invert(true), spacing=spacing))).astype(np.int16)  # zeros outside
+    return fixed, moving, tuple(spacing), true
+
+
+@pytest.mark.parametrize(("angle_axis", "shift_axis"), [(0, 1), (2, 0)])
+def test_int16_zero_border_anatomical_recovers_or_warns(angle_axis, shift_axis):
+    import warnings
+
+    from mlimaging.registration import RegistrationWarning
+
+    fixed, moving, spacing, true = _anatomical_int16(angle_axis, shift_axis)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = register(fixed, moving, transform="rigid", metric="nmi", spacing=spacing)
+    warned = any(issubclass(w.category, RegistrationWarning) for w in caught)
+    tre = _tre(result, true, fixed.shape, spacing)
+    assert warned == (not result.converged)
+    assert tre < 2.0 or warned, f"TRE {tre:.1f} mm without a warning"
+    assert result.converged and tre < 2.0  # today it recovers (voxels of 2 mm)
+    assert result.initial_overlap > 0.8 and result.overlap > 0.8
+    assert result.final_loss < result.initial_loss
+
+
+def test_failed_registration_warns_and_says_why():
+    """Unrelated noise images: MI drives the overlap into a corner; such results are marked failed."""
+    import warnings
+
+    from mlimaging.registration import RegistrationWarning
+
+    failed = []
+    for seed in (1, 3, 4, 5):
+        rng = np.random.default_rng(seed)
+        fixed, moving = rng.random((32, 32)).astype(np.float32), rng.random((32, 32)).astype(np.float32)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            result = register(fixed, moving, metric="mi", init="identity")
+        messages = [str(w.message) for w in caught if issubclass(w.category, RegistrationWarning)]
+        assert len(messages) == (0 if result.converged else 1)
+        if not result.converged:
+            failed.append(seed)
+            assert messages[0] == result.message and "failed" in result.message
+            assert "overlap collapsed" in result.message
+            assert result.overlap < 0.5 * result.initial_overlap
+            assert result.restarts == 4  # +-15 and +-30 degrees in 2D
+    assert len(failed) >= 2, failed
+    rng = np.random.default_rng(failed[0])
+    fixed, moving = rng.random((32, 32)).astype(np.float32), rng.random((32, 32)).astype(np.float32)
+    with pytest.warns(RegistrationWarning, match="overlap collapsed"):
+        quick = register(fixed, moving, metric="mi", init="identity", restarts=0)
+    assert quick.restarts == 0 and not quick.converged
+    with pytest.raises(ValueError, match="restarts"):
+        register(fixed, moving, restarts=3)
+
+
+def test_trusted_result_reports_losses_and_overlap():
+    fixed, moving, true = _case((40, 40), [0.1, 1.0, 2.0], seed=6)
+    result = register(fixed, moving, levels=2, iterations=(20, 10))
+    assert result.converged and result.message == "converged" and result.restarts == 0
+    assert result.final_loss < result.initial_loss
+    assert 0.9 < result.overlap <= 1.0 and 0.9 < result.initial_overlap <= 1.0
+    assert result.world_transform is None
+
+
+def test_registers_in_world_coordinates_with_geometries():
+    """Two acquisitions of one object with different origins and directions: the world transform is found."""
+    from mlimaging.data import ImageGeometry
+    from mlimaging.registration import centred_to_world
+
+    fixed, moving, true = _case((40, 44), [0.12, 1.5, -2.0], seed=11)
+    g_f = ImageGeometry(spacing=(1.0, 1.0), origin=(30.0, -12.0), direction=np.eye(2))
+    # the moving array is stored flipped along axis 0 and with another origin: same anatomy in the world
+    flip_dir = np.array([[-1.0, 0.0], [0.0, 1.0]])
+    g_m0 = ImageGeometry(spacing=(1.0, 1.0), origin=(30.0, -12.0), direction=np.eye(2))
+    # world transform of the pair in the unflipped storage: W = G_m0 T G_f^-1
+    world_true = (torch.from_numpy(centred_to_world(moving.shape, (1.0, 1.0), g_m0.origin, g_m0.direction)) @ true
+                  @ torch.linalg.inv(torch.from_numpy(centred_to_world(fixed.shape, (1.0, 1.0), g_f.origin,
+                                                                        g_f.direction))))
+    flipped = np.ascontiguousarray(np.asarray(moving)[::-1])
+    last = g_m0.transform_index([[moving.shape[0] - 1, 0]])[0]
+    g_m = ImageGeometry(spacing=(1.0, 1.0), origin=tuple(last), direction=flip_dir)
+    result = register(fixed, flipped, metric="ssd", fixed_geometry=g_f, moving_geometry=g_m)
+    assert result.converged
+    pts = torch.from_numpy(g_f.transform_index(np.array([[0, 0], [0, 43], [39, 0], [39, 43]])))
+    assert float(target_registration_error(result.world_transform, world_true, pts).mean()) < 0.3
+    # without geometries the flipped array cannot be registered from the identity/COM start
+    plain = register(fixed, flipped, metric="ssd", restarts=0)
+    assert float(target_registration_error(plain.transform, true, corner_points(fixed.shape)).mean()) > 5.0
+    with pytest.raises(ValueError, match="moving_geometry"):
+        register(fixed, flipped, fixed_geometry=g_f)
+    with pytest.raises(ValueError, match="spacing"):
+        register(fixed, flipped, fixed_geometry=g_f, moving_geometry=g_m, spacing=(2.0, 1.0))

@@ -151,9 +151,10 @@ def _physical_axes(shape: Sequence[int], spacing: Sequence[float]) -> list[np.nd
 def center_of_mass(image: Any, *, spacing: float | Sequence[float] | None = None) -> np.ndarray:
     r"""Intensity centre of mass in physical coordinates (centre of the image = origin).
 
-    .. math:: c = \frac{\sum_i w_i x_i}{\sum_i w_i}, \qquad w_i = I_i - \min I
+    .. math:: c = \frac{\sum_i w_i x_i}{\sum_i w_i}, \qquad w_i = \min(\max(I_i, l), h) - l
 
-    (the origin for a constant image).
+    with :math:`[l, h]` the 0.5 and 99.5 percentiles of the image (:func:`robust_range`), so
+    that a few outlier voxels do not pull the centre (the origin for a constant image).
 
     Examples
     --------
@@ -163,7 +164,8 @@ def center_of_mass(image: Any, *, spacing: float | Sequence[float] | None = None
     """
     arr = _as_image(image, "image").astype(np.float64)
     sp = check_spacing(spacing, arr.ndim)
-    w = arr - arr.min()
+    lo, hi = robust_range(arr)
+    w = np.clip(arr, lo, hi) - lo
     total = w.sum()
     if total <= 0:
         return np.zeros(arr.ndim)
@@ -398,8 +400,11 @@ def register(
         Fraction of the fixed voxels used by the loss (a fixed random subset per level, as
         ITK's random sampling); 1 uses all.
     bins, parzen_sigma
-        Joint histogram of ``"mi"`` / ``"nmi"`` (bins per image over each image's range,
-        Parzen kernel width in bins).
+        Joint histogram of ``"mi"`` / ``"nmi"``: bins per image, Parzen kernel width in
+        bins. Each image's intensities are first clipped into its 0.5 and 99.5 percentiles
+        (:func:`robust_range`), and each level's histogram spans the same percentiles of
+        that level's images, so that single outlier voxels set neither the bin width nor
+        (after smoothing) steep false edges.
     seed
         Seeds the voxel sampling.
     restarts
@@ -486,6 +491,8 @@ def register(
         t0 = torch.eye(d + 1, dtype=torch.float64)
     centre = c_fixed if init == "com" or initial_transform is not None else torch.zeros(d, dtype=torch.float64)
     radius = float(np.linalg.norm([n * s / 2 for n, s in zip(f_img.shape, f_sp, strict=True)]) / math.sqrt(d))
+    if metric in ("mi", "nmi"):  # the histogram clips anyway; clipping first keeps outliers' edges out of the gradient
+        f_img, m_img = np.clip(f_img, *robust_range(f_img)), np.clip(m_img, *robust_range(m_img))
     problem = _Problem(f_img, f_sp, m_img, m_sp, metric=metric, sigmas=sigmas, sampling=sampling, seed=seed,
                        device=device, bins=bins, parzen_sigma=parzen_sigma)
     run_options = {"kind": transform, "centre": centre, "radius": radius, "its": its, "optimizer": optimizer,
@@ -496,7 +503,7 @@ def register(
         raise ValueError("fixed and moving do not overlap at the start; use init='com' or a closer initial_transform")
     final, history = problem.run(t0, **run_options)
     final_loss, overlap = problem.assess(final)
-    problem_found = _failure(initial_loss, final_loss, initial_overlap, overlap)
+    problem_found = _failure(initial_loss, final_loss, initial_overlap, overlap, problem.loss_scale)
     tried = 0
     if problem_found and restarts:
         best: tuple[float, torch.Tensor, list[list[float]], float] | None = None
@@ -508,7 +515,7 @@ def register(
                 except ValueError:  # no overlap from this start
                     continue
                 cand_loss, cand_overlap = problem.assess(cand)
-                ok = not _failure(initial_loss, cand_loss, initial_overlap, cand_overlap)
+                ok = not _failure(initial_loss, cand_loss, initial_overlap, cand_overlap, problem.loss_scale)
                 if ok and (best is None or cand_loss < best[0]):
                     best = (cand_loss, cand, cand_history, cand_overlap)
             if best is not None:
@@ -543,14 +550,15 @@ _RESTART_DEGREES = (15.0, 30.0)
 MIN_OVERLAP_RATIO = 0.5
 
 
-def _failure(initial_loss: float, final_loss: float, initial_overlap: float, overlap: float) -> str:
-    """Why a result is not trusted ("" when it is)."""
+def _failure(initial_loss: float, final_loss: float, initial_overlap: float, overlap: float,
+             loss_scale: float = 1.0) -> str:
+    """Why a result is not trusted ("" when it is); ``loss_scale`` is the loss's natural unit (rounding slack)."""
     if not math.isfinite(final_loss):
         return "the final transform leaves too few fixed voxels inside the moving image"
     if overlap < MIN_OVERLAP_RATIO * initial_overlap:
         return (f"the overlap collapsed: {overlap:.0%} of the fixed voxels map inside the moving image, "
                 f"against {initial_overlap:.0%} at the start")
-    if final_loss > initial_loss + 1e-6 * max(abs(initial_loss), 1e-12):
+    if final_loss > initial_loss + 1e-4 * abs(initial_loss) + 1e-9 * loss_scale:
         return f"the final loss {final_loss:.6g} is worse than at the start ({initial_loss:.6g})"
     return ""
 
@@ -632,6 +640,8 @@ class _Problem:
         self.loss_fn = LOSSES[metric]
         self.hist = {"bins": bins, "parzen_sigma": parzen_sigma}
         self.levels: list[_Level] | None = None
+        #: natural unit of the loss (intensity variance for SSD, deviation for SAD, 1 otherwise)
+        self.loss_scale = {"ssd": float(f_img.var()), "sad": float(f_img.std())}.get(metric, 1.0) or 1.0
         self.final_level: _Level | None = None
 
     def _pyramid(self) -> list[_Level]:
