@@ -324,23 +324,10 @@ def test_progress_outside_a_terminal_is_one_clean_line_per_epoch(tmp_path, data)
     assert made and lines.getvalue().splitlines()[0].startswith("resumed from epoch 1")
 
 
-def test_dice_metric_is_the_mean_foreground_dice_of_label_maps():
-    from mlimaging.metrics import dice
-    from mlimaging.training._metrics import mean_foreground_dice
+def test_dice_metric_is_the_mean_dice_of_the_validation_label_maps():
+    from mlimaging.metrics import mean_dice
 
     g = torch.Generator().manual_seed(0)
-    target = torch.randint(0, 3, (4, 6, 6), generator=g)
-    logits = torch.randn(4, 3, 6, 6, generator=g)
-    pred = logits.argmax(1)
-    expected = np.mean([dice(pred == k, target == k) for k in (1, 2)])
-    assert mean_foreground_dice(pred, target) == pytest.approx(expected)
-    assert mean_foreground_dice(target, target) == 1.0
-    assert mean_foreground_dice(torch.zeros(2, 3, dtype=torch.long), torch.zeros(2, 3, dtype=torch.long)) == 1.0
-    # class 2 only in the prediction counts (Dice 0); classes absent from both are skipped
-    assert mean_foreground_dice(torch.tensor([[1, 2]]), torch.tensor([[1, 1]]), num_classes=5) == pytest.approx(
-        np.mean([2 / 3, 0.0]))
-    with pytest.raises(ValueError, match="same shape"):
-        mean_foreground_dice(pred, target[:2])
     # in fit, the named metric "dice" is computed over the whole validation set from argmax labels
     x = torch.randn(8, 1, 6, 6, generator=g)
     y = (x[:, 0] > 0).long()
@@ -349,7 +336,7 @@ def test_dice_metric_is_the_mean_foreground_dice_of_label_maps():
             progress=False)
     with torch.no_grad():
         labels = net(x).argmax(1)
-    assert h["val_dice"][0] == pytest.approx(mean_foreground_dice(labels, y))
+    assert h["val_dice"][0] == pytest.approx(mean_dice(labels, y))
 
 
 @pytest.mark.parametrize(

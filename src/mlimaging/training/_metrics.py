@@ -8,42 +8,18 @@ from typing import Any
 import torch
 
 from mlimaging import metrics as _m
-from mlimaging.metrics.overlap import dice_from_counts
 
 
-def mean_foreground_dice(labels: torch.Tensor, targets: torch.Tensor, *, num_classes: int | None = None) -> float:
-    r"""Mean Dice of the foreground classes of label maps, voxels pooled over the whole set.
-
-    .. math:: \frac{1}{|K|} \sum_{k \in K} \frac{2 |P_k \cap T_k|}{|P_k| + |T_k|}
-
-    over the classes :math:`K \subseteq \{1, \dots, C-1\}` present in the prediction or
-    the target (class 0 is the background); 1.0 when no foreground class is present at all.
-    ``labels`` and ``targets`` are integer tensors of the same shape (``(B, *spatial)``).
-
-    Examples
-    --------
-    >>> t = torch.tensor([[0, 1, 1, 2]])
-    >>> mean_foreground_dice(torch.tensor([[0, 1, 2, 2]]), t)  # class 1: 2/3, class 2: 2/3
-    0.6666666666666666
-    """
-    if labels.shape != targets.shape:
-        raise ValueError(f"labels and targets must have the same shape, got {tuple(labels.shape)} and "
-                         f"{tuple(targets.shape)} (does the model output one channel per class?)")
-    top = int(max(int(labels.max()), int(targets.max()))) if labels.numel() else 0
-    k_max = max(top + 1, num_classes or 0)
-    scores = []
-    for k in range(1, k_max):
-        p, t = labels == k, targets == k
-        n_p, n_t = int(p.sum()), int(t.sum())
-        if n_p or n_t:
-            scores.append(dice_from_counts(int((p & t).sum()), n_p, n_t))
-    return float(sum(scores) / len(scores)) if scores else 1.0
+def _mean_dice(labels: torch.Tensor, targets: torch.Tensor, *, num_classes: int | None = None) -> float:
+    """The named metric ``"dice"``: :func:`mlimaging.metrics.mean_dice` of the label maps
+    (foreground labels present in either, voxels pooled over the whole validation set)."""
+    return _m.mean_dice(labels, targets)
 
 
 # name -> (function, keyword arguments); multi-class scores are macro averages over all classes
 NAMED: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "accuracy": (_m.accuracy, {}),
-    "dice": (mean_foreground_dice, {}),
+    "dice": (_mean_dice, {}),
     "f1_score": (_m.f1_score, {"average": "macro"}),
     "precision": (_m.precision, {"average": "macro"}),
     "recall": (_m.recall, {"average": "macro"}),
