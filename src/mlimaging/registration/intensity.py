@@ -151,10 +151,14 @@ def _physical_axes(shape: Sequence[int], spacing: Sequence[float]) -> list[np.nd
 def center_of_mass(image: Any, *, spacing: float | Sequence[float] | None = None) -> np.ndarray:
     r"""Intensity centre of mass in physical coordinates (centre of the image = origin).
 
-    .. math:: c = \frac{\sum_i w_i x_i}{\sum_i w_i}, \qquad w_i = \min(\max(I_i, l), h) - l
+    .. math:: c = \frac{\sum_i w_i x_i}{\sum_i w_i}, \qquad w_i = |\tilde I_i - b|
 
-    with :math:`[l, h]` the 0.5 and 99.5 percentiles of the image (:func:`robust_range`), so
-    that a few outlier voxels do not pull the centre (the origin for a constant image).
+    with :math:`\tilde I` the image clipped into its 0.5 and 99.5 percentiles
+    (:func:`robust_range`, so that a few outlier voxels do not pull the centre) and :math:`b`
+    the background: the centre of the most populated of 32 bins of :math:`\tilde I`, or its
+    minimum when that bin is the lowest. So a bright background (a moving image with
+    another background than the fixed one) does not pull the centre towards the middle of
+    the field of view. The origin for a constant image.
 
     Examples
     --------
@@ -165,7 +169,11 @@ def center_of_mass(image: Any, *, spacing: float | Sequence[float] | None = None
     arr = _as_image(image, "image").astype(np.float64)
     sp = check_spacing(spacing, arr.ndim)
     lo, hi = robust_range(arr)
-    w = np.clip(arr, lo, hi) - lo
+    clipped = np.clip(arr, lo, hi)
+    counts, edges = np.histogram(clipped, bins=32, range=(lo, hi))
+    k = int(np.argmax(counts))
+    background = 0.5 * (edges[k] + edges[k + 1]) if k > 0 else lo
+    w = np.abs(clipped - background)
     total = w.sum()
     if total <= 0:
         return np.zeros(arr.ndim)
