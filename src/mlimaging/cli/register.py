@@ -40,12 +40,14 @@ import json
 import time
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
 import typer
 
 from mlimaging.cli.app import command, console, err_console
+
+if TYPE_CHECKING:  # numpy is imported inside the functions: `mlimaging --help` stays fast
+    import numpy as np
 
 __all__ = ["register_cmd"]
 
@@ -55,6 +57,8 @@ _INTERNAL_FRAME = ("centred physical frames of mlimaging.registration.transforms
 
 
 def _read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
+    import numpy as np
+
     from mlimaging.data import read_image
 
     array, geometry = read_image(path, geometry=True)
@@ -94,6 +98,8 @@ def _check_format_fits(path: Path, option: str, ndim: int, dtype: np.dtype) -> N
 
 def _as_dtype_of(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
     """The warped intensities in the fixed image's integer type (rounded, clipped), for PNG outputs."""
+    import numpy as np
+
     if dtype.kind in "iu":
         info = np.iinfo(dtype)
         return np.clip(np.round(array), info.min, info.max).astype(dtype)
@@ -109,6 +115,8 @@ def _in_plane(f_geom: Any, m_geom: Any) -> tuple[Any, Any, np.ndarray] | None:
     to the world; None when the slices do not lie in one plane (then only array frames are
     possible).
     """
+    import numpy as np
+
     from mlimaging.data import ImageGeometry
 
     e, _ = np.linalg.qr(f_geom.direction)
@@ -128,6 +136,8 @@ def _in_plane(f_geom: Any, m_geom: Any) -> tuple[Any, Any, np.ndarray] | None:
 
 def _lift(world_2d: np.ndarray, lift: np.ndarray) -> np.ndarray:
     """A 2-D in-plane transform as a 3-D world transform (identity along the slice normal)."""
+    import numpy as np
+
     inner = np.eye(4)
     inner[:2, :2], inner[:2, 3] = world_2d[:2, :2], world_2d[:2, 2]
     return lift @ inner @ np.linalg.inv(lift)
@@ -161,6 +171,8 @@ def register_cmd(
                                      help="Write the outputs even when the registration failed (exit code still 2)."),
 ) -> None:
     """Register MOVING to FIXED (rigid or affine) in world coordinates and write the warped image."""
+    import numpy as np
+
     from mlimaging.data.io import image_format
     from mlimaging.registration import RegistrationWarning, register, warp
 

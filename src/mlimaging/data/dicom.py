@@ -260,7 +260,7 @@ def read_dicom_series(folder: str | os.PathLike, *, series_uid: str | None = Non
             listing = "; ".join(f"{uid} ({items[0][1].get('SeriesDescription', 'no description')}, "
                                 f"{len(items)} files)" for uid, items in sorted(groups.items()))
             raise ValueError(f"'{folder}' holds {len(groups)} DICOM series; choose one with series_uid "
-                             f"(CLI: --series UID): {listing}")
+                             f"(`mlimaging info FOLDER --series UID`), or put each series in its own folder: {listing}")
         series_uid = next(iter(groups))
     if series_uid not in groups:
         raise ValueError(f"series_uid {series_uid!r} is not in '{folder}'; it holds {sorted(groups)}")
