@@ -19,7 +19,11 @@ estimated and the true transform; success = TRE under 1 voxel):
    translations in +-6 mm; ours with NMI (the command line's default), SimpleITK Mattes MI.
 4. ``backgrounds``: the cases of 1 with the moving image's background (below 5% of the
    range) raised to 30% of the range, brighter than the dark tissue: a fixed / moving pair
-   with different backgrounds; NMI / Mattes MI.
+   with different backgrounds; NMI / Mattes MI. On the phantoms the raised background is as
+   bright as the body (0.29), which the moving image then shows only through the background's
+   noise texture and the small inner structures; one of the four phantom cases (phantom-2)
+   still ends 1.9 voxels off without a warning, as it does for both SimpleITK set-ups
+   (``known_gaps`` in the JSON).
 5. ``int16_zero_border``: issue 9's case, ``anatomical.nii`` itself (33 x 41 x 25, 2 mm)
    rotated by up to 15 degrees about every axis and shifted by 6 mm (random directions),
    resampled with a zero-filled border (the scan's own background is about 1200) and
@@ -83,6 +87,21 @@ from mlimaging.registration import (
 from mlimaging.utils import package_versions
 
 RESULTS = Path(__file__).resolve().parent / "results" / "registration.json"
+#: Known gaps, written into the JSON (measured with the 8-case run of 2026-11-30).
+KNOWN_GAPS = {
+    "backgrounds": (
+        "On the phantoms the raised background (about 0.30 of the range) is as bright as the phantom's body (0.29), "
+        "so the moving image shows the body only through the noise texture of the background (the voxels the 5% "
+        "threshold missed) and the small inner structures (3.5% of the volume). On every phantom case the coarsest "
+        "level ends 2.5-4.5 voxels off (the second 0.6-4.2); the full-resolution level recovers 3 of 4. phantom-2 stays 1.9 voxels "
+        "off without a warning: a local minimum of the NMI whose loss is 0.14% above the basin of the truth (its "
+        "final loss is better than the start, the overlap intact, so the failure checks cannot see it). Both "
+        "SimpleITK configurations miss this case too (2.4 and 1.6 mm). Smoothing the full-resolution level by 1 "
+        "voxel (the default until 2026-11-30) left 3 phantom cases 1.2-1.9 voxels off, all without a warning."),
+    "int16_zero_border": (
+        "Without smoothing at full resolution the median TRE rose from 0.13 to 0.30 mm (0.15 voxel; SimpleITK "
+        "LBFGSB with 2,1,1: 0.26 mm); every case still under 0.2 voxel."),
+}
 NOISE = 0.01
 SHRINK, SIGMAS, SIGMAS_ITK = [4, 2, 1], [2.0, 1.0, 1.0], [2.0, 1.0, 0.0]
 
@@ -391,6 +410,7 @@ def main() -> None:
         **results,
         "multi_atlas": {"summary": s_atlas, "targets": atlas},
         "targets_met": {k: bool(v) for k, v in targets.items()},
+        "known_gaps": KNOWN_GAPS,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(record, indent=2))
