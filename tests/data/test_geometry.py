@@ -311,3 +311,13 @@ def test_truncated_metaimage_is_a_clear_error(tmp_path):
                                      b"ElementDataFile = LOCAL\n" + b"\x00" * 10)
     with pytest.raises(ValueError, match="t.mha.*bytes of data"):
         read_image(tmp_path / "t.mha")
+
+
+def test_compressed_dicom_without_decoder_names_the_packages_to_install():
+    import importlib.util
+
+    if importlib.util.find_spec("pylibjpeg") or importlib.util.find_spec("gdcm"):
+        pytest.skip("an optional JPEG decoder is installed here")
+    with pytest.raises(ValueError, match=r"JPEG Extended.*pip install pylibjpeg") as err:
+        read_image(sample_file("JPEG-lossy.dcm"))  # 12-bit JPEG Extended: Pillow cannot decode it
+    assert "Supported formats" not in str(err.value)

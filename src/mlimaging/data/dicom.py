@@ -132,6 +132,24 @@ def _dcmread(p: Path, **kw: Any) -> Any:
         return pydicom.dcmread(str(p), force=True, **kw)  # no 128-byte preamble (older writers)
 
 
+class MissingDecoderError(ValueError):
+    """A supported DICOM file whose compressed pixel data no installed decoder can read."""
+
+
+def _pixels(ds: Any, p: Path) -> np.ndarray:
+    """``ds.pixel_array`` (native byte order), or a ValueError naming the decoder to install."""
+    try:
+        return _native(ds.pixel_array)
+    except (RuntimeError, NotImplementedError, ImportError) as e:
+        syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
+        name = getattr(syntax, "name", str(syntax))
+        raise MissingDecoderError(
+            f"Cannot read '{p}': its pixel data are compressed ({name}) and no installed decoder "
+            "handles them; install the optional decoders with `pip install pylibjpeg pylibjpeg-libjpeg "
+            f"pylibjpeg-openjpeg pylibjpeg-rle` (or `pip install python-gdcm`). pydicom said: {e}"
+        ) from e
+
+
 def read_dicom_file(path: str | os.PathLike) -> tuple[np.ndarray, ImageGeometry]:
     """One DICOM file: ``(array, geometry)``.
 
@@ -148,7 +166,7 @@ def read_dicom_file(path: str | os.PathLike) -> tuple[np.ndarray, ImageGeometry]
     ds = _dcmread(p)
     if "PixelData" not in ds:
         raise ValueError(f"Cannot read '{p}': the DICOM file has no pixel data")
-    arr = _native(ds.pixel_array)
+    arr = _pixels(ds, p)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
     n_spatial = arr.ndim - (1 if samples > 1 else 0)
@@ -302,7 +320,7 @@ def read_dicom_series(folder: str | os.PathLike, *, series_uid: str | None = Non
         ds = pydicom.dcmread(str(f), force=True)
         if "PixelData" not in ds:
             raise ValueError(f"DICOM series in '{folder}': {f.name} has no pixel data")
-        a = _native(ds.pixel_array)
+        a = _pixels(ds, f)
         if shape0 is None:
             shape0 = a.shape
         elif a.shape != shape0:

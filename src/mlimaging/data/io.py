@@ -213,8 +213,8 @@ def read_image(path: str | os.PathLike, *, geometry: bool = False,
         raise
     except ValueError as e:
         msg = str(e)
-        if "Supported formats" in msg:
-            raise
+        if "Supported formats" in msg or type(e).__name__ == "MissingDecoderError":
+            raise  # already complete (a supported format whose decoder is missing needs no format list)
         prefix = f"Cannot read '{p}': "
         raise _unsupported(p, msg[len(prefix):] if msg.startswith(prefix) else msg) from e
     except Exception as e:  # corrupt files make the libraries raise all sorts of errors
