@@ -105,7 +105,7 @@ def test_coarsest_level_alone_is_accurate_on_noisy_images(seed):
 def test_central_difference_gradient_has_no_noise_pull():
     # white noise read a quarter voxel off the grid: d/dt mean(n(x + t)^2) is 2 s^2 (2u - 1) = -1
     # with the derivative of the linear interpolant, 0 in expectation with central differences
-    from mlimaging.registration.intensity import _Level
+    from mlimaging.registration._pyramid import _Level
 
     noise = torch.from_numpy(np.random.default_rng(0).standard_normal((96, 96)).astype(np.float32))
     slopes = {}
@@ -251,7 +251,7 @@ def test_loss_gradient_matches_finite_differences(central, metric):
     gradient (not from autograd through the interpolant): a sign or scale error there
     must fail this test.
     """
-    from mlimaging.registration.intensity import _Level, _Model, _Problem
+    from mlimaging.registration._pyramid import _Level, _Model, _Problem
 
     fixed, moving = _smooth_pair()
     problem = _Problem(fixed, (1.0, 1.0), moving, (1.0, 1.0), metric=metric, sigmas=[0.0], sampling=1.0, seed=0,
@@ -288,7 +288,7 @@ def test_histogram_range_ignores_outlier_voxels():
 
 def test_samples_outside_the_moving_image_are_left_out():
     """Fixed voxels mapping outside the moving field of view do not enter the metric (no zero padding)."""
-    from mlimaging.registration.intensity import _Level, _Problem
+    from mlimaging.registration._pyramid import _Level, _Problem
 
     fixed = np.zeros((20, 20), np.float32)
     moving = np.tile(np.arange(20, dtype=np.float32), (20, 1))  # moving[:, k] = k
