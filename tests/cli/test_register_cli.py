@@ -72,6 +72,7 @@ def test_register_writes_warped_labels_and_transform(pair, tmp_path):
     assert float(target_registration_error(internal, true, pts).mean()) < 1.0  # mm; voxels of 1 to 2 mm
     assert "centre of each image" in saved["internal_frame"] and saved["frame"].startswith("world (LPS")
     assert saved["converged"] is True and saved["fixed_geometry"]["spacing"] == list(SPACING)
+    assert saved["restarts"] >= 0 and saved["refinements"] >= 0
     # the world matrix is the internal one seen through each file's geometry: W = G_m T G_f^-1
     _, g = read_image(paths["fixed"], geometry=True)
     big_g = torch.from_numpy(centred_to_world(image.shape, g.spacing, g.origin, g.direction))

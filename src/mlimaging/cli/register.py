@@ -254,7 +254,7 @@ def register_cmd(
             "converged": result.converged, "message": result.message,
             "initial_loss": result.initial_loss, "final_loss": result.final_loss,
             "initial_overlap": result.initial_overlap, "overlap": result.overlap,
-            "restarts": result.restarts,
+            "restarts": result.restarts, "refinements": result.refinements,
         }, indent=2))
 
     text = np.array2string(matrix, precision=4, suppress_small=True)
