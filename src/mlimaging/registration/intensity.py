@@ -523,7 +523,7 @@ def centred_to_world(shape: Sequence[int], spacing: Sequence[float], origin: Any
     (centre of the image = origin, mm, array axis order) and :math:`w = o + D\,\mathrm{diag}(s)\,i`
     the world point of index :math:`i` (:class:`mlimaging.data.ImageGeometry`),
 
-    .. math:: G = egin{pmatrix} D & o + D\,\mathrm{diag}(s)\,c \ 0 & 1 \end{pmatrix},
+    .. math:: G = \begin{pmatrix} D & o + D\,\mathrm{diag}(s)\,c \\ 0 & 1 \end{pmatrix},
               \qquad c_k = (n_k - 1)/2 .
 
     A transform :math:`T` between centred frames (fixed to moving) is
