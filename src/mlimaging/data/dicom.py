@@ -34,15 +34,9 @@ from typing import Any
 import numpy as np
 
 from mlimaging.data.geometry import ImageGeometry
+from mlimaging.data.io import _native
 
 __all__ = ["read_dicom_file", "read_dicom_series", "list_dicom_series"]
-
-
-def _native(arr: np.ndarray) -> np.ndarray:
-    arr = np.asarray(arr)
-    if arr.dtype.byteorder not in ("=", "|"):
-        arr = arr.astype(arr.dtype.newbyteorder("="))
-    return arr
 
 
 def _item(parent: Any, sequence: str, keyword: str) -> Any:
@@ -61,6 +55,12 @@ def _functional(ds: Any, group: str, keyword: str) -> Any:
             if value is not None:
                 return value
     return None
+
+
+def _tag(ds: Any, keyword: str, group: str) -> Any:
+    """``keyword`` at the top level of ``ds``, else from the functional group ``group`` (enhanced DICOM)."""
+    value = ds.get(keyword)
+    return _functional(ds, group, keyword) if value is None else value
 
 
 def _positive(value: Any) -> float | None:
@@ -84,10 +84,13 @@ def _rescale(ds: Any) -> tuple[float, float]:
     return slope, intercept
 
 
+def _rescaled(arr: np.ndarray, slope: float, intercept: float) -> np.ndarray:
+    """Modality values ``arr * slope + intercept`` as ``float32`` (computed in float64)."""
+    return (arr.astype(np.float64) * slope + intercept).astype(np.float32)
+
+
 def _pixel_spacing(ds: Any) -> tuple[float, float]:
-    ps = ds.get("PixelSpacing")
-    if ps is None:
-        ps = _functional(ds, "PixelMeasuresSequence", "PixelSpacing")
+    ps = _tag(ds, "PixelSpacing", "PixelMeasuresSequence")
     if ps is None:
         ps = ds.get("ImagerPixelSpacing")
     if ps is not None and len(ps) >= 2:
@@ -98,9 +101,7 @@ def _pixel_spacing(ds: Any) -> tuple[float, float]:
 
 def _orientation(ds: Any) -> tuple[np.ndarray, np.ndarray] | None:
     """Row cosine (along a row, column index increasing) and column cosine, or ``None``."""
-    iop = ds.get("ImageOrientationPatient")
-    if iop is None:
-        iop = _functional(ds, "PlaneOrientationSequence", "ImageOrientationPatient")
+    iop = _tag(ds, "ImageOrientationPatient", "PlaneOrientationSequence")
     if iop is None or len(iop) != 6:
         return None
     v = np.asarray([float(x) for x in iop])
@@ -111,9 +112,7 @@ def _orientation(ds: Any) -> tuple[np.ndarray, np.ndarray] | None:
 
 
 def _position(ds: Any) -> np.ndarray | None:
-    ipp = ds.get("ImagePositionPatient")
-    if ipp is None:
-        ipp = _functional(ds, "PlanePositionSequence", "ImagePositionPatient")
+    ipp = _tag(ds, "ImagePositionPatient", "PlanePositionSequence")
     if ipp is None or len(ipp) != 3:
         return None
     p = np.asarray([float(x) for x in ipp])
@@ -172,7 +171,7 @@ def read_dicom_file(path: str | os.PathLike) -> tuple[np.ndarray, ImageGeometry]
     n_spatial = arr.ndim - (1 if samples > 1 else 0)
     slope, intercept = _rescale(ds)
     if slope != 1.0 or intercept != 0.0:
-        arr = (arr.astype(np.float64) * slope + intercept).astype(np.float32)
+        arr = _rescaled(arr, slope, intercept)
     row_col = _pixel_spacing(ds)
     orient = _orientation(ds)
     origin = _position(ds)
@@ -265,8 +264,6 @@ def read_dicom_series(folder: str | os.PathLike, *, series_uid: str | None = Non
         ``series_uid``, slices of different orientation or size, two slices at the same
         position, or slices without position/orientation.
     """
-    import pydicom
-
     folder = Path(folder)
     if not folder.is_dir():
         raise NotADirectoryError(f"'{folder}' is not a folder")
@@ -317,7 +314,7 @@ def read_dicom_series(folder: str | os.PathLike, *, series_uid: str | None = Non
     shape0 = None
     for k in order:
         f = items[k][0]
-        ds = pydicom.dcmread(str(f), force=True)
+        ds = _dcmread(f)  # read as _scan read its header
         if "PixelData" not in ds:
             raise ValueError(f"DICOM series in '{folder}': {f.name} has no pixel data")
         a = _pixels(ds, f)
@@ -330,7 +327,7 @@ def read_dicom_series(folder: str | os.PathLike, *, series_uid: str | None = Non
             scaled = True
         slices.append((a, slope, intercept))
     if scaled:
-        vol = np.stack([(a.astype(np.float64) * s + i).astype(np.float32) for a, s, i in slices])
+        vol = np.stack([_rescaled(a, s, i) for a, s, i in slices])
     else:
         vol = np.stack([a for a, _, _ in slices])
     first = items[order[0]][1]
