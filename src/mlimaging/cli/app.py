@@ -7,8 +7,10 @@ that need them, never at module level.
 
 from __future__ import annotations
 
+import contextlib
 import functools
-from collections.abc import Callable
+import warnings
+from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
 
 import typer
@@ -17,7 +19,7 @@ from rich.markup import escape
 
 import mlimaging
 
-__all__ = ["app", "command", "console", "err_console", "main"]
+__all__ = ["app", "command", "console", "echo_warnings", "err_console", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,6 +61,16 @@ def command(*args: Any, typer_app: typer.Typer | None = None, **kwargs: Any) -> 
         return func
 
     return decorate
+
+
+@contextlib.contextmanager
+def echo_warnings(label: str = "warning") -> Iterator[None]:
+    """Record the warnings raised in the block, then print each as one yellow ``label:`` line on stderr."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        yield
+    for w in caught:
+        err_console.print(f"[yellow]{label}:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
 
 
 def _version(value: bool) -> None:

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import importlib
 import io
-import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import typer
-from rich.markup import escape
 
-from mlimaging.cli.app import app, command, console, err_console
+from mlimaging.cli.app import app, command, console, echo_warnings
 
 __all__ = ["calc_app"]
 
@@ -169,9 +167,6 @@ def summary_cmd(
         if any(v < 1 for v in shape):
             raise ValueError(f"--input must have positive sizes (like 1,32,32), got {input!r}")
     net = models.create_model(model)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with echo_warnings("note"):  # e.g. pooling done in forward() instead of by a module
         text = calc.summary(net, shape, file=io.StringIO())
-    console.print(text, markup=False, highlight=False, soft_wrap=True, end="")
-    for warning in caught:  # e.g. pooling done in forward() instead of by a module
-        err_console.print(f"[yellow]note:[/] {escape(str(warning.message))}", highlight=False, soft_wrap=True)
+        console.print(text, markup=False, highlight=False, soft_wrap=True, end="")

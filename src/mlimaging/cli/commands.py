@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 from rich.table import Table
 
-from mlimaging.cli.app import command, console, err_console
+from mlimaging.cli.app import command, console, echo_warnings, err_console
 
 
 @command("experiments")
@@ -131,9 +131,7 @@ def evaluate_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ) -> None:
     """Evaluate segmentations: Dice, Hausdorff, surface distances per case and label."""
-    import warnings
 
-    from rich.markup import escape
 
     from mlimaging.metrics.files import evaluate_files
 
@@ -144,12 +142,9 @@ def evaluate_cmd(
         raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
     names = [m.strip() for m in metrics.split(",") if m.strip()]
     spacing_values = _float_list(spacing, name="--spacing")
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
+    with echo_warnings():
         result = evaluate_files(pred, gt, labels=_int_list(labels, name="--labels"),
                                 spacing=spacing_values, metrics=names, jobs=jobs)
-    for w in caught:
-        err_console.print(f"[yellow]warning:[/] {escape(str(w.message))}", highlight=False, soft_wrap=True)
     title = f"{len(result.rows)} rows"
     if result.units_note() is not None:
         title += f"; {result.units_note()}" + (

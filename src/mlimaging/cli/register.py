@@ -44,7 +44,8 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlimaging.cli.app import command, console, err_console
+from mlimaging.cli._images import label_map, read_gray, write_output
+from mlimaging.cli.app import command, console
 
 if TYPE_CHECKING:  # numpy is imported inside the functions: `mlimaging --help` stays fast
     import numpy as np
@@ -54,21 +55,6 @@ __all__ = ["register_cmd"]
 _IMAGE_FORMATS = ("nifti", "pil", "npy", "npz")
 _INTERNAL_FRAME = ("centred physical frames of mlimaging.registration.transforms: mm, array axis order, "
                    "centre of each image = origin; fixed point -> moving point")
-
-
-def _read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
-    import numpy as np
-
-    from mlimaging.data import read_image
-
-    array, geometry = read_image(path, geometry=True)
-    if array.ndim != geometry.ndim or array.ndim not in (2, 3):
-        raise ValueError(f"{what} {path} must be a grayscale 2D or 3D image, got shape {array.shape}")
-    if array.dtype.kind not in "biuf":
-        raise ValueError(f"{what} {path} must hold real numbers, got dtype {array.dtype}")
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise ValueError(f"{what} {path} holds NaN or infinite values")
-    return array, geometry
 
 
 def _check_output(path: Path, option: str, force: bool) -> None:
@@ -143,16 +129,6 @@ def _lift(world_2d: np.ndarray, lift: np.ndarray) -> np.ndarray:
     return lift @ inner @ np.linalg.inv(lift)
 
 
-def _write(path: Path, array: np.ndarray, geometry: Any) -> None:
-    from mlimaging.data import write_image
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        write_image(path, array, geometry=geometry, overwrite=True)
-    for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
-
-
 @command("register")
 def register_cmd(
     fixed: Path = typer.Argument(..., help="Fixed (reference) image file: NIfTI, PNG, DICOM, NPY/NPZ."),
@@ -197,13 +173,13 @@ def register_cmd(
         if path.resolve() in inputs:
             raise ValueError(f"{option} {path} is one of the inputs; write the result to another file")
 
-    f_arr, f_geom = _read_gray(fixed, "FIXED")
-    m_arr, m_geom = _read_gray(moving, "MOVING")
+    f_arr, f_geom = read_gray(fixed, "FIXED")
+    m_arr, m_geom = read_gray(moving, "MOVING")
     if f_arr.ndim != m_arr.ndim:
         raise ValueError(f"FIXED and MOVING must both be 2D or both 3D, got shapes {f_arr.shape} and {m_arr.shape}")
     lab_arr = None
     if labels is not None:
-        lab_arr, _ = _read_gray(labels, "--labels")
+        lab_arr, _ = read_gray(labels, "--labels")
         if lab_arr.shape != m_arr.shape:
             raise ValueError(f"--labels {labels} has shape {lab_arr.shape}; it must match MOVING {m_arr.shape}")
         if lab_arr.dtype.kind not in "biu" and not np.array_equal(lab_arr, np.round(lab_arr)):
@@ -231,12 +207,11 @@ def register_cmd(
         raise ValueError(f"{result.message}. Nothing was written (--keep-failed writes the outputs anyway).")
 
     warped = np.asarray(result.warped, dtype=np.float32)
-    _write(out, _as_dtype_of(warped, f_arr.dtype) if image_format(out) == "pil" else warped, f_geom)
+    write_output(out, _as_dtype_of(warped, f_arr.dtype) if image_format(out) == "pil" else warped, f_geom)
     grid = {"spacing": m_geom.spacing, "output_shape": f_arr.shape, "output_spacing": f_geom.spacing}
     if lab_arr is not None and labels_out is not None:
         warped_labels = warp(lab_arr.astype(np.int64), result.transform, mode="nearest", **grid)
-        small = warped_labels.min(initial=0) >= 0 and warped_labels.max(initial=0) <= 255
-        _write(labels_out, warped_labels.astype(np.uint8 if small else np.int32), f_geom)
+        write_output(labels_out, label_map(warped_labels), f_geom)
     matrix = result.world_transform.numpy() if in_world else result.transform.numpy()
     if plane is not None:
         matrix = _lift(matrix, plane[2])

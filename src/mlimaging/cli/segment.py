@@ -25,12 +25,12 @@ Examples
 from __future__ import annotations
 
 import json
-import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import typer
 
+from mlimaging.cli._images import label_map, read_gray, write_output
 from mlimaging.cli._run_folder import (
     ExportBest,
     check_positive,
@@ -60,21 +60,6 @@ RUN_NAME = "train-segmenter"
 
 
 # ----------------------------------------------------------------------------- file helpers
-def _read_gray(path: Path) -> tuple[np.ndarray, ImageGeometry]:
-    """A grayscale 2D or 3D image and its geometry (``ValueError`` otherwise)."""
-    import numpy as np
-
-    from mlimaging.data import read_image
-
-    array, geometry = read_image(path, geometry=True)
-    if array.ndim != geometry.ndim or array.ndim not in (2, 3):
-        raise ValueError(f"IMAGE {path} must be a grayscale 2D or 3D image, got shape {array.shape} "
-                         "(colour or multi-channel images are not supported here)")
-    if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
-        raise ValueError(f"IMAGE {path} holds NaN or infinite values")
-    return array, geometry
-
-
 def _check_out(out: Path, force: bool) -> None:
     from mlimaging.data.io import image_format
 
@@ -89,16 +74,7 @@ def _check_out(out: Path, force: bool) -> None:
 
 def _write_mask(out: Path, mask: np.ndarray, geometry: ImageGeometry) -> None:
     """Write a label map with the input image's geometry (a format that cannot keep it warns in yellow)."""
-    import numpy as np
-
-    from mlimaging.data import write_image
-
-    labels = mask.astype(np.uint8) if mask.max(initial=0) <= 255 else mask.astype(np.int32)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        write_image(out, labels, geometry=geometry)
-    for w in caught:
-        err_console.print(f"[yellow]warning:[/] {w.message}", highlight=False, soft_wrap=True)
+    write_output(out, label_map(mask), geometry)
 
 
 def _report(what: str, mask: np.ndarray, out: Path) -> None:
@@ -132,7 +108,7 @@ def threshold_cmd(
     from mlimaging.segmentation import threshold
 
     _check_out(out, force)
-    array, geometry = _read_gray(image)
+    array, geometry = read_gray(image, "IMAGE")
     mask = threshold(array, lower=lower, upper=upper)
     _write_mask(out, mask, geometry)
     _report(f"threshold [{lower:g}, {'inf' if upper is None else f'{upper:g}'}]", mask, out)
@@ -152,7 +128,7 @@ def otsu_cmd(
     from mlimaging.segmentation import multi_otsu_thresholds, multi_threshold, otsu_threshold
 
     _check_out(out, force)
-    array, geometry = _read_gray(image)
+    array, geometry = read_gray(image, "IMAGE")
     if classes == 2:
         t = otsu_threshold(array, bins=bins)
         mask = (array > t).astype(np.uint8)
@@ -182,7 +158,7 @@ def region_grow_cmd(
     from mlimaging.segmentation import region_growing
 
     _check_out(out, force)
-    array, geometry = _read_gray(image)
+    array, geometry = read_gray(image, "IMAGE")
     seeds = [_parse_point(s, array.ndim) for s in seed_point]
     mask = region_growing(array, seeds, lower=lower, upper=upper, connectivity=connectivity)
     _write_mask(out, mask, geometry)
