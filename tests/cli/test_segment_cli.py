@@ -280,3 +280,13 @@ def trained3d(tmp_path_factory):
                     "--size", 16, "--channels", 2, "--depth", 1, "--out", out)
     assert result.exit_code == 0, result.output
     return out
+
+
+def test_a_3d_mask_to_png_fails_before_any_work(tmp_path, monkeypatch):
+    import mlimaging.segmentation as seg
+
+    write_image(tmp_path / "vol.nii.gz", np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6))
+    monkeypatch.setattr(seg, "otsu_threshold", lambda *a, **k: pytest.fail("computed before checking --out"))
+    result = CliRunner().invoke(app, ["segment", "otsu", str(tmp_path / "vol.nii.gz"), "--out", str(tmp_path / "m.png")])
+    assert result.exit_code == 2 and "3D result cannot be written as .png" in result.output
+    assert not (tmp_path / "m.png").exists()

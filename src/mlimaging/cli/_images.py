@@ -10,7 +10,7 @@ from mlimaging.cli.app import echo_warnings
 if TYPE_CHECKING:  # NumPy is imported inside the functions: `mlimaging --help` stays fast
     import numpy as np
 
-__all__ = ["label_map", "read_gray", "write_output"]
+__all__ = ["check_format_fits", "label_map", "read_gray", "write_output"]
 
 
 def read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
@@ -28,6 +28,15 @@ def read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise ValueError(f"{what} {path} holds NaN or infinite values")
     return array, geometry
+
+
+def check_format_fits(path: Path, option: str, ndim: int) -> None:
+    """A PNG (or other PIL format) output holds a 2-D image only: say so before any work."""
+    from mlimaging.data.io import image_format
+
+    if image_format(path) == "pil" and ndim != 2:
+        raise ValueError(f"{option} {path}: a {ndim}D result cannot be written as {path.suffix}; "
+                         "write .nii.gz, .npy or .npz")
 
 
 def label_map(labels: np.ndarray) -> np.ndarray:

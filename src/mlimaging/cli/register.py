@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlimaging.cli._images import label_map, read_gray, write_output
+from mlimaging.cli._images import check_format_fits, label_map, read_gray, write_output
 from mlimaging.cli.app import command, console
 
 if TYPE_CHECKING:  # numpy is imported inside the functions: `mlimaging --help` stays fast
@@ -72,12 +72,8 @@ def _check_format_fits(path: Path, option: str, ndim: int, dtype: np.dtype) -> N
     """A PNG (or other PIL format) output needs a 2-D image with 8/16-bit integer intensities."""
     from mlimaging.data.io import image_format
 
-    if image_format(path) != "pil":
-        return
-    if ndim != 2:
-        raise ValueError(f"{option} {path}: a {ndim}D result cannot be written as {path.suffix}; "
-                         "write .nii.gz, .npy or .npz")
-    if dtype.kind == "f" or dtype.itemsize > 2:
+    check_format_fits(path, option, ndim)
+    if image_format(path) == "pil" and (dtype.kind == "f" or dtype.itemsize > 2):
         raise ValueError(f"{option} {path}: the fixed image holds {dtype} intensities, which {path.suffix} "
                          "cannot store; write .nii.gz, .npy or .npz")
 

@@ -30,7 +30,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlimaging.cli._images import label_map, read_gray, write_output
+from mlimaging.cli._images import check_format_fits, label_map, read_gray, write_output
 from mlimaging.cli._run_folder import (
     ExportBest,
     check_positive,
@@ -109,6 +109,7 @@ def threshold_cmd(
 
     _check_out(out, force)
     array, geometry = read_gray(image, "IMAGE")
+    check_format_fits(out, "--out", array.ndim)
     mask = threshold(array, lower=lower, upper=upper)
     _write_mask(out, mask, geometry)
     _report(f"threshold [{lower:g}, {'inf' if upper is None else f'{upper:g}'}]", mask, out)
@@ -129,6 +130,7 @@ def otsu_cmd(
 
     _check_out(out, force)
     array, geometry = read_gray(image, "IMAGE")
+    check_format_fits(out, "--out", array.ndim)
     if classes == 2:
         t = otsu_threshold(array, bins=bins)
         mask = (array > t).astype(np.uint8)
@@ -159,6 +161,7 @@ def region_grow_cmd(
 
     _check_out(out, force)
     array, geometry = read_gray(image, "IMAGE")
+    check_format_fits(out, "--out", array.ndim)
     seeds = [_parse_point(s, array.ndim) for s in seed_point]
     mask = region_growing(array, seeds, lower=lower, upper=upper, connectivity=connectivity)
     _write_mask(out, mask, geometry)
@@ -425,6 +428,7 @@ def predict_seg_cmd(
                                      direction=geometry.direction[:, :d])
     else:
         raise ValueError(f"IMAGE {image} has shape {array.shape}; the model expects a {d}D image with {c} channel(s)")
+    check_format_fits(out, "--out", d)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"IMAGE {image} holds NaN or infinite values")
     labels = predict_labels(net, x.astype(np.float32), roi_size=meta["roi_size"], overlap=overlap)
