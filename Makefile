@@ -5,6 +5,9 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # The CPU build of PyTorch when this machine's wheelhouse has it; `make TORCH=torch` for the newest.
 TORCH  ?= torch==2.13.0
+# Oracles (timm, segment-anything) pull torchvision: pin the release made for that torch, or pip
+# replaces the CPU torch with a newer CUDA one. `make TORCH=torch TORCHVISION=torchvision` lifts both.
+TORCHVISION ?= torchvision==0.28.0
 PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test bench lint clean help
@@ -26,7 +29,7 @@ $(VENV)/.stamp-base: pyproject.toml | $(PY)
 
 # Development install: tests, oracles, benchmarks and lint.
 $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-base
-	$(PIP) install -e ".[test,bench,lint]"
+	$(PIP) install -e ".[test,bench,lint]" "$(TORCH)" "$(TORCHVISION)"
 	touch $@
 
 demo: $(VENV)/.stamp-base

@@ -20,7 +20,8 @@ import pytest
 #: runtime packages that import them. Later oracle libraries are added here.
 TEST_ONLY_MODULES = (
     "pytest", "hypothesis", "monai", "medpy", "SimpleITK", "captum", "opacus",
-    "torchattacks", "deepinv", "torchmetrics", "lightly", "timm", "nibabel.testing", "nibabel.tests",
+    "torchattacks", "deepinv", "torchmetrics", "lightly", "timm", "torchvision",
+    "segment_anything", "nibabel.testing", "nibabel.tests",
     "pydicom.tests", "skimage._shared.testing",
 )
 

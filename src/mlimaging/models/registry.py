@@ -35,6 +35,9 @@ class ModelInfo:
         The builder's keyword arguments and their default values.
     builder : callable
         The registered builder function (``create_model`` calls it).
+    prompted : bool
+        True for a network that takes prompts besides the image (SAM: points, boxes, masks)
+        instead of mapping an image to logits; the generic image -> logits tests skip it.
     """
 
     name: str
@@ -42,6 +45,7 @@ class ModelInfo:
     description: str
     defaults: dict[str, Any] = field(default_factory=dict)
     builder: Callable[..., nn.Module] | None = field(default=None, repr=False, compare=False)
+    prompted: bool = False
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -54,7 +58,7 @@ def _identity(builder: Any) -> tuple[str, str]:
 
 
 def register_model(
-    name: str, *, input_shape: Sequence[int], description: str | None = None
+    name: str, *, input_shape: Sequence[int], description: str | None = None, prompted: bool = False
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder function under ``name`` (decorator).
 
@@ -67,6 +71,8 @@ def register_model(
         tests and summaries feed the model).
     description : str, optional
         One line; defaults to the first line of the builder's docstring.
+    prompted : bool
+        The model takes prompts besides the image (see :attr:`ModelInfo.prompted`).
 
     Raises
     ------
@@ -102,7 +108,7 @@ def register_model(
             for p in inspect.signature(builder).parameters.values()
             if p.default is not inspect.Parameter.empty
         }
-        _REGISTRY[name] = ModelInfo(name, shape, doc.strip(), defaults, builder)
+        _REGISTRY[name] = ModelInfo(name, shape, doc.strip(), defaults, builder, bool(prompted))
         return builder
 
     return register
