@@ -3,7 +3,7 @@
 ``fit`` trains with checkpoints that resume bit-for-bit, early stopping, gradient clipping,
 metrics from :mod:`mlimaging.metrics`, rich progress bars and data-parallel scale-out under
 ``torchrun``; ``evaluate`` scores a model; ``freeze`` and ``replace_head`` prepare transfer
-learning.
+learning; a :class:`TrainStep` plugs methods whose step is not ``loss(model(x), y)`` into ``fit``.
 """
 
 from __future__ import annotations
@@ -18,13 +18,16 @@ from mlimaging.training.checkpoint import (
 from mlimaging.training.distributed import cleanup_distributed, init_distributed
 from mlimaging.training.engine import evaluate, fit
 from mlimaging.training.history import History
+from mlimaging.training.step import SupervisedStep, TrainStep
 from mlimaging.training.transfer import freeze, replace_head, unfreeze
 
 __all__ = [
     "Callback",
     "EarlyStopping",
     "History",
+    "SupervisedStep",
     "TrainState",
+    "TrainStep",
     "cleanup_distributed",
     "evaluate",
     "fit",

@@ -124,7 +124,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 
 def write_checkpoints(ckdir: Path, model: Any, optimizer: Any, scheduler: Any, history: Any, config: dict,
-                      epoch: int, rank: int) -> None:
+                      epoch: int, rank: int, *, step_state: dict | None = None) -> None:
     """``last.pt`` (and ``best.pt`` when ``epoch`` is the history's best) of a :func:`fit` run.
 
     Collective under ``torchrun``: every rank contributes its RNG state; rank 0 writes.
@@ -136,13 +136,15 @@ def write_checkpoints(ckdir: Path, model: Any, optimizer: Any, scheduler: Any, h
             "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "epoch": epoch, "history": [dict(e) for e in history.epochs], "monitor": history.monitor,
             "mode": history.mode, "rng": rng, "config": config}
+    if step_state:
+        ckpt["step"] = step_state
     save_checkpoint(ckpt, ckdir / "last.pt")
     if history.best_epoch == epoch:
         save_checkpoint(ckpt, ckdir / "best.pt")
 
 
 def restore_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, history: Any, config: dict,
-                       rank: int, world: int) -> int:
+                       rank: int, world: int, *, step: Any = None) -> int:
     """Load a :func:`fit` checkpoint into the given objects; return the epoch to start from."""
     ckpt = load_checkpoint(path)
     try:
@@ -150,6 +152,10 @@ def restore_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, h
         optimizer.load_state_dict(ckpt["optimizer"])
         if scheduler is not None and ckpt.get("scheduler") is not None:
             scheduler.load_state_dict(ckpt["scheduler"])
+        if ckpt.get("step") is not None:
+            if step is None or not hasattr(step, "load_state_dict"):
+                raise ValueError("it holds the state of a training step, and fit was given no step to restore it into")
+            step.load_state_dict(ckpt["step"])
     except (RuntimeError, ValueError, KeyError) as exc:
         raise ValueError(f"checkpoint {path} does not match the model/optimizer/scheduler given to fit: {exc}") from exc
     old = ckpt.get("config", {})

@@ -31,6 +31,7 @@ from mlimaging.training._progress import EpochProgress
 from mlimaging.training.callbacks import EarlyStopping, TrainState, call
 from mlimaging.training.checkpoint import restore_checkpoint, write_checkpoints
 from mlimaging.training.history import History
+from mlimaging.training.step import SupervisedStep, TrainStep
 from mlimaging.utils import seed_everything
 
 __all__ = ["evaluate", "fit"]
@@ -43,9 +44,10 @@ def fit(
     train_data: Any,
     val_data: Any = None,
     *,
-    loss: LossFn,
+    loss: LossFn | None = None,
     optimizer: torch.optim.Optimizer | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer],
     epochs: int,
+    step: TrainStep | None = None,
     scheduler: Any = None,
     metrics: Any = ("accuracy",),
     callbacks: Iterable[Any] = (),
@@ -81,13 +83,22 @@ def fit(
         or batches are ``(input, target)`` pairs or dicts with an input key (``input``,
         ``image``, ``x``) and a target key (``target``, ``label``, ``mask``, ``y``).
     loss
-        Callable ``(output, target) -> scalar tensor`` (``nn.Module`` or function).
+        Callable ``(output, target) -> scalar tensor`` (``nn.Module`` or function): the
+        training loss (through :class:`~mlimaging.training.step.SupervisedStep`) and the
+        ``val_loss``. Optional when ``step`` is given.
     optimizer
         An optimizer instance built on ``model``'s parameters, or a factory
         ``lambda params: torch.optim.SGD(params, lr=0.1)``; the factory receives only the
         parameters with ``requires_grad`` (so frozen layers are left out).
     epochs
         Total number of epochs (a resumed run continues up to this number).
+    step
+        A :class:`~mlimaging.training.step.TrainStep` for methods whose step is not
+        ``loss(model(x), y)``: called with ``(model, batch, optimizer=, grad_clip=)`` on every
+        batch, it does its own forward, backward and optimiser step and returns the loss, or
+        ``(loss, extras)`` whose values are logged as per-epoch means under their names. Its
+        ``state_dict()`` is saved in checkpoints and restored on resume. ``val_loss`` comes
+        from its ``validation_loss(model, batch)`` if it has one, else from ``loss``.
     scheduler
         An LR scheduler instance or a factory ``lambda opt: StepLR(opt, 10)``; stepped every
         epoch (``ReduceLROnPlateau`` gets the monitored value) or, with
@@ -172,8 +183,19 @@ def fit(
     batch_size = _check_int(batch_size, "batch_size", 1)
     seed = _check_int(seed, "seed", 0)
     num_workers = _check_int(num_workers, "num_workers", 0)
-    if not callable(loss):
+    if loss is not None and not callable(loss):
         raise ValueError(f"loss must be a callable (output, target) -> scalar tensor, got {type(loss).__name__}")
+    val_batch_loss = None  # a custom step's own validation loss (model, batch) -> scalar
+    user_step = step
+    if step is None:
+        if loss is None:
+            raise ValueError("fit needs a loss (output, target) -> scalar, or a step (a TrainStep)")
+        step = SupervisedStep(loss)
+    elif not callable(step):
+        raise ValueError(f"step must be a TrainStep (callable (model, batch, *, optimizer, grad_clip)), "
+                         f"got {type(step).__name__}")
+    else:
+        val_batch_loss = getattr(step, "validation_loss", None)
     if grad_clip is not None:
         if not isinstance(grad_clip, numbers.Real) or not grad_clip > 0:
             raise ValueError(f"grad_clip must be a positive max norm or None, got {grad_clip!r}")
@@ -211,7 +233,7 @@ def fit(
     config = _config(dict(epochs=epochs, batch_size=batch_size, seed=seed, shuffle=shuffle, grad_clip=grad_clip,
                           monitor=monitor, mode=mode, scheduler_interval=scheduler_interval,
                           num_workers=num_workers, device=str(device)),
-                     loss, optimizer, scheduler, metric_set, early_stopping, world)
+                     loss if loss is not None else step, optimizer, scheduler, metric_set, early_stopping, world)
 
     history = History(monitor=monitor, mode=mode)
     start = 1
@@ -220,7 +242,8 @@ def fit(
         if not resume:
             raise ValueError(f"checkpoint_dir {ckdir} already holds last.pt; pass resume=True to continue "
                              "that run, or choose an empty folder")
-        start = restore_checkpoint(ckdir / "last.pt", model, optimizer, scheduler, history, config, rank, world)
+        start = restore_checkpoint(ckdir / "last.pt", model, optimizer, scheduler, history, config, rank, world,
+                                   step=user_step)
 
     net: nn.Module = model
     if world > 1:
@@ -238,7 +261,6 @@ def fit(
 
     state = TrainState(model=model, optimizer=optimizer, scheduler=scheduler, history=history, epochs=epochs,
                        rank=rank, world_size=world)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
     plateau = isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
     step_scheduler = scheduler if scheduler_interval == "step" else None
     bar = EpochProgress(epochs, enabled=progress and rank == 0)
@@ -255,11 +277,12 @@ def fit(
             lr = optimizer.param_groups[0]["lr"]
             t0 = time.perf_counter()
             task = bar.start(epoch, _safe_len(train_loader))
-            train_loss = _train_epoch(net, train_loader, loss, optimizer, params, grad_clip, step_scheduler,
+            train_logs = _train_epoch(net, train_loader, step, optimizer, grad_clip, step_scheduler,
                                       device, callbacks, state, bar, task)
-            record: dict[str, Any] = {"epoch": epoch, "loss": train_loss}
+            record: dict[str, Any] = {"epoch": epoch, **train_logs}
             if val_loader is not None:
-                res = _evaluate_loader(model, val_loader, loss, metric_set, device, interleave=val_interleave)
+                res = _evaluate_loader(model, val_loader, None if val_batch_loss else loss, metric_set, device,
+                                       interleave=val_interleave, batch_loss=val_batch_loss)
                 record.update({f"val_{k}": v for k, v in res.items()})
             record["lr"] = float(lr)
             record["seconds"] = time.perf_counter() - t0
@@ -270,7 +293,8 @@ def fit(
             elif scheduler is not None and scheduler_interval == "epoch":
                 scheduler.step()
             if ckdir is not None:
-                write_checkpoints(ckdir, model, optimizer, scheduler, history, config, epoch, rank)
+                write_checkpoints(ckdir, model, optimizer, scheduler, history, config, epoch, rank,
+                                  step_state=step.state_dict() if hasattr(step, "state_dict") else None)
             if rank == 0 and run is not None:
                 run.log({"history": history.epochs})
             bar.finish(task, record)
@@ -348,40 +372,53 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------------- loops
-def _train_epoch(net, loader, loss_fn, optimizer, params, grad_clip, step_scheduler, device, callbacks,
-                 state, bar, task) -> float:
+def _train_epoch(net, loader, step, optimizer, grad_clip, step_scheduler, device, callbacks,
+                 state, bar, task) -> dict[str, float]:
+    """One pass over ``loader``: the per-sample mean of the loss and of the step's extras."""
     net.train()
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64
     total = torch.zeros((), dtype=acc_dtype, device=device)
+    extras: dict[str, torch.Tensor] = {}
     count = 0
     for i, batch in enumerate(loader):
-        x, y = split_batch(batch)
-        x, y = to_device(x, device), to_device(y, device)
-        optimizer.zero_grad(set_to_none=True)
-        out = net(x)
-        value = loss_fn(out, y)
-        if not isinstance(value, torch.Tensor) or value.ndim != 0:
-            raise ValueError(f"loss must return a scalar tensor, got {_describe(value)}")
-        value.backward()
-        if grad_clip is not None:
-            nn.utils.clip_grad_norm_(params, grad_clip)
-        optimizer.step()
+        batch = to_device(batch, device)
+        result = step(net, batch, optimizer=optimizer, grad_clip=grad_clip)
+        value, logs = result if isinstance(result, tuple) else (result, {})
+        value = _scalar(value, "the training step")
         if step_scheduler is not None:
             step_scheduler.step()
-        n = batch_len(x)
+        n = batch_len(batch)
         total += value.detach() * n
+        for k, v in dict(logs).items():
+            if k in ("loss", "epoch", "lr", "seconds") or k.startswith("val_"):
+                raise ValueError(f"the training step's extra value {k!r} clashes with a name fit records")
+            v = torch.as_tensor(v.detach() if isinstance(v, torch.Tensor) else v, dtype=acc_dtype, device=device)
+            extras[k] = extras.get(k, torch.zeros((), dtype=acc_dtype, device=device)) + v.reshape(()) * n
         count += n
         if callbacks:
-            state.batch, state.output, state.target, state.loss = i, out, y, value
+            x, y = _split_or_none(batch)
+            state.batch, state.output, state.target, state.loss = i, getattr(step, "last_output", None), y, value
             call(callbacks, "on_batch_end", state)
         bar.advance(task, value)
     if count == 0:
         raise ValueError("train_data produced no batches")
-    sums = D.all_reduce_sum(torch.stack([total, total.new_tensor(count)]))
-    return float(sums[0] / sums[1])
+    names = sorted(extras)
+    sums = D.all_reduce_sum(torch.stack([total, *(extras[k] for k in names), total.new_tensor(count)]))
+    logs_out = {"loss": float(sums[0] / sums[-1])}
+    logs_out.update({k: float(sums[j + 1] / sums[-1]) for j, k in enumerate(names)})
+    return logs_out
 
 
-def _evaluate_loader(model, loader, loss_fn, metric_set: MetricSet, device, *, interleave: bool) -> dict[str, float]:
+def _split_or_none(batch: Any) -> tuple[Any, Any]:
+    try:
+        return split_batch(batch)
+    except ValueError:
+        return batch, None
+
+
+def _evaluate_loader(model, loader, loss_fn, metric_set: MetricSet, device, *, interleave: bool,
+                     batch_loss=None) -> dict[str, float]:
+    """Loss (``loss_fn(model(x), y)``, or a step's ``batch_loss(model, batch)``) and metrics."""
     was_training = model.training
     model.eval()
     acc_dtype = torch.float32 if device.type == "mps" else torch.float64
@@ -393,11 +430,15 @@ def _evaluate_loader(model, loader, loss_fn, metric_set: MetricSet, device, *, i
     try:
         with torch.no_grad():
             for batch in loader:
-                x, y = split_batch(batch)
-                x, y = to_device(x, device), to_device(y, device)
-                out = model(x)
-                n = batch_len(x)
+                batch = to_device(batch, device)
+                n = batch_len(batch)
                 count += n
+                if batch_loss is not None:
+                    total += _scalar(batch_loss(model, batch), "validation_loss").detach() * n
+                if loss_fn is None and not metric_set:
+                    continue
+                x, y = split_batch(batch)
+                out = model(x)
                 if loss_fn is not None:
                     total += loss_fn(out, y).detach() * n
                 if metric_set:
@@ -409,7 +450,7 @@ def _evaluate_loader(model, loader, loss_fn, metric_set: MetricSet, device, *, i
     if count == 0:
         raise ValueError("the evaluation data produced no batches")
     result: dict[str, float] = {}
-    if loss_fn is not None:
+    if loss_fn is not None or batch_loss is not None:
         sums = D.all_reduce_sum(torch.stack([total, total.new_tensor(count)]))
         result["loss"] = float(sums[0] / sums[1])
     if metric_set:
@@ -424,6 +465,12 @@ def _check_int(value: Any, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
+
+
+def _scalar(value: Any, what: str) -> torch.Tensor:
+    if not isinstance(value, torch.Tensor) or value.ndim != 0:
+        raise ValueError(f"{what} must return a scalar tensor, got {_describe(value)}")
+    return value
 
 
 def _describe(value: Any) -> str:
