@@ -62,6 +62,14 @@ EXPECTED_PARAMS = {
     # 1x1 32->10.
     "multiscale": 2 * ((72 + 576 + 1152 + 2304) + 2 * (8 + 8 + 16 + 16))
     + (1024 + 64) * 2 + (32 * 10 + 10),  # 10,906
+    # ViT (dim D, patch p, N patches, hidden 4D): patch conv p*p*D + D, class token D, position
+    # embedding (N + 1) D; per block two LayerNorms 2 * 2D, qkv D*3D + 3D, proj D*D + D,
+    # fc1 D*4D + 4D, fc2 4D*D + D; final LayerNorm 2D; head D*10 + 10.
+    # vit_tiny D=64, p=7, N=16, 4 blocks: block 128+12480+4160+128+16640+16448 = 49,984.
+    "vit_tiny": (49 * 64 + 64) + 64 + 17 * 64 + 4 * 49984 + 128 + (64 * 10 + 10),  # 205,066
+    # vit_small D=128, p=4, N=49, 6 blocks: block 256+49536+16512+256+66048+65664 = 198,272.
+    "vit_small": (16 * 128 + 128) + 128 + 50 * 128 + 6 * 198272 + 256
+    + (128 * 10 + 10),  # 1,199,882
 }
 
 # Networks that map an image to logits; prompted ones (SAM) have their own tests.

@@ -13,6 +13,8 @@
 - ``segnet`` (``segnet.py``), ``unet`` (``unet.py``), ``deeplab`` (``deeplab.py``,
   dilated convolutions + ASPP), ``multiscale`` (``multiscale.py``, DeepMedic-style two
   pathways): segmentation networks, 2D or 3D (``spatial_dims``).
+- ``vit_tiny``, ``vit_small`` (``vit.py``): vision transformers (:class:`ViT`, 2D or 3D) and
+  :func:`attention_rollout` for attention maps.
 
 Classifiers take ``num_classes`` (default 10) and, where meaningful, ``in_channels``
 (default 1), and return logits ``(B, num_classes)``; ``fc_lenet`` returns a score map
@@ -48,6 +50,7 @@ from mlimaging.models.segnet import SegNet
 from mlimaging.models.stn import SpatialTransformer
 from mlimaging.models.unet import UNet
 from mlimaging.models.vgg import VGG, make_vgg_features
+from mlimaging.models.vit import ViT, attention_rollout
 
 __all__ = [
     "ASPP",
@@ -65,6 +68,8 @@ __all__ = [
     "SegNet",
     "SpatialTransformer",
     "UNet",
+    "ViT",
+    "attention_rollout",
     "create_model",
     "list_models",
     "make_vgg_features",
