@@ -15,6 +15,8 @@
   pathways): segmentation networks, 2D or 3D (``spatial_dims``).
 - ``vit_tiny``, ``vit_small`` (``vit.py``): vision transformers (:class:`ViT`, 2D or 3D) and
   :func:`attention_rollout` for attention maps.
+- ``sam_tiny`` (``sam/``): Segment Anything (:class:`SAM`), a prompted network (points, boxes,
+  masks -> masks); :func:`load_sam_checkpoint` loads the official ViT-B/L/H and MedSAM files.
 
 Classifiers take ``num_classes`` (default 10) and, where meaningful, ``in_channels``
 (default 1), and return logits ``(B, num_classes)``; ``fc_lenet`` returns a score map
@@ -46,6 +48,7 @@ from mlimaging.models.registry import (
     model_info,
     register_model,
 )
+from mlimaging.models.sam import SAM, SAM_CONFIGS, SAMConfig, infer_sam_config, load_sam_checkpoint
 from mlimaging.models.segnet import SegNet
 from mlimaging.models.stn import SpatialTransformer
 from mlimaging.models.unet import UNet
@@ -65,13 +68,18 @@ __all__ = [
     "ModelInfo",
     "MultiScaleCNN",
     "PatchCNN",
+    "SAM",
+    "SAMConfig",
+    "SAM_CONFIGS",
     "SegNet",
     "SpatialTransformer",
     "UNet",
     "ViT",
     "attention_rollout",
     "create_model",
+    "infer_sam_config",
     "list_models",
+    "load_sam_checkpoint",
     "make_vgg_features",
     "model_info",
     "register_model",
