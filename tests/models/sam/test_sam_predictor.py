@@ -377,7 +377,7 @@ def test_sam_methods_delegate_to_the_predictor(models, predictors):
     ours.set_image(_image())
     a = ours.predict(points=[[50.0, 40.0]], boxes=[10.0, 15.0, 80.0, 70.0])
     b = p_ours.predict(points=[[50.0, 40.0]], boxes=[10.0, 15.0, 80.0, 70.0])
-    for x, y in zip(a, b):
+    for x, y in zip(a, b, strict=True):
         np.testing.assert_array_equal(x, y)
 
 
