@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch.utils.data import Subset
 
+from mlimaging.models.sam.predictor import SAMPredictor, preprocess_shape
 from mlimaging.models.sam.train import (
     SAMStep,
     binary_dice_loss,
@@ -19,11 +20,9 @@ from mlimaging.models.sam.train import (
     pick_structures,
     predict_masks,
     prepare_images,
-    preprocess_shape,
     sam_loss,
     sample_prompts,
     sigmoid_focal_loss,
-    upscale_logits,
 )
 
 
@@ -236,6 +235,11 @@ def test_prepare_images_windows_replicates_and_resizes():
     torch.testing.assert_close(prepare_images(3 * x - 7, img_size=60)[0], out, atol=1e-3, rtol=0)
     const, _ = prepare_images(torch.full((1, 1, 8, 8), 5.0), img_size=8)
     assert float(const.abs().max()) == 0
+    # Percentiles equal (a mostly constant image): the full range is used, as to_sam_rgb does.
+    spot = torch.zeros(1, 1, 20, 20)
+    spot[0, 0, 3, 4] = 2.0
+    out, _ = prepare_images(spot, img_size=20)
+    assert out[0, 0, 3, 4] == 255 and float(out.sum()) == 3 * 255
     fixed, _ = prepare_images(torch.tensor([[[[0.0, 50.0], [100.0, 200.0]]]]), img_size=2, window=(0, 100))
     assert fixed[0, 0].tolist() == [[0.0, 127.5], [255.0, 255.0]]
 
@@ -247,17 +251,6 @@ def test_prepare_images_bad_input():
         prepare_images(torch.full((1, 1, 4, 4), float("nan")), img_size=8)
     with pytest.raises(ValueError, match="window must be"):
         prepare_images(torch.zeros(1, 1, 4, 4), img_size=8, window=(1, 1))
-
-
-def test_upscale_logits_keeps_constants_and_crops_the_padding():
-    low = torch.full((1, 2, 16, 16), 3.0)
-    assert torch.allclose(upscale_logits(low, img_size=64, input_size=(32, 64), original_size=(24, 48)),
-                          torch.tensor(3.0))
-    # A step at the padding border: the cropped input region holds only the left values.
-    low = torch.zeros(1, 1, 16, 16)
-    low[..., 8:, :] = 10.0  # bottom half = padding of a (32, 64) input in a 64 frame
-    out = upscale_logits(low, img_size=64, input_size=(32, 64), original_size=(32, 64))
-    assert float(out[..., :28, :].abs().max()) < 1e-6
 
 
 # ------------------------------------------------------------------------------ the step with sam_tiny
@@ -387,3 +380,30 @@ def test_step_sends_the_bounding_box_of_the_chosen_structure_in_sam_frame():
     step = SAMStep(prompt_kinds=("box",), box_jitter=0.0, seed=0)
     step(model, (torch.rand(2, 1, 32, 32), torch.from_numpy(lab)), optimizer=torch.optim.SGD(model.parameters(), lr=0.1))
     assert model.seen.tolist() == [[12.0, 8.0, 38.0, 18.0], [2.0, 40.0, 8.0, 58.0]]  # x2 for 32 -> 64
+
+
+def test_windowing_matches_the_predictors_to_sam_rgb():
+    from mlimaging.models.sam.predictor import to_sam_rgb
+
+    g = torch.Generator().manual_seed(4)
+    image = torch.randn(1, 1, 24, 24, generator=g) * 300 - 100
+    ours, _ = prepare_images(image, img_size=24)
+    ref = to_sam_rgb(image[0, 0].numpy())  # rounded to uint8
+    np.testing.assert_allclose(ours[0].permute(1, 2, 0).numpy(), ref, atol=0.5 + 1e-3)
+
+
+def test_predict_masks_agrees_with_the_predictor_on_a_phantom():
+    # Same network, same box: the batch path of training and SAMPredictor (uint8 rounding, PIL
+    # resampling) give nearly the same mask.
+    sam = _sam(seed=3).eval()
+    image, lab = _phantoms(1, seed=4)[0]
+    target = (lab == 1)[None]
+    prompts = sample_prompts(target, kind="box", box_jitter=0.0, target_size=sam.img_size)
+    ours, _ = predict_masks(sam, image[None], prompts, multimask=False)
+    box = sample_prompts(target, kind="box", box_jitter=0.0)["boxes"][0].numpy()
+    predictor = SAMPredictor(sam)
+    predictor.set_image(image[0].numpy())
+    ref, _, _ = predictor.predict(boxes=box, multimask=False)
+    assert ref.shape == (1, 32, 32)
+    assert 0.05 < ours.float().mean() < 0.95  # a mask with both values, not a trivial agreement
+    assert (ours[0].numpy() != ref[0]).mean() < 0.02

@@ -16,8 +16,9 @@ mean; unambiguous prompts (several points, a box) use the single-mask output.
 
 - :func:`sample_prompts`: points / boxes from binary masks, seeded by a ``torch.Generator``.
 - :func:`sigmoid_focal_loss`, :func:`binary_dice_loss`, :func:`mask_iou`, :func:`sam_loss`.
-- :func:`prepare_images`, :func:`upscale_logits`: SAM's pre- and post-processing for batches
-  of float images (window to 0..255, three channels, longest side resized to ``img_size``).
+- :func:`prepare_images`: SAM's preprocessing for batches of float images (window to 0..255,
+  three channels, longest side resized to ``img_size``), as :class:`~mlimaging.models.sam.predictor.SAMPredictor`
+  does for one image (up to its rounding to uint8 and PIL's resampling).
 - :class:`SAMStep`: the training step given to :func:`mlimaging.training.fit` (``step=``).
 - :func:`predict_masks`: masks for prompted batches, the same path as training (evaluation).
 
@@ -48,6 +49,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlimaging.models.sam.predictor import postprocess_masks, preprocess_shape
 from mlimaging.training.step import TrainStep
 
 __all__ = [
@@ -59,11 +61,9 @@ __all__ = [
     "pick_structures",
     "predict_masks",
     "prepare_images",
-    "preprocess_shape",
     "sam_loss",
     "sample_prompts",
     "sigmoid_focal_loss",
-    "upscale_logits",
 ]
 
 #: Prompt kinds of :func:`sample_prompts`: one point, several points, a box.
@@ -71,22 +71,6 @@ PROMPT_KINDS = ("point", "points", "box")
 
 
 # --------------------------------------------------------------------------------------- geometry
-def preprocess_shape(height: int, width: int, img_size: int) -> tuple[int, int]:
-    """Size ``(h, w)`` of an image after resizing its longest side to ``img_size`` (SAM's rule,
-    :math:`h = \\lfloor H s + 1/2 \\rfloor` with :math:`s = S / \\max(H, W)`).
-
-    Examples
-    --------
-    >>> preprocess_shape(64, 96, 128)
-    (85, 128)
-    """
-    for name, v in (("height", height), ("width", width), ("img_size", img_size)):
-        if isinstance(v, bool) or not isinstance(v, numbers.Integral) or v < 1:
-            raise ValueError(f"{name} must be a positive integer, got {v!r}")
-    scale = img_size / max(height, width)
-    return int(height * scale + 0.5), int(width * scale + 0.5)
-
-
 def _check_masks(masks: Any, name: str = "masks") -> torch.Tensor:
     if not isinstance(masks, torch.Tensor) or masks.ndim != 3:
         got = tuple(masks.shape) if isinstance(masks, torch.Tensor) else type(masks).__name__
@@ -411,7 +395,9 @@ def _window(images: torch.Tensor, window: tuple[float, float] | None) -> torch.T
     flat = images.flatten(1).float()
     if window is None:
         q = torch.quantile(flat, flat.new_tensor([0.005, 0.995]), dim=1)
-        lo, hi = q[0], q[1]
+        flat_range = q[1] <= q[0]  # percentiles equal: fall back to the full range, as to_sam_rgb
+        lo = torch.where(flat_range, flat.amin(1), q[0])
+        hi = torch.where(flat_range, flat.amax(1), q[1])
     else:
         if len(window) != 2 or not float(window[1]) > float(window[0]):
             raise ValueError(f"window must be (low, high) with high > low, got {window!r}")
@@ -428,8 +414,9 @@ def prepare_images(images: torch.Tensor, *, img_size: int,
     r"""Float images ``(B, 1 or 3, H, W)`` to SAM's 0..255 RGB input before normalisation.
 
     Each image is windowed, :math:`y = 255\,\operatorname{clip}((x - a)/(b - a), 0, 1)`
-    with :math:`(a, b)` = ``window`` or the image's 0.5 and 99.5 percentiles (a constant
-    image gives 0), replicated to three channels and resized (bilinear; antialiased when
+    with :math:`(a, b)` = ``window`` or the image's 0.5 and 99.5 percentiles (its minimum and
+    maximum when those are equal; a constant image gives 0), as
+    :func:`~mlimaging.models.sam.predictor.to_sam_rgb`, replicated to three channels and resized (bilinear; antialiased when
     shrinking) so that its longest side is ``img_size`` (:func:`preprocess_shape`). Pass
     the result to ``sam.normalize_and_pad``.
 
@@ -456,23 +443,6 @@ def prepare_images(images: torch.Tensor, *, img_size: int,
     return x.contiguous(), size
 
 
-def upscale_logits(low_res: torch.Tensor, *, img_size: int, input_size: tuple[int, int],
-                   original_size: tuple[int, int]) -> torch.Tensor:
-    """Low-resolution mask logits ``(B, k, l, l)`` to the original image size (SAM's post-processing):
-    bilinear to ``img_size`` squared, crop the un-padded ``input_size``, bilinear to ``original_size``.
-
-    Examples
-    --------
-    >>> upscale_logits(torch.zeros(1, 3, 32, 32), img_size=128, input_size=(85, 128), original_size=(64, 96)).shape
-    torch.Size([1, 3, 64, 96])
-    """
-    if not isinstance(low_res, torch.Tensor) or low_res.ndim != 4:
-        raise ValueError("low_res must be a tensor (B, k, l, l)")
-    x = F.interpolate(low_res, size=(img_size, img_size), mode="bilinear", align_corners=False)
-    x = x[..., : input_size[0], : input_size[1]]
-    return F.interpolate(x, size=tuple(original_size), mode="bilinear", align_corners=False)
-
-
 def _sam(model: nn.Module) -> nn.Module:
     """The SAM inside a DistributedDataParallel wrapper, or the model itself."""
     inner = getattr(model, "module", model)
@@ -489,7 +459,7 @@ def _forward(model: nn.Module, images: torch.Tensor, prompts: Mapping[str, Any],
     x, size = prepare_images(images, img_size=s, window=window)
     x = sam.normalize_and_pad(x)
     low, iou = model(x, multimask=multimask, **prompts)
-    return upscale_logits(low, img_size=s, input_size=size, original_size=tuple(images.shape[-2:])), iou
+    return postprocess_masks(low, img_size=s, input_size=size, original_size=tuple(images.shape[-2:])), iou
 
 
 def predict_masks(sam: nn.Module, images: torch.Tensor, prompts: Mapping[str, Any], *, multimask: bool = False,
@@ -533,7 +503,7 @@ class SAMStep(TrainStep):
     ``prompt_kinds``; picks one structure per sample (:func:`pick_structures`); samples its
     prompt (:func:`sample_prompts`, in SAM's input frame); preprocesses the images
     (:func:`prepare_images`, ``normalize_and_pad``); runs ``model`` once; upsamples the
-    logits to ``(H, W)`` (:func:`upscale_logits`); computes :func:`sam_loss`; back-propagates,
+    logits to ``(H, W)`` (SAM's ``postprocess_masks``); computes :func:`sam_loss`; back-propagates,
     clips the gradient norm to ``grad_clip`` and steps the optimiser. One point uses the
     three multimask outputs (lowest loss back-propagated), several points and boxes the
     single-mask output (``multimask="auto"``), as in Kirillov et al. 2023 (arXiv:2304.02643).
