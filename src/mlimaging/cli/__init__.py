@@ -7,6 +7,7 @@ from mlimaging.cli import calc as _calc  # noqa: F401
 from mlimaging.cli import classify as _classify  # noqa: F401
 from mlimaging.cli import commands as _commands  # noqa: F401
 from mlimaging.cli import register as _register  # noqa: F401
+from mlimaging.cli import sam as _sam  # noqa: F401
 from mlimaging.cli import segment as _segment  # noqa: F401
 from mlimaging.cli import train as _train  # noqa: F401  (the `train` group; its commands import it too)
 from mlimaging.cli.app import app, main
