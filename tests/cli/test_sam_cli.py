@@ -141,7 +141,13 @@ def test_a_segment_anything_checkpoint_gives_segment_anythings_mask(files, tmp_p
     sa = pytest.importorskip("segment_anything")
     from functools import partial
 
-    from segment_anything.modeling import ImageEncoderViT, MaskDecoder, PromptEncoder, Sam, TwoWayTransformer
+    from segment_anything.modeling import (
+        ImageEncoderViT,
+        MaskDecoder,
+        PromptEncoder,
+        Sam,
+        TwoWayTransformer,
+    )
 
     cfg = create_model("sam_tiny").config
     g = cfg.img_size // cfg.patch_size
