@@ -7,7 +7,8 @@ and prompts: same masks, IoU predictions and low-resolution logits (atol 1e-4).
 
 from __future__ import annotations
 
-from functools import partial
+import importlib.util
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,38 +30,15 @@ ATOL = 1e-4
 
 
 # =========================================================================== helpers
-def _reference_sam(*, img_size=128, dim=32, depth=2, heads=2, global_attn=(1,), window=4,
-                   prompt_dim=32, mlp_dim=64, seed=0):
-    """A segment-anything Sam of a small size, weights perturbed so that no table is zero."""
-    modeling = pytest.importorskip("segment_anything.modeling")
-    torch.manual_seed(seed)
-    grid = img_size // 16
-    sam = modeling.Sam(
-        image_encoder=modeling.ImageEncoderViT(
-            depth=depth, embed_dim=dim, img_size=img_size, mlp_ratio=4,
-            norm_layer=partial(torch.nn.LayerNorm, eps=1e-6), num_heads=heads, patch_size=16,
-            qkv_bias=True, use_rel_pos=True, global_attn_indexes=list(global_attn),
-            window_size=window, out_chans=prompt_dim),
-        prompt_encoder=modeling.PromptEncoder(
-            embed_dim=prompt_dim, image_embedding_size=(grid, grid),
-            input_image_size=(img_size, img_size), mask_in_chans=16),
-        mask_decoder=modeling.MaskDecoder(
-            num_multimask_outputs=3,
-            transformer=modeling.TwoWayTransformer(depth=2, embedding_dim=prompt_dim,
-                                                   mlp_dim=mlp_dim, num_heads=8),
-            transformer_dim=prompt_dim, iou_head_depth=3, iou_head_hidden_dim=prompt_dim),
-        pixel_mean=[123.675, 116.28, 103.53], pixel_std=[58.395, 57.12, 57.375])
-    with torch.no_grad():
-        for p in sam.parameters():
-            p.add_(0.05 * torch.randn_like(p))
-    return sam.eval()
+def _reference():
+    path = Path(__file__).with_name("_sam_reference.py")
+    spec = importlib.util.spec_from_file_location("_sam_reference", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _load_ours(ref, path):
-    from mlimaging.models.sam import load_sam_checkpoint
-
-    torch.save(ref.state_dict(), path)
-    return load_sam_checkpoint(path)
+_REF = _reference()
 
 
 def _image() -> np.ndarray:
@@ -72,8 +50,8 @@ def _image() -> np.ndarray:
 @pytest.fixture(scope="module")
 def models(tmp_path_factory):
     pytest.importorskip("segment_anything")
-    ref = _reference_sam()
-    ours = _load_ours(ref, tmp_path_factory.mktemp("sam") / "small.pth")
+    ref = _REF.reference_sam()
+    ours = _REF.load_ours(ref, tmp_path_factory.mktemp("sam") / "small.pth")
     return ref, ours
 
 
@@ -358,7 +336,7 @@ def test_official_geometry_matches_reference(tmp_path):
     torch.manual_seed(1)
     ref = build_sam._build_sam(encoder_embed_dim=32, encoder_depth=2, encoder_num_heads=2,
                                encoder_global_attn_indexes=[1])
-    ours = _load_ours(ref, tmp_path / "official_geometry.pth")
+    ours = _REF.load_ours(ref, tmp_path / "official_geometry.pth")
     assert ours.img_size == 1024
     image = np.ascontiguousarray(_image()[:40, :60])
     p_ref, p_ours = SamPredictor(ref), SAMPredictor(ours)
