@@ -7,6 +7,11 @@
   a CPU-sized ``tiny`` (registered as ``create_model("sam_tiny")``).
 - :func:`load_sam_checkpoint`, :func:`infer_sam_config` (``checkpoint.py``): official
   ViT-B/L/H and MedSAM files, or our own, with ``weights_only=True``.
+- :class:`SAMPredictor`, :func:`to_sam_rgb` (``predictor.py``): encode an image once, then
+  masks for point, box and mask prompts in the image's pixel frame, preprocessed as
+  segment-anything (other intensity ranges windowed to 0..255 first).
+- :func:`automatic_masks` (``automatic.py``): masks of everything from a grid of point
+  prompts, filtered by predicted IoU and stability, de-duplicated by box NMS.
 
 Examples
 --------
@@ -22,16 +27,21 @@ Examples
 
 from __future__ import annotations
 
+from mlimaging.models.sam.automatic import automatic_masks
 from mlimaging.models.sam.checkpoint import infer_sam_config, load_sam_checkpoint, variant_of
 from mlimaging.models.sam.config import SAM_CONFIGS, SAMConfig
 from mlimaging.models.sam.model import SAM, sam_tiny
+from mlimaging.models.sam.predictor import SAMPredictor, to_sam_rgb
 
 __all__ = [
     "SAM",
     "SAM_CONFIGS",
     "SAMConfig",
+    "SAMPredictor",
+    "automatic_masks",
     "infer_sam_config",
     "load_sam_checkpoint",
     "sam_tiny",
+    "to_sam_rgb",
     "variant_of",
 ]
