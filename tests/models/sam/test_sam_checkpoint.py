@@ -150,7 +150,8 @@ def test_missing_file(tmp_path):
 
 @pytest.mark.parametrize("content, match", [
     ([1, 2, 3], "holds a list, expected a state dict"),
-    ({"fc.weight": torch.zeros(2)}, r"no image_encoder\.\*, prompt_encoder\.\* or mask_decoder\.\* keys \(found fc\.weight\)"),
+    ({"fc.weight": torch.zeros(2)},
+     r"no image_encoder\.\*, prompt_encoder\.\* or mask_decoder\.\* keys \(found fc\.weight\)"),
     ({"model": {"fc.weight": torch.zeros(2)}, "epoch": 1}, r"keys \(found model, epoch\)"),
     ({"mask_decoder.iou_token.weight": "text"}, "holds a str, expected a tensor"),
     ({"mask_decoder.iou_token.weight": torch.zeros(1, 4)}, "missing key image_encoder.patch_embed.proj.weight"),

@@ -78,7 +78,7 @@ def _strip_module(obj: Mapping) -> Mapping:
 
 
 def sam_state_dict(obj: Any, *, source: str = "the checkpoint") -> dict[str, torch.Tensor]:
-    """The SAM state dict in ``obj``: itself, or unwrapped from ``"model"`` / ``"state_dict"``.
+    r"""The SAM state dict in ``obj``: itself, or unwrapped from ``"model"`` / ``"state_dict"``.
 
     Parameters
     ----------
@@ -98,10 +98,12 @@ def sam_state_dict(obj: Any, *, source: str = "the checkpoint") -> dict[str, tor
     >>> import torch
     >>> sam_state_dict({"model": {"module.mask_decoder.iou_token.weight": torch.zeros(1, 4)}, "epoch": 3})
     {'mask_decoder.iou_token.weight': tensor([[0., 0., 0., 0.]])}
-    >>> sam_state_dict({"fc.weight": torch.zeros(1)}, source="net.pt")
-    Traceback (most recent call last):
-    ...
-    ValueError: net.pt is not a SAM checkpoint: no image_encoder.*, prompt_encoder.* or mask_decoder.* keys (found fc.weight)
+    >>> try:
+    ...     sam_state_dict({"fc.weight": torch.zeros(1)}, source="net.pt")
+    ... except ValueError as err:
+    ...     print(str(err).replace(": ", ":\n"))
+    net.pt is not a SAM checkpoint:
+    no image_encoder.*, prompt_encoder.* or mask_decoder.* keys (found fc.weight)
     """
     if not isinstance(obj, Mapping):
         raise ValueError(f"{source} is not a SAM checkpoint: it holds a {type(obj).__name__}, "
@@ -256,7 +258,7 @@ def _mismatches(state: Mapping[str, torch.Tensor], expected: Mapping[str, torch.
 
 def load_sam_checkpoint(path: str | os.PathLike, *, variant: str | None = None,
                         decoder_heads: int = 8) -> SAM:
-    """Build a :class:`SAM` from a checkpoint file, in eval mode on the CPU.
+    r"""Build a :class:`SAM` from a checkpoint file, in eval mode on the CPU.
 
     Parameters
     ----------
@@ -298,10 +300,15 @@ def load_sam_checkpoint(path: str | os.PathLike, *, variant: str | None = None,
     ...         load_sam_checkpoint(path, variant="vit_b")
     ...     except ValueError as err:
     ...         message = str(err).split(" is ", 1)[1]
-    >>> loaded.config == sam.config, torch.equal(loaded.mask_decoder.iou_token.weight, sam.mask_decoder.iou_token.weight)
-    (True, True)
-    >>> print(message[:148])
-    not a SAM vit_b checkpoint (the file looks like tiny): 193 shape mismatches: image_encoder.pos_embed: expected (1, 64, 64, 768), found (1, 8, 8, 64)
+    >>> loaded.config == sam.config
+    True
+    >>> torch.equal(loaded.mask_decoder.iou_token.weight, sam.mask_decoder.iou_token.weight)
+    True
+    >>> print(message[:148].replace(": ", ":\n"))
+    not a SAM vit_b checkpoint (the file looks like tiny):
+    193 shape mismatches:
+    image_encoder.pos_embed:
+    expected (1, 64, 64, 768), found (1, 8, 8, 64)
     """
     if variant is not None and variant not in SAM_CONFIGS:
         raise ValueError(f"variant must be None or one of {sorted(SAM_CONFIGS)}, got {variant!r}")

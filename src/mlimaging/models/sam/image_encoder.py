@@ -289,6 +289,8 @@ class ImageEncoder(nn.Module):
         if not isinstance(images, torch.Tensor) or images.ndim != 4 or tuple(images.shape[1:]) != (3, s, s):
             shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
             raise ValueError(f"images must have shape (B, 3, {s}, {s}) (normalised and padded), got {shape}")
+        if not images.is_floating_point():
+            raise ValueError(f"images must be a float tensor (normalised), got {images.dtype}")
         x = self.patch_embed(images) + self.pos_embed
         for block in self.blocks:
             x = block(x)

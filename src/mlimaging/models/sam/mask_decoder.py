@@ -11,7 +11,8 @@ and the mask logits are the dot products with every pixel,
 
 .. math::
 
-    M_k(y, x) = w_k^\top E(y, x), \qquad \widehat{\mathrm{IoU}} = \operatorname{MLP}(t_{\mathrm{iou}}) \in \mathbb{R}^{K + 1}.
+    M_k(y, x) = w_k^\top E(y, x), \qquad
+    \widehat{\mathrm{IoU}} = \operatorname{MLP}(t_{\mathrm{iou}}) \in \mathbb{R}^{K + 1}.
 
 With ``multimask=True`` the decoder returns masks :math:`1..K` (the ambiguity-aware
 outputs), otherwise mask :math:`0` alone, each with its predicted IoU.

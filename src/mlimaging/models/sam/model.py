@@ -186,8 +186,9 @@ class SAM(nn.Module):
                           mask_size=cfg.low_res_size)
         if b is not None and embeddings.shape[0] not in (1, b):
             raise ValueError(f"embeddings must have batch 1 or the prompts' batch {b}, got {embeddings.shape[0]}")
-        sparse, dense = self.prompt_encoder(points=points, point_labels=point_labels, boxes=boxes,
-                                            mask_input=mask_input, batch_size=embeddings.shape[0])
+        sparse, dense = self.prompt_encoder.embed(
+            points=points, point_labels=point_labels, boxes=boxes, mask_input=mask_input,
+            batch_size=embeddings.shape[0] if b is None else b)
         return self.mask_decoder(embeddings, self.prompt_encoder.get_dense_pe(), sparse, dense,
                                  multimask=bool(multimask))
 

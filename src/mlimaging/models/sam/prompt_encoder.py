@@ -252,12 +252,19 @@ class PromptEncoder(nn.Module):
                 batch_size: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
         """Sparse tokens ``(B, n, C)`` and dense map ``(B, C, g, g)`` of the prompts.
 
-        ``B`` is the prompts' batch size, or ``batch_size`` when none is given. See
-        :func:`check_prompts` for the shapes.
+        ``B`` is the prompts' batch size, or ``batch_size`` when none is given. The prompts
+        are checked first (:func:`check_prompts` gives the shapes); :meth:`embed` skips it.
         """
         b = check_prompts(points=points, point_labels=point_labels, boxes=boxes, mask_input=mask_input,
                           mask_size=self.mask_size)
-        b = batch_size if b is None else b
+        return self.embed(points=points, point_labels=point_labels, boxes=boxes, mask_input=mask_input,
+                          batch_size=batch_size if b is None else b)
+
+    def embed(self, *, points: torch.Tensor | None, point_labels: torch.Tensor | None,
+              boxes: torch.Tensor | None, mask_input: torch.Tensor | None,
+              batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`forward` without the checks, for prompts already checked (``batch_size`` = B)."""
+        b = batch_size
         weight = self.no_mask_embed.weight
         parts = [weight.new_zeros(b, 0, self.embed_dim)]
         if points is not None and point_labels is not None:
