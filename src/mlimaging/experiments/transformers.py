@@ -69,9 +69,9 @@ QUICK: dict[str, Any] = {
 }
 #: Full mode: all of mnist5k, two-minute budgets, and enough phantoms for SAM to learn the task.
 FULL: dict[str, Any] = {
-    "n_train": None, "n_val": None, "n_test": None, "budget": 120.0, "max_epochs": 60,
+    "n_train": None, "n_val": None, "n_test": None, "budget": 120.0, "max_epochs": 200,
     "data_sizes": (500, 3500), "aug_epochs": 20, "patch_epochs": 15, "patch_sizes": (4, 7, 14),
-    "rollout_digits": 8, "phantom_size": 64, "sam_train": 400, "sam_test": 40, "sam_epochs": 40,
+    "rollout_digits": 8, "phantom_size": 64, "sam_train": 400, "sam_test": 40, "sam_epochs": 30,
     "unet_epochs": 30, "points_per_side": 16,
 }
 _MASK_CMAP = ListedColormap(["red"])
@@ -366,8 +366,12 @@ def _rollout_section(cfg: TransformersConfig, p: dict[str, Any], run: Run, vit: 
                 "Rollout multiplies the head-averaged attention matrices of all blocks, each with the identity "
                 "added for the residual connection and rows renormalised; the class token's row shows how much "
                 "the prediction draws on each patch (Abnar & Zuidema 2020).")
-    n = min(p["rollout_digits"], len(data["yte"]))
-    x, y = data["xte"][:n], data["yte"][:n]
+    # One test digit per class first (then the next ones), so the figure shows different digits.
+    yte = data["yte"]
+    firsts = [int(torch.nonzero(yte == c)[0]) for c in torch.unique(yte).tolist()]
+    order = firsts + [i for i in range(len(yte)) if i not in set(firsts)]
+    idx = torch.tensor(order[: min(p["rollout_digits"], len(yte))])
+    x, y, n = data["xte"][idx], yte[idx], len(idx)
     vit.eval()
     with torch.no_grad():
         logits, attentions = vit(x, return_attention=True)
@@ -451,8 +455,8 @@ def _sam_section(cfg: TransformersConfig, p: dict[str, Any], run: Run) -> None:
                 f"sam_tiny (128 px input, 64-dim encoder of depth 4) trained from scratch on {len(train)} phantoms of "
                 f"{size} x {size} px (the segmentation experiment's base knobs) for {p['sam_epochs']} epochs: per "
                 "batch one prompt kind (one point, three points, or the bounding box jittered by 10% of its side), "
-                "per image one structure; focal + Dice (20:1) + IoU loss, the lowest-loss mask of the three "
-                "multimask outputs back-propagated for one point. Tested on "
+                "per image one structure; AdamW with a cosine learning-rate decay; focal + Dice (20:1) + IoU "
+                "loss, the lowest-loss mask of the three multimask outputs back-propagated for one point. Tested on "
                 f"{len(test)} held-out phantoms, each structure prompted with one point, three points (uniform in "
                 "the structure) and its exact bounding box, against the segmentation experiment's U-Net trained on "
                 "the same phantoms (no prompt: it labels every structure at once).")
@@ -460,6 +464,7 @@ def _sam_section(cfg: TransformersConfig, p: dict[str, Any], run: Run) -> None:
     step = SAMStep(seed=cfg.seed)
     t0 = time.perf_counter()
     history = fit(sam, train, step=step, optimizer=lambda ps: torch.optim.AdamW(ps, lr=cfg.sam_lr, weight_decay=0.01),
+                  scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p["sam_epochs"]),
                   epochs=p["sam_epochs"], batch_size=cfg.sam_batch_size, seed=cfg.seed, metrics=(), grad_clip=1.0,
                   progress=not cfg.quick)
     sam_seconds = time.perf_counter() - t0
