@@ -137,36 +137,31 @@ def test_a_slice_of_a_scan_is_written_where_that_slice_lies(files, sam, tmp_path
     assert f"slice {index} of axis {axis}" in result.output and "mm^2" in result.output
 
 
+def test_a_dicom_ct_slice_in_hu_keeps_its_place_in_the_scanner(files, sam, tmp_path):
+    dcm = sample_file("CT_small.dcm")  # pydicom's 128 x 128 CT slice, rescaled to HU
+    out = tmp_path / "mask.nii.gz"
+    result = assert_ok(invoke("sam", "predict", dcm, "--checkpoint", files["ckpt"], "--point", "64,70",
+                              "--window", "-160,240", "--out", out))
+    image, geometry = read_image(dcm, geometry=True)
+    mask, written = read_image(out, geometry=True)
+    assert written == geometry and geometry.world_ndim == 3  # origin, direction and spacing of the slice
+    masks, iou, _ = predictor_for(sam, image, window=(-160.0, 240.0)).predict(points=[[64.0, 70.0]])
+    assert np.array_equal(mask, masks[int(np.argmax(iou))].astype(np.uint8))
+    n = int(mask.sum())
+    assert f"{n * geometry.spacing[0] * geometry.spacing[1]:.6g} mm^2" in result.output
+
+
 def test_a_segment_anything_checkpoint_gives_segment_anythings_mask(files, tmp_path):
+    import importlib.util
+    from pathlib import Path
+
     sa = pytest.importorskip("segment_anything")
-    from functools import partial
-
-    from segment_anything.modeling import (
-        ImageEncoderViT,
-        MaskDecoder,
-        PromptEncoder,
-        Sam,
-        TwoWayTransformer,
-    )
-
-    cfg = create_model("sam_tiny").config
-    g = cfg.img_size // cfg.patch_size
-    torch.manual_seed(3)
-    ref = Sam(image_encoder=ImageEncoderViT(img_size=cfg.img_size, patch_size=cfg.patch_size, embed_dim=cfg.encoder_dim,
-                                            depth=cfg.encoder_depth, num_heads=cfg.encoder_heads, mlp_ratio=cfg.mlp_ratio,
-                                            out_chans=cfg.prompt_dim, norm_layer=partial(torch.nn.LayerNorm, eps=1e-6),
-                                            use_rel_pos=True, window_size=cfg.window_size,
-                                            global_attn_indexes=cfg.global_attn_indexes),
-              prompt_encoder=PromptEncoder(embed_dim=cfg.prompt_dim, image_embedding_size=(g, g),
-                                           input_image_size=(cfg.img_size, cfg.img_size),
-                                           mask_in_chans=cfg.mask_in_chans),
-              mask_decoder=MaskDecoder(transformer_dim=cfg.prompt_dim, transformer=TwoWayTransformer(
-                  depth=cfg.decoder_depth, embedding_dim=cfg.prompt_dim, num_heads=cfg.decoder_heads,
-                  mlp_dim=cfg.decoder_mlp_dim), iou_head_depth=cfg.iou_head_depth,
-                  iou_head_hidden_dim=cfg.iou_head_hidden_dim)).eval()
-    with torch.no_grad():  # rel-pos tables start at zero: give every weight a value
-        for p in ref.parameters():
-            p.add_(0.05 * torch.randn_like(p))
+    # the SAM tests' small random-weight reference (segment-anything's own modules), loaded by path
+    spec = importlib.util.spec_from_file_location(
+        "_sam_reference", Path(__file__).resolve().parents[1] / "models" / "sam" / "_sam_reference.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    ref = module.reference_sam(seed=3)
     ckpt = tmp_path / "sam_reference.pth"
     torch.save(ref.state_dict(), ckpt)
     out = tmp_path / "mask.png"
