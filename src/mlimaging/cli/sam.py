@@ -128,6 +128,14 @@ def slice_geometry(geometry: ImageGeometry, axis: int, index: int) -> ImageGeome
     The slice keeps the other two axes' spacing and world directions; its origin is the world
     point of the slice's first voxel, :math:`o' = o + D_{:,a}\, s_a\, k`, so the slice pixel
     :math:`(i, j)` sits where the volume voxel with :math:`k` inserted at ``axis`` sits.
+
+    Examples
+    --------
+    >>> from mlimaging.data import ImageGeometry
+    >>> g = ImageGeometry(spacing=(2.0, 2.0, 3.0), origin=(10.0, 0.0, -5.0))
+    >>> s = slice_geometry(g, 2, 4)
+    >>> s.spacing, s.origin, s.direction.shape
+    ((2.0, 2.0), (10.0, 0.0, 7.0), (3, 2))
     """
     import numpy as np
 
