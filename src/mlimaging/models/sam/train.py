@@ -532,9 +532,17 @@ class SAMStep(TrainStep):
 
     Examples
     --------
+    >>> from mlimaging.data import PhantomDataset
+    >>> from mlimaging.models import create_model
+    >>> from mlimaging.training import fit
+    >>> sam = create_model("sam_tiny", seed=0)
     >>> step = SAMStep(prompt_kinds=("box",), seed=0)
-    >>> sorted(step.state_dict())
-    ['calls', 'generator']
+    >>> history = fit(sam, PhantomDataset(4, (32, 32), seed=0), step=step, metrics=(), epochs=1, batch_size=2,
+    ...               optimizer=lambda p: torch.optim.AdamW(p, lr=1e-3), progress=False)
+    >>> sorted(k for k in history.epochs[0] if k not in ("epoch", "lr", "seconds"))
+    ['dice_loss', 'focal', 'iou_mse', 'loss', 'mask_iou']
+    >>> sorted(step.state_dict()), step.calls
+    (['calls', 'generator'], 2)
     """
 
     def __init__(self, *, prompt_kinds: Sequence[str] = PROMPT_KINDS, num_points: int = 3, box_jitter: float = 0.1,
