@@ -334,6 +334,10 @@ def test_auto_never_deletes_what_it_did_not_write(files, tmp_path):
                              out / "notes.txt"), "--out", "is a file")
     assert_user_error(invoke("sam", "auto", files["scan"], "--checkpoint", files["ckpt"], "--out",
                              tmp_path / "other"), "--slice")
+    (tmp_path / "notes.pth").write_text("not a checkpoint")
+    assert_user_error(invoke("sam", "auto", files["gray"], "--checkpoint", tmp_path / "notes.pth", "--out",
+                             tmp_path / "other"), "--checkpoint", "notes.pth")
+    assert not (tmp_path / "other").exists()  # nothing is created for a run that could not start
 
 
 @settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

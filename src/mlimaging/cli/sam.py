@@ -326,7 +326,8 @@ def predict_cmd(
 
 
 # ----------------------------------------------------------------------------- sam auto
-def _prepare_folder(out: Path, force: bool) -> None:
+def _check_folder(out: Path, force: bool) -> None:
+    """``--out`` must be a new or empty folder, or (with ``--force``) hold only files sam auto writes."""
     if out.exists() and not out.is_dir():
         raise NotADirectoryError(f"--out {out} is a file; give a folder for the masks, e.g. masks/")
     if out.is_dir() and any(out.iterdir()):
@@ -336,8 +337,14 @@ def _prepare_folder(out: Path, force: bool) -> None:
         if foreign:
             raise FileExistsError(f"--out {out} holds files that sam auto did not write ({', '.join(foreign[:3])}"
                                   f"{', ...' if len(foreign) > 3 else ''}); give another folder")
+
+
+def _clear_folder(out: Path) -> None:
+    """Remove a previous run's masks (checked by :func:`_check_folder`), once the new ones are computed."""
+    if out.is_dir():
         for p in out.iterdir():
-            p.unlink()
+            if _AUTO_FILE.match(p.name):
+                p.unlink()
     out.mkdir(parents=True, exist_ok=True)
 
 
@@ -382,12 +389,13 @@ def auto_cmd(
     suffix = _EXTENSIONS[ext.lstrip(".")] if ext is not None else (
         ".png" if image_format(image) == "pil" else ".nii.gz")
     win = _window(window, rgb)
-    _prepare_folder(out, force)
+    _check_folder(out, force)
     sam = _load(checkpoint, variant)
     with echo_warnings():
         records = automatic_masks(sam, array, points_per_side=points_per_side, pred_iou_thresh=pred_iou_thresh,
                                   stability_score_thresh=stability_thresh, box_nms_thresh=box_nms_thresh,
                                   window=win, progress=True)
+    _clear_folder(out)
     shape = array.shape[:2]
     labels = np.zeros(shape, dtype=np.int32)
     rows = []
