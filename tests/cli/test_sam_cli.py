@@ -282,6 +282,12 @@ def test_predict_bad_input_is_one_red_line(files, not_checkpoints, tmp_path, arg
     assert not out.exists()
 
 
+def test_an_image_of_one_row_is_refused(files, tmp_path):
+    np.save(tmp_path / "line.npy", np.arange(10, dtype=np.float32)[None])
+    assert_user_error(invoke("sam", "predict", tmp_path / "line.npy", "--checkpoint", files["ckpt"], "--point", "1,0",
+                             "--out", tmp_path / "m.png"), "IMAGE", "too small")
+
+
 def test_another_variants_checkpoint_names_what_was_expected(files, tmp_path):
     result = invoke("sam", "predict", files["gray"], "--checkpoint", files["ckpt"], "--variant", "vit_b",
                     "--point", "5,5", "--out", tmp_path / "m.png")
