@@ -235,6 +235,6 @@ def register_cmd(
     console.print(f"transform, {frame}:", highlight=False)
     console.print(text, highlight=False)
     console.print(f"warped image -> {out}" + (f", labels -> {labels_out}" if labels_out is not None else "")
-                  + (f", transform -> {save_transform}" if save_transform is not None else ""))
+                  + (f", transform -> {save_transform}" if save_transform is not None else ""), soft_wrap=True)
     if failed:
         raise ValueError(f"{result.message}. The outputs were written anyway (--keep-failed).")
