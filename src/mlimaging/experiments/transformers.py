@@ -95,7 +95,8 @@ class TransformersConfig(ExperimentConfig):
     data_sizes
         Training-set sizes of the augmentation section.
     aug_epochs, patch_epochs
-        Epochs of every run of sections 2 and 3.
+        Epochs over the largest training set of section 2 (smaller sets get as many steps), and
+        epochs of every run of section 3.
     patch_sizes
         Patch sides of section 3 (divisors of 28).
     rollout_digits
@@ -291,11 +292,14 @@ def _augmentation_section(cfg: TransformersConfig, p: dict[str, Any], run: Run, 
     from mlimaging.experiments.classification import class_subset
 
     sizes = [min(int(n), len(data["ytr"])) for n in p["data_sizes"]]
+    # The same number of optimiser steps for every size: aug_epochs passes over the largest set.
+    epochs_of = {n: max(1, round(p["aug_epochs"] * max(sizes) / n)) for n in sizes}
     run.section("2. Augmentation and the amount of data",
-                f"LeNet and {cfg.vit} trained for {p['aug_epochs']} epochs on {', '.join(map(str, sizes))} "
-                "images, without and with augmentation (random rotation within +-15 degrees and shift within "
-                "+-2 px, drawn anew at every epoch). A ViT's attention has no locality prior: it gains more "
-                "from more data, and augmentation stands in for part of it.")
+                f"LeNet and {cfg.vit} trained on {', '.join(map(str, sizes))} images, without and with augmentation "
+                "(random rotation within +-15 degrees and shift within +-2 px, drawn anew at every epoch), for the "
+                f"same number of optimiser steps whatever the size ({p['aug_epochs']} epochs of the largest set). "
+                "A ViT's attention has no locality prior: it gains more from more data, and augmentation stands "
+                "in for part of it.")
     rows = []
     runs = [(n, name, aug) for n in sizes for name in ("lenet", cfg.vit) for aug in (False, True)]
     for n, name, aug in run.track(runs, "augmentation"):
@@ -303,9 +307,9 @@ def _augmentation_section(cfg: TransformersConfig, p: dict[str, Any], run: Run, 
         x, y = data["xtr"][idx], data["ytr"][idx]
         train = RandomShiftRotate(x, y) if aug else TensorDataset(x, y)
         model, opt = _classifier(name, cfg)
-        _, seconds = _train_classifier(model, opt, train, None, epochs=p["aug_epochs"], cfg=cfg)
+        _, seconds = _train_classifier(model, opt, train, None, epochs=epochs_of[n], cfg=cfg)
         rows.append({"model": name, "training images": n, "augmentation": "on" if aug else "off",
-                     "epochs": p["aug_epochs"], "train seconds": round(seconds, 2),
+                     "epochs": epochs_of[n], "train seconds": round(seconds, 2),
                      "test accuracy": _accuracy(model, data["xte"], data["yte"]), "seed": cfg.seed})
     run.table("Augmentation and data size", rows, caption=f"Test accuracy on {len(data['yte'])} images; "
               f"seed {cfg.seed}.")
