@@ -12,6 +12,9 @@
   segment-anything (other intensity ranges windowed to 0..255 first).
 - :func:`automatic_masks` (``automatic.py``): masks of everything from a grid of point
   prompts, filtered by predicted IoU and stability, de-duplicated by box NMS.
+- :class:`SAMStep`, :func:`sample_prompts`, :func:`sam_loss`, :func:`predict_masks`
+  (``train.py``): training and fine-tuning through :func:`mlimaging.training.fit` with point
+  and box prompts sampled from the ground truth (focal + Dice + IoU loss, as SAM).
 
 Examples
 --------
@@ -32,16 +35,21 @@ from mlimaging.models.sam.checkpoint import infer_sam_config, load_sam_checkpoin
 from mlimaging.models.sam.config import SAM_CONFIGS, SAMConfig
 from mlimaging.models.sam.model import SAM, sam_tiny
 from mlimaging.models.sam.predictor import SAMPredictor, to_sam_rgb
+from mlimaging.models.sam.train import SAMStep, predict_masks, sam_loss, sample_prompts
 
 __all__ = [
     "SAM",
     "SAM_CONFIGS",
     "SAMConfig",
     "SAMPredictor",
+    "SAMStep",
     "automatic_masks",
     "infer_sam_config",
     "load_sam_checkpoint",
+    "predict_masks",
+    "sam_loss",
     "sam_tiny",
+    "sample_prompts",
     "to_sam_rgb",
     "variant_of",
 ]
