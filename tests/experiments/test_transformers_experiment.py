@@ -53,6 +53,11 @@ def test_quick_smoke_run_writes_every_table_and_figure(tmp_path):
         assert all(math.isnan(float(r[c])) or 0.0 <= float(r[c]) <= 1.0
                    for c in ("Dice body", "Dice organ", "Dice lesion"))
 
+    # the trained sam_tiny is saved in SAM's checkpoint format, loadable by `mlimaging sam predict`
+    from mlimaging.models.sam import load_sam_checkpoint
+
+    assert load_sam_checkpoint(folder / "sam_tiny.pth", variant="tiny").img_size == 128
+
     auto = _rows(folder, "automatic-masks")
     assert [r["image"] for r in auto] == ["phantom", "camera"]
     assert auto[0]["size"] == "32 x 32" and auto[1]["size"] == "512 x 512"

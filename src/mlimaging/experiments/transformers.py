@@ -473,6 +473,12 @@ def _sam_section(cfg: TransformersConfig, p: dict[str, Any], run: Run) -> None:
                   progress=not cfg.quick)
     sam_seconds = time.perf_counter() - t0
     sam.eval()
+    # An official-format state dict: `mlimaging sam predict IMAGE --checkpoint <run>/sam_tiny.pth ...`
+    weights = run.path / "sam_tiny.pth"
+    torch.save(sam.state_dict(), weights)
+    run.text(f"The trained weights are in {weights.name} (SAM's checkpoint format): "
+             f"`mlimaging sam predict IMAGE --checkpoint {weights} --box X0,Y0,X1,Y1 --out mask.nii.gz` "
+             "segments a scan's slice with them (`--slice AXIS:INDEX` for a volume).")
 
     seg = SegmentationConfig()
     arch, kwargs = _NETWORKS["U-Net"]
