@@ -133,7 +133,9 @@ def vit_accuracy(*, seed: int, quick: bool) -> dict[str, Any]:
 
 # ----------------------------------------------------------------------------- (b) SAM Dice
 def sam_box_dice(*, seed: int, quick: bool) -> dict[str, Any]:
-    """sam_tiny trained and tested as the ``transformers`` experiment does (its phantoms, prompts and step)."""
+    """sam_tiny trained and tested as the ``transformers`` experiment's section 5 does: its phantoms, settings
+    (:data:`~mlimaging.experiments.transformers.FULL` / ``QUICK``), step, optimiser and schedule, and its
+    test prompts (every structure of the held-out phantoms, exact boxes)."""
     from mlimaging.experiments import transformers as exp
     from mlimaging.models.sam.train import SAMStep, predict_masks
 
@@ -144,6 +146,7 @@ def sam_box_dice(*, seed: int, quick: bool) -> dict[str, Any]:
     sam = create_model("sam_tiny", seed=seed)
     c0, t0 = time.process_time(), time.perf_counter()
     fit(sam, train, step=SAMStep(seed=seed), optimizer=lambda ps: torch.optim.AdamW(ps, lr=cfg.sam_lr, weight_decay=0.01),
+        scheduler=lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=p["sam_epochs"]),
         epochs=p["sam_epochs"], batch_size=cfg.sam_batch_size, seed=seed, metrics=(), grad_clip=1.0, progress=False)
     cpu, wall = time.process_time() - c0, time.perf_counter() - t0
     cases = exp._prompt_cases(test, seed)
