@@ -368,3 +368,24 @@ def test_sam_help_imports_neither_torch_nor_numpy(tmp_path):
             "print(sorted(m for m in ('torch', 'numpy', 'nibabel', 'PIL') if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, cwd=tmp_path)
     assert out.stdout.strip() == "[]", out.stdout + out.stderr
+
+
+def test_an_empty_answer_comes_with_a_warning(files, tmp_path):
+    """A mask of no pixel, or no object passing the filters, is never written silently."""
+    ckpt = tmp_path / "empty.pth"
+    state = create_model("sam_tiny", seed=0).state_dict()
+    # zero the last upscaling layer: the upscaled embedding is GELU(0) = 0, so every mask logit is 0,
+    # not above SAM's threshold 0
+    for k in state:
+        if k.startswith("mask_decoder.output_upscaling.3."):
+            state[k] = torch.zeros_like(state[k])
+    torch.save(state, ckpt)
+    with torch.no_grad():
+        logits, _ = load_sam_checkpoint(ckpt)(torch.zeros(1, 3, 128, 128), boxes=torch.tensor([[10.0, 10, 90, 90]]))
+    assert torch.all(logits <= 0)  # the checkpoint really answers nothing
+    result = assert_ok(invoke("sam", "predict", files["gray"], "--checkpoint", ckpt, "--box", "100,100,300,300",
+                              "--out", tmp_path / "m.png"))
+    assert "mask of 0 pixels" in result.output and "warning: the mask is empty" in result.output
+    result = assert_ok(invoke("sam", "auto", files["gray"], "--checkpoint", ckpt, "--points-per-side", 2,
+                              "--out", tmp_path / "auto"))
+    assert "0 object(s)" in result.output and "warning: no mask passed the filters" in result.output

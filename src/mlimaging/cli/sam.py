@@ -217,6 +217,9 @@ def _load(checkpoint: Path, variant: str | None) -> Any:
         msg = str(exc).strip() or type(exc).__name__
         if "--checkpoint" in msg:
             raise
+        prefix = f"checkpoint {checkpoint} "
+        if msg.startswith(prefix):  # the loader names the file already: name the option instead
+            raise ValueError(f"--checkpoint {checkpoint} {msg[len(prefix):]}") from None
         raise ValueError(f"--checkpoint {checkpoint}: {msg}") from None
 
 
@@ -318,6 +321,10 @@ def predict_cmd(
     console.print(f"{what}: mask of {n} pixels ({100.0 * n / masks[best].size:.1f}%"
                   f"{'' if mm2 is None else f', {mm2:.6g} mm^2'}), predicted IoU {iou[best]:.3f} -> {out}",
                   soft_wrap=True)
+    if n == 0:
+        err_console.print("[yellow]warning:[/] the mask is empty: check that the prompt lies on the object "
+                          "(X is the column, Y the row of the 2-D image) and that the checkpoint suits these images",
+                          soft_wrap=True)
     if multimask:
         for k, path in enumerate(targets[1:]):
             write_output(path, masks[k].astype(np.uint8), geometry)
@@ -427,5 +434,8 @@ def auto_cmd(
             writer.writerow([r["label"], r["file"], r["area_pixels"],
                              "" if r["area_mm2"] is None else f"{r['area_mm2']:.6g}", *r["bbox_xywh"],
                              f"{r['predicted_iou']:.6f}", f"{r['stability_score']:.6f}", *r["point_xy"]])
+    if not rows:
+        err_console.print("[yellow]warning:[/] no mask passed the filters: lower --pred-iou-thresh or "
+                          "--stability-thresh, or check that the checkpoint suits these images", soft_wrap=True)
     console.print(f"{what}: {len(rows)} object(s) -> {out} (mask_###{suffix}, labels{suffix}, masks.json, "
                   "masks.csv)", soft_wrap=True)
