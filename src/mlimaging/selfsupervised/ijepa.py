@@ -1,0 +1,200 @@
+r"""I-JEPA (Assran et al. 2023): predict the embeddings of masked blocks from a context block.
+
+Per image, :math:`M` target blocks :math:`B_1 \dots B_M` and a context block are drawn on
+the patch grid (:func:`~mlimaging.selfsupervised.masking.multi_block_masks`; the context
+excludes every target). The target encoder :math:`\bar f` (an exponential moving average of
+the context encoder, never trained by gradient) encodes the full image; its patch tokens,
+layer-normed, are the targets :math:`s_y`. The context encoder :math:`f` encodes only the
+context patches; a narrow predictor :math:`g` takes its tokens plus one mask token per
+target patch carrying that patch's position embedding, and predicts the target tokens. The
+loss is the squared L2 distance in embedding space averaged over the blocks:
+
+.. math::
+
+    \mathcal{L} = \frac{1}{M} \sum_{i=1}^{M} \frac{1}{|B_i|\, D}
+    \sum_{j \in B_i} \lVert \hat s_y(j) - s_y(j) \rVert_2^2 ,
+    \qquad
+    \bar\theta \leftarrow m_t \bar\theta + (1 - m_t)\, \theta,
+
+after every optimiser step, with the momentum :math:`m_t` rising linearly from
+``ema[0]`` to ``ema[1]`` over ``total_steps`` updates (constant afterwards). No pixel is
+reconstructed and no augmentation is needed.
+
+References
+----------
+Assran M., Duval Q., Misra I., Bojanowski P., Vincent P., Rabbat M., LeCun Y., Ballas N.
+(2023). Self-supervised learning from images with a joint-embedding predictive
+architecture. CVPR. arXiv:2301.08243.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from mlimaging.models.vit import LN_EPS, Block, ViT
+from mlimaging.selfsupervised.mae import encode_visible, vit_encoder
+from mlimaging.selfsupervised.masking import multi_block_masks, sincos_position_embedding
+
+__all__ = ["IJEPA"]
+
+
+def _gather(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+    """tokens ``(B, N, D)``, idx ``(B, K)`` -> ``(B, K, D)``."""
+    return tokens.gather(1, idx[..., None].expand(-1, -1, tokens.shape[-1]))
+
+
+def _positive_int(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{name} must be an int >= 1, got {value!r}")
+    return value
+
+
+class IJEPA(nn.Module):
+    r"""Image joint-embedding predictive architecture with ViT encoders (Assran et al. 2023).
+
+    Parameters
+    ----------
+    image_size, patch_size
+        Image and patch size (square ints or (H, W) pairs); the image divisible by the patch.
+    in_channels
+        Image channels.
+    encoder_dim, encoder_depth, encoder_heads
+        Width, blocks and heads of the ViT context encoder (ignored when ``encoder`` is given).
+    predictor_dim, predictor_depth, predictor_heads
+        Width (narrower than the encoder), blocks and heads of the predictor.
+    ema
+        ``(m_0, m_1)`` in [0, 1]: the EMA momentum rises linearly from ``m_0`` to ``m_1``.
+    total_steps
+        Number of optimiser steps over which the momentum rises (the training length).
+    num_targets, target_scale, target_aspect, context_scale
+        The multi-block masking (:func:`~mlimaging.selfsupervised.masking.multi_block_masks`).
+    encoder
+        An existing 2D :class:`~mlimaging.models.ViT` to pretrain as the context encoder.
+
+    Attributes
+    ----------
+    encoder : ViT
+        The context encoder: ``encoder(x) -> (B, feature_dim)``, the mean patch token.
+    target_encoder : ViT
+        The EMA copy (``requires_grad`` False; in the state dict, so checkpoints keep it).
+    num_updates : Tensor
+        Buffer counting the EMA updates done (the momentum schedule resumes exactly).
+
+    Examples
+    --------
+    >>> import torch
+    >>> model = IJEPA(image_size=28, patch_size=4, encoder_dim=32, encoder_depth=1, predictor_dim=16,
+    ...               predictor_depth=1, total_steps=10)
+    >>> x = torch.rand(4, 1, 28, 28)
+    >>> loss = model.ssl_loss(x, generator=torch.Generator().manual_seed(0))
+    >>> loss.backward(); model.after_step()
+    >>> round(model.momentum(), 6), int(model.num_updates), model.encoder(x).shape
+    (0.9964, 1, torch.Size([4, 32]))
+    """
+
+    def __init__(self, *, image_size: int | Sequence[int], patch_size: int | Sequence[int], in_channels: int = 1,
+                 encoder_dim: int = 64, encoder_depth: int = 4, encoder_heads: int = 4, predictor_dim: int = 32,
+                 predictor_depth: int = 2, predictor_heads: int = 4, ema: Sequence[float] = (0.996, 1.0),
+                 total_steps: int = 1000, num_targets: int = 4, target_scale: Sequence[float] = (0.15, 0.2),
+                 target_aspect: Sequence[float] = (0.75, 1.5), context_scale: Sequence[float] = (0.85, 1.0),
+                 encoder: ViT | None = None) -> None:
+        super().__init__()
+        self.encoder = vit_encoder(image_size=image_size, patch_size=patch_size, in_channels=in_channels,
+                                   dim=encoder_dim, depth=encoder_depth, heads=encoder_heads, encoder=encoder)
+        vit = self.encoder
+        if vit.num_patches < 2:
+            raise ValueError(f"image_size / patch_size must give at least 2 patches, got grid {vit.grid_size}")
+        for name, value in (("predictor_dim", predictor_dim), ("predictor_depth", predictor_depth),
+                            ("predictor_heads", predictor_heads)):
+            _positive_int(value, name)
+        if predictor_dim % predictor_heads:
+            raise ValueError(f"predictor_heads must divide predictor_dim, got {predictor_dim} and {predictor_heads}")
+        ok = isinstance(ema, Sequence) and not isinstance(ema, str) and len(ema) == 2 and all(
+            not isinstance(v, bool) and isinstance(v, (int, float)) and 0 <= v <= 1 for v in ema)
+        if not ok:
+            raise ValueError(f"ema must be a pair (start, end) of momenta in [0, 1], got {ema!r}")
+        self.ema = (float(ema[0]), float(ema[1]))
+        self.total_steps = _positive_int(total_steps, "total_steps")
+        self.mask_options = dict(num_targets=num_targets, target_scale=tuple(target_scale),
+                                 target_aspect=tuple(target_aspect), context_scale=tuple(context_scale))
+        multi_block_masks(vit.grid_size, **self.mask_options, generator=torch.Generator())  # validates
+        self.feature_dim = vit.dim
+        self.grid_size = vit.grid_size
+
+        self.target_encoder = copy.deepcopy(vit)
+        self.target_encoder.requires_grad_(False)
+        self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
+
+        self.predictor_embed = nn.Linear(vit.dim, predictor_dim)
+        self.mask_token = nn.Parameter(torch.zeros(1, 1, predictor_dim))
+        self.register_buffer("predictor_pos_embed",
+                             sincos_position_embedding(predictor_dim, vit.grid_size)[None], persistent=False)
+        self.predictor_blocks = nn.ModuleList(Block(predictor_dim, predictor_heads, 4 * predictor_dim, 0.0)
+                                              for _ in range(predictor_depth))
+        self.predictor_norm = nn.LayerNorm(predictor_dim, eps=LN_EPS)
+        self.predictor_proj = nn.Linear(predictor_dim, vit.dim)
+        nn.init.trunc_normal_(self.mask_token, std=0.02)
+        for m in [self.predictor_embed, self.predictor_proj, *self.predictor_blocks.modules()]:
+            if isinstance(m, nn.Linear):
+                nn.init.trunc_normal_(m.weight, std=0.02)
+                nn.init.zeros_(m.bias)
+
+    def train(self, mode: bool = True) -> IJEPA:
+        super().train(mode)
+        self.target_encoder.eval()  # no dropout in the targets
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The representation ``(B, feature_dim)`` of ``x`` (the context encoder, all patches)."""
+        return self.encoder(x)
+
+    def predict(self, context: torch.Tensor, context_idx: torch.Tensor, target_idx: torch.Tensor) -> torch.Tensor:
+        """Predictor: context tokens ``(B, K_c, D)`` at ``context_idx`` ``(B, K_c)`` -> predicted
+        target tokens ``(B, M, K_t, D)`` at ``target_idx`` ``(B, M, K_t)``."""
+        b, m, kt = target_idx.shape
+        pos = self.predictor_pos_embed.expand(b, -1, -1)
+        z = self.predictor_embed(context) + _gather(pos, context_idx)
+        z = z.repeat_interleave(m, dim=0)  # (B M, K_c, d)
+        queries = self.mask_token + _gather(pos.repeat_interleave(m, dim=0), target_idx.reshape(b * m, kt))
+        z = torch.cat([z, queries], dim=1)
+        for block in self.predictor_blocks:
+            z, _ = block(z)
+        out = self.predictor_proj(self.predictor_norm(z[:, -kt:]))
+        return out.reshape(b, m, kt, -1)
+
+    def ssl_loss(self, x: torch.Tensor, y: Any = None, *, generator: torch.Generator | None = None
+                 ) -> torch.Tensor:
+        """The embedding-prediction loss of a batch ``(B, C, H, W)``; ``y`` is ignored."""
+        masks = multi_block_masks(self.grid_size, batch=x.shape[0], **self.mask_options, generator=generator)
+        ctx_idx, tgt_idx = masks.context.to(x.device), masks.targets.to(x.device)
+        b, m, kt = tgt_idx.shape
+        with torch.no_grad():
+            h = encode_visible(self.target_encoder, x)[:, 1:]
+            h = F.layer_norm(h, (h.shape[-1],))
+            targets = _gather(h, tgt_idx.reshape(b, m * kt)).reshape(b, m, kt, -1)
+        context = encode_visible(self.encoder, x, ctx_idx)[:, 1:]
+        pred = self.predict(context, ctx_idx, tgt_idx)
+        return (pred - targets).pow(2).mean()
+
+    def momentum(self) -> float:
+        """The EMA momentum of the next update: linear from ``ema[0]`` to ``ema[1]``."""
+        t = min(int(self.num_updates), self.total_steps) / self.total_steps
+        return self.ema[0] + t * (self.ema[1] - self.ema[0])
+
+    @torch.no_grad()
+    def after_step(self) -> None:
+        r"""EMA update of the target encoder, :math:`\bar\theta \leftarrow m \bar\theta + (1 - m) \theta`."""
+        m = self.momentum()
+        target = dict(self.target_encoder.named_parameters())
+        for name, p in self.encoder.named_parameters():
+            target[name].mul_(m).add_(p.detach(), alpha=1.0 - m)
+        target_buffers = dict(self.target_encoder.named_buffers())
+        for name, buf in self.encoder.named_buffers():
+            target_buffers[name].copy_(buf)
+        self.num_updates += 1
