@@ -163,12 +163,12 @@ def test_stratified_subsets_are_nested_stratified_and_sized():
         counts = torch.bincount(y[s], minlength=10)
         assert counts.min() >= 1
         assert (counts.double() - f * 350).abs().max() <= 1.0  # stratified to within one sample
-    for small, big in zip(subsets, subsets[1:]):
+    for small, big in zip(subsets, subsets[1:], strict=False):
         assert torch.isin(small, big).all()  # nested
     assert torch.equal(subsets[-1], torch.arange(3500))
     other = stratified_subsets(y, fractions, seed=4)
     assert not torch.equal(subsets[0], other[0])  # the seed draws other images
-    assert all(torch.equal(a, b) for a, b in zip(subsets, stratified_subsets(y, fractions, seed=3)))
+    assert all(torch.equal(a, b) for a, b in zip(subsets, stratified_subsets(y, fractions, seed=3), strict=True))
 
 
 def test_stratified_subsets_keep_every_class_with_imbalance():
@@ -259,7 +259,7 @@ def test_stratified_subsets_property(labels, fractions, seed):
         assert len(s) == min(len(y), max(len(classes), round(f * len(y))))
         assert set(y[s].tolist()) == classes
     order = sorted(range(len(fractions)), key=lambda i: len(subsets[i]))
-    for i, j in zip(order, order[1:]):
+    for i, j in zip(order, order[1:], strict=False):
         assert torch.isin(subsets[i], subsets[j]).all()
 
 
