@@ -1,0 +1,293 @@
+"""Self-supervised targets of issue 11: SimCLR, MAE and I-JEPA probes on mnist5k, NT-Xent speed.
+
+=================  ===================================================================  ============
+case               what is measured                                                     target
+=================  ===================================================================  ============
+simclr-probe       SimCLR (small CNN encoder) pretrained on the mnist5k training        >= 95.0%
+                   images without their labels, then a linear probe on the frozen
+                   features with all training labels; test accuracy
+simclr-1pct        the same encoder's linear probe with 1% of the labels (35 images,    >= +10 points
+                   stratified) minus the same CNN trained from scratch on those
+                   labels (encoder + linear head); mean over 3 labelled subsets/seeds
+mae-probe          MAE's ViT encoder pretrained on mnist5k, linear probe with 1% of     >= +10 points
+                   the labels, minus the probe of the same ViT randomly initialised;
+                   mean over 3 seeds (the probe with all labels is recorded beside it)
+ijepa-probe        the same for I-JEPA's context encoder                                 >= +10 points
+ntxent-speed       forward + backward of ``nt_xent`` on a 512 x 128 batch pair            <= 1.0x
+                   against lightly's ``NTXentLoss`` (same input, same thread count,
+                   alternating repeats, losses and gradients checked equal); median
+                   process CPU time
+=================  ===================================================================  ============
+
+Pretraining recipes are those of :mod:`mlimaging.cli.pretrain` (the encoders and method settings
+of ``mlimaging pretrain``) with the epochs and learning rates of :data:`RECIPES`. By default torch
+uses one thread (the benchmark was written on a 2-core machine shared with other jobs; process CPU
+time is what is reported). ``--quick`` runs every case with a few epochs (the targets are then not
+expected to be met).
+
+Writes ``benchmarks/results/selfsupervised.json`` (``selfsupervised-quick.json`` with ``--quick``)
+and prints a table.
+
+Run: ``python benchmarks/selfsupervised.py`` (``--quick`` for a short check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import TensorDataset
+
+from mlimaging.cli.pretrain import build_method, fresh_encoder, load_images
+from mlimaging.selfsupervised import evaluation
+from mlimaging.selfsupervised.base import SelfSupervisedStep
+from mlimaging.selfsupervised.losses import nt_xent
+from mlimaging.training import fit
+from mlimaging.utils import package_versions
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results" / "selfsupervised.json"
+TARGETS = {"simclr-probe": 0.95, "simclr-1pct": 0.10, "mae-probe": 0.10, "ijepa-probe": 0.10, "ntxent-speed": 1.0}
+
+#: Pretraining recipes (AdamW; weight decay as in mlimaging.cli.pretrain.WEIGHT_DECAY).
+RECIPES: dict[str, dict[str, Any]] = {
+    "simclr": {"epochs": 30, "lr": 1e-3, "batch_size": 256},
+    "mae": {"epochs": 30, "lr": 1e-3, "batch_size": 256},
+    "ijepa": {"epochs": 30, "lr": 1e-3, "batch_size": 256},
+}
+SEEDS = (0, 1, 2)
+
+
+def install_torchvision_shim() -> None:
+    """lightly imports torchvision, whose PyPI wheel (built for CUDA) cannot load its C operators on the
+    CPU build of torch; load the test suite's shim (tests/_torchvision_cpu.py) by path first."""
+    spec = importlib.util.spec_from_file_location("_torchvision_cpu", ROOT / "tests" / "_torchvision_cpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.install()
+
+
+def _accuracy(result: Any) -> float:
+    if isinstance(result, dict):
+        for key in ("test_accuracy", "accuracy"):
+            if key in result:
+                return float(result[key])
+    return float(result)
+
+
+# ----------------------------------------------------------------------------- pretraining
+def pretrain(method: str, xtr: torch.Tensor, *, seed: int, quick: bool) -> tuple[torch.nn.Module, dict[str, Any], dict]:
+    """Pretrain ``method`` on the unlabelled images ``xtr``; the encoder, its metadata and timings."""
+    from mlimaging.cli.pretrain import WEIGHT_DECAY
+
+    r = dict(RECIPES[method])
+    if quick:
+        r["epochs"] = 1
+    steps = math.ceil(len(xtr) / r["batch_size"]) * r["epochs"]
+    torch.manual_seed(seed)
+    model, meta = build_method(method, channels=int(xtr.shape[1]), image_size=int(xtr.shape[-1]), total_steps=steps)
+    c0, t0 = time.process_time(), time.perf_counter()
+    history = fit(model, TensorDataset(xtr), step=SelfSupervisedStep(seed=seed), metrics=(),
+                  optimizer=lambda p: torch.optim.AdamW(p, lr=r["lr"], weight_decay=WEIGHT_DECAY[method]),
+                  epochs=r["epochs"], batch_size=r["batch_size"], seed=seed, progress=False)
+    info = {"recipe": r, "pretrain_cpu_s": time.process_time() - c0, "pretrain_wall_s": time.perf_counter() - t0,
+            "loss_first": history["loss"][0], "loss_last": history["loss"][-1]}
+    return model.encoder.eval(), meta, info
+
+
+def probe(encoder: torch.nn.Module, x: torch.Tensor, y: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor, *,
+          fraction: float, seed: int) -> tuple[float, int]:
+    idx = evaluation.stratified_subset(y, fraction, seed=seed)
+    result = evaluation.linear_probe(encoder, TensorDataset(x[idx], y[idx]), TensorDataset(xte, yte), seed=seed)
+    return _accuracy(result), len(idx)
+
+
+def scratch(meta: dict[str, Any], x: torch.Tensor, y: torch.Tensor, xte: torch.Tensor, yte: torch.Tensor, *,
+            fraction: float, seed: int) -> float:
+    """The encoder's architecture trained from random initialisation with a linear head on the labelled subset."""
+    idx = evaluation.stratified_subset(y, fraction, seed=seed)
+    result = evaluation.fine_tune(fresh_encoder(meta, seed=seed), TensorDataset(x[idx], y[idx]),
+                                  TensorDataset(xte, yte), seed=seed)
+    return _accuracy(result)
+
+
+def simclr_cases(data: dict[str, torch.Tensor], *, quick: bool) -> list[dict[str, Any]]:
+    encoder, meta, info = pretrain("simclr", data["xtr"], seed=0, quick=quick)
+    c0 = time.process_time()
+    full, n_full = probe(encoder, data["xtr"], data["ytr"], data["xte"], data["yte"], fraction=1.0, seed=0)
+    rows = [{"case": "simclr-probe", "value": full, "target": TARGETS["simclr-probe"],
+             "passed": full >= TARGETS["simclr-probe"], "n_labels": n_full, **info,
+             "probe_cpu_s": time.process_time() - c0}]
+    per_seed = []
+    for seed in SEEDS:
+        ssl, n = probe(encoder, data["xtr"], data["ytr"], data["xte"], data["yte"], fraction=0.01, seed=seed)
+        sup = scratch(meta, data["xtr"], data["ytr"], data["xte"], data["yte"], fraction=0.01, seed=seed)
+        per_seed.append({"seed": seed, "n_labels": n, "simclr_probe": ssl, "supervised_scratch": sup})
+    gap = statistics.mean(r["simclr_probe"] - r["supervised_scratch"] for r in per_seed)
+    rows.append({"case": "simclr-1pct", "value": gap, "target": TARGETS["simclr-1pct"],
+                 "passed": gap >= TARGETS["simclr-1pct"], "per_seed": per_seed,
+                 "mean_simclr_probe": statistics.mean(r["simclr_probe"] for r in per_seed),
+                 "mean_supervised_scratch": statistics.mean(r["supervised_scratch"] for r in per_seed)})
+    return rows
+
+
+def vit_case(method: str, data: dict[str, torch.Tensor], *, quick: bool) -> dict[str, Any]:
+    encoder, meta, info = pretrain(method, data["xtr"], seed=0, quick=quick)
+    random_encoder = fresh_encoder(meta, seed=0).eval()
+    per_seed = []
+    for seed in SEEDS:
+        ssl, n = probe(encoder, data["xtr"], data["ytr"], data["xte"], data["yte"], fraction=0.01, seed=seed)
+        rnd, _ = probe(random_encoder, data["xtr"], data["ytr"], data["xte"], data["yte"], fraction=0.01, seed=seed)
+        per_seed.append({"seed": seed, "n_labels": n, "pretrained_probe": ssl, "random_probe": rnd})
+    full = probe(encoder, data["xtr"], data["ytr"], data["xte"], data["yte"], fraction=1.0, seed=0)[0]
+    full_random = probe(random_encoder, data["xtr"], data["ytr"], data["xte"], data["yte"], fraction=1.0, seed=0)[0]
+    gap = statistics.mean(r["pretrained_probe"] - r["random_probe"] for r in per_seed)
+    case = f"{method}-probe"
+    return {"case": case, "value": gap, "target": TARGETS[case], "passed": gap >= TARGETS[case],
+            "per_seed": per_seed, "mean_pretrained_probe": statistics.mean(r["pretrained_probe"] for r in per_seed),
+            "mean_random_probe": statistics.mean(r["random_probe"] for r in per_seed),
+            "probe_all_labels": full, "random_probe_all_labels": full_random, **info}
+
+
+# ----------------------------------------------------------------------------- NT-Xent speed
+def alternate(runners: dict[str, Callable[[], Any]], *, repeats: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """CPU and wall time of each runner, ``repeats`` times, alternating the order (after one warm-up each)."""
+    for run in runners.values():
+        run()
+    cpu: dict[str, list[float]] = {k: [] for k in runners}
+    wall: dict[str, list[float]] = {k: [] for k in runners}
+    names = list(runners)
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t0, c0 = time.perf_counter(), time.process_time()
+            runners[name]()
+            cpu[name].append(time.process_time() - c0)
+            wall[name].append(time.perf_counter() - t0)
+    return cpu, wall
+
+
+def ntxent_speed(*, repeats: int, iters: int, n: int = 512, dim: int = 128, temperature: float = 0.5) -> dict[str, Any]:
+    from lightly.loss import NTXentLoss
+
+    theirs_loss = NTXentLoss(temperature=temperature)
+    g = torch.Generator().manual_seed(0)
+    a, b = torch.randn(n, dim, generator=g), torch.randn(n, dim, generator=g)
+
+    def forward_backward(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> tuple[float, torch.Tensor]:
+        z1, z2 = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+        value = loss_fn(z1, z2)
+        value.backward()
+        return float(value.detach()), torch.cat([z1.grad, z2.grad])
+
+    def ours(z1: torch.Tensor, z2: torch.Tensor) -> torch.Tensor:
+        return nt_xent(z1, z2, temperature=temperature)
+
+    (l1, g1), (l2, g2) = forward_backward(ours), forward_backward(theirs_loss)
+    loss_diff, grad_diff = abs(l1 - l2), float((g1 - g2).abs().max())
+    if loss_diff > 1e-5 * abs(l2) or grad_diff > 1e-6:
+        raise AssertionError(f"nt_xent and lightly's NTXentLoss differ: loss {l1} vs {l2}, max |grad diff| {grad_diff}")
+
+    def timed(loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor]) -> Callable[[], None]:
+        def run() -> None:
+            for _ in range(iters):
+                z1, z2 = a.clone().requires_grad_(True), b.clone().requires_grad_(True)
+                loss_fn(z1, z2).backward()
+        return run
+
+    cpu, wall = alternate({"mlimaging": timed(ours), "lightly": timed(theirs_loss),
+                           "lightly (A/A copy)": timed(NTXentLoss(temperature=temperature))}, repeats=repeats)
+    med = {k: statistics.median(v) / iters for k, v in cpu.items()}
+    med_wall = {k: statistics.median(v) / iters for k, v in wall.items()}
+    ratio = med["mlimaging"] / med["lightly"]
+    return {"case": "ntxent-speed", "value": ratio, "target": TARGETS["ntxent-speed"],
+            "passed": ratio <= TARGETS["ntxent-speed"], "median_cpu_s": med, "median_wall_s": med_wall,
+            "wall_ratio": med_wall["mlimaging"] / med_wall["lightly"],
+            "aa_ratio": med["lightly (A/A copy)"] / med["lightly"], "batch": n, "dim": dim,
+            "temperature": temperature, "iterations_per_repeat": iters, "repeats": repeats,
+            "loss_abs_difference": loss_diff, "max_abs_grad_difference": grad_diff}
+
+
+# ----------------------------------------------------------------------------- main
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every case (default 1)")
+    parser.add_argument("--quick", action="store_true", help="short check: 1 pretraining epoch per method, "
+                        "3 timing repeats")
+    parser.add_argument("--only", default=",".join(TARGETS), help="comma-separated cases to run (simclr-probe and "
+                        "simclr-1pct run together)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"default {RESULTS.name} (selfsupervised-quick.json with --quick)")
+    args = parser.parse_args()
+    if args.output is None:
+        args.output = RESULTS.with_name("selfsupervised-quick.json") if args.quick else RESULTS
+    only = {c.strip() for c in args.only.split(",") if c.strip()}
+    unknown = only - set(TARGETS)
+    if unknown:
+        parser.error(f"--only: unknown case(s) {sorted(unknown)}; choose from {list(TARGETS)}")
+    torch.set_num_threads(args.threads)
+    install_torchvision_shim()
+    started = time.perf_counter()
+    xtr, ytr = load_images("mnist5k", "train", root=None, seed=0, size=28)
+    xte, yte = load_images("mnist5k", "test", root=None, seed=0, size=28)
+    data = {"xtr": xtr, "ytr": ytr, "xte": xte, "yte": yte}
+    rows: list[dict[str, Any]] = []
+    if only & {"simclr-probe", "simclr-1pct"}:
+        rows += simclr_cases(data, quick=args.quick)
+    for method in ("mae", "ijepa"):
+        if f"{method}-probe" in only:
+            rows.append(vit_case(method, data, quick=args.quick))
+    if "ntxent-speed" in only:
+        rows.append(ntxent_speed(repeats=5 if args.quick else 21, iters=3 if args.quick else 10))
+    report = {"benchmark": "selfsupervised", "quick": args.quick, "torch_threads": torch.get_num_threads(),
+              "n_train": len(ytr), "n_test": len(yte), "rows": rows, "all_passed": all(r["passed"] for r in rows),
+              "seconds": time.perf_counter() - started, "cpu_seconds": time.process_time(),
+              "platform": platform.platform(), "processor": platform.processor(),
+              "versions": package_versions(("mlimaging", "torch", "numpy", "lightly"))}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2, default=float))
+
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=f"Self-supervised (issue 11){' --quick' if args.quick else ''}: mnist5k ({len(ytr)} train, "
+                        f"{len(yte)} test), {torch.get_num_threads()} torch thread(s)")
+    for col in ("case", "result", "target", "met", "details"):
+        table.add_column(col, justify="left" if col in ("case", "details") else "right")
+    for r in rows:
+        case = r["case"]
+        if case == "simclr-probe":
+            shown, target = f"{100 * r['value']:.2f}%", f">= {100 * r['target']:.0f}%"
+            details = (f"{r['recipe']['epochs']} epochs, pretrained in {r['pretrain_cpu_s']:.0f} CPU s; "
+                       f"probe on {r['n_labels']} labels")
+        elif case == "simclr-1pct":
+            shown, target = f"{100 * r['value']:+.1f} pts", f">= +{100 * r['target']:.0f} pts"
+            details = (f"probe {100 * r['mean_simclr_probe']:.1f}% vs scratch {100 * r['mean_supervised_scratch']:.1f}% "
+                       f"(mean of {len(r['per_seed'])} seeds, {r['per_seed'][0]['n_labels']} labels)")
+        elif case.endswith("-probe"):
+            shown, target = f"{100 * r['value']:+.1f} pts", f">= +{100 * r['target']:.0f} pts"
+            details = (f"1% labels: probe {100 * r['mean_pretrained_probe']:.1f}% vs random {100 * r['mean_random_probe']:.1f}%; "
+                       f"all labels {100 * r['probe_all_labels']:.1f}% vs {100 * r['random_probe_all_labels']:.1f}%; "
+                       f"{r['recipe']['epochs']} epochs in {r['pretrain_cpu_s']:.0f} CPU s")
+        else:
+            shown, target = f"{r['value']:.2f}x", f"<= {r['target']:.1f}x"
+            details = (", ".join(f"{k} {1000 * v:.2f} ms" for k, v in r["median_cpu_s"].items())
+                       + f" CPU (wall ratio {r['wall_ratio']:.2f}x; A/A {r['aa_ratio']:.2f}x); "
+                       f"max |grad diff| {r['max_abs_grad_difference']:.1e}")
+        table.add_row(case, shown, target, "yes" if r["passed"] else "NO", details)
+    console = Console(width=160)
+    console.print(table)
+    console.print(f"{'all targets met' if report['all_passed'] else 'some targets NOT met'}; wrote {args.output} "
+                  f"({report['seconds']:.0f} s, {report['cpu_seconds']:.0f} CPU s)")
+
+
+if __name__ == "__main__":
+    main()
