@@ -226,6 +226,8 @@ class RandomRotation(Transform):
     Pixel coordinates :math:`(u, v)` relative to the centre are sampled at
     :math:`R_\theta (u, v)^\top` with bilinear interpolation; points that fall outside the
     image take the value ``fill`` (choose it inside your ``valid_range``: -1000 HU for air).
+    With the row axis pointing down, a positive angle turns the image clockwise on screen
+    (90 degrees is ``torch.rot90(x, -1, (-2, -1))``).
 
     Parameters
     ----------
