@@ -1,0 +1,177 @@
+"""I-JEPA: no gradient into the target encoder, its EMA by hand, the loss in embedding space, fit and resume."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch.utils.data import TensorDataset
+
+from mlimaging.selfsupervised.base import SelfSupervisedStep
+from mlimaging.selfsupervised.ijepa import IJEPA
+from mlimaging.selfsupervised.mae import encode_visible
+from mlimaging.selfsupervised.masking import multi_block_masks
+from mlimaging.training import fit
+
+TINY = dict(image_size=16, patch_size=4, encoder_dim=16, encoder_depth=1, encoder_heads=2, predictor_dim=8,
+            predictor_depth=1, predictor_heads=2, total_steps=20)
+
+
+def images(n: int, seed: int = 0) -> torch.Tensor:
+    g = torch.Generator().manual_seed(seed)
+    centre = torch.rand(n, 2, generator=g) * 16
+    yy, xx = torch.meshgrid(torch.arange(16), torch.arange(16), indexing="ij")
+    d2 = (yy - centre[:, 0, None, None]) ** 2 + (xx - centre[:, 1, None, None]) ** 2
+    return (torch.exp(-d2 / 18.0) + 0.1 * torch.rand(n, 16, 16, generator=g))[:, None]
+
+
+def make(seed: int = 0, **kw) -> IJEPA:
+    torch.manual_seed(seed)
+    return IJEPA(**{**TINY, **kw})
+
+
+def params(module):
+    return {k: v.detach().clone() for k, v in module.named_parameters()}
+
+
+def test_target_encoder_starts_as_a_frozen_copy_and_gets_no_gradient():
+    model = make()
+    assert all(not p.requires_grad for p in model.target_encoder.parameters())
+    a, b = params(model.encoder), params(model.target_encoder)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    loss = model.ssl_loss(images(4), generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert all(p.grad is None for p in model.target_encoder.parameters())
+    assert all(p.grad is not None for p in model.encoder.patch_embed.parameters())
+    assert model.predictor_proj.weight.grad is not None and model.mask_token.grad is not None
+    # the state dict keeps the target encoder and the update counter (checkpoints resume exactly)
+    state = model.state_dict()
+    assert "target_encoder.patch_embed.proj.weight" in state and "num_updates" in state
+
+
+def test_target_encoder_is_the_ema_of_the_context_encoder_after_two_steps():
+    ema = (0.5, 0.9)
+    model = make(ema=ema, total_steps=4)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    step = SelfSupervisedStep(seed=0)
+    x = images(8)
+    theta0 = params(model.encoder)
+    step(model, x, optimizer=opt)
+    theta1 = params(model.encoder)
+    step(model, x, optimizer=opt)
+    theta2 = params(model.encoder)
+    m0, m1 = ema[0], ema[0] + (1 / 4) * (ema[1] - ema[0])  # the momentum schedule, linear in the step
+    target = model.target_encoder.state_dict()
+    for k in theta0:
+        assert not torch.equal(theta0[k], theta2[k]) or k == "cls_token"
+        by_hand = m1 * (m0 * theta0[k] + (1 - m0) * theta1[k]) + (1 - m1) * theta2[k]
+        torch.testing.assert_close(target[k], by_hand)
+    assert int(model.num_updates) == 2
+    assert model.momentum() == pytest.approx(ema[0] + 0.5 * (ema[1] - ema[0]))
+
+
+def test_momentum_schedule_reaches_the_end_and_stays():
+    model = make(ema=(0.9, 1.0), total_steps=3)
+    seen = []
+    for _ in range(5):
+        seen.append(model.momentum())
+        model.after_step()
+    assert seen == pytest.approx([0.9, 0.9 + 0.1 / 3, 0.9 + 0.2 / 3, 1.0, 1.0])
+    # at momentum 1 the target stops moving
+    with torch.no_grad():
+        model.encoder.patch_embed.proj.weight.add_(1.0)
+    before = params(model.target_encoder)
+    model.after_step()
+    after = params(model.target_encoder)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_loss_is_the_l2_between_predictions_and_layer_normed_target_tokens():
+    model = make()
+    x = images(3, seed=1)
+    # ssl_loss draws its masks first from the generator: the same seed gives the same masks
+    masks = multi_block_masks(model.grid_size, batch=3, **model.mask_options, generator=torch.Generator().manual_seed(9))
+    loss = model.ssl_loss(x, generator=torch.Generator().manual_seed(9))
+    with torch.no_grad():
+        h = encode_visible(model.target_encoder, x)[:, 1:]
+        h = F.layer_norm(h, (16,))
+        context = encode_visible(model.encoder, x, masks.context)[:, 1:]
+        pred = model.predict(context, masks.context, masks.targets)
+        per_block = [((pred[b, i] - h[b, masks.targets[b, i]]) ** 2).mean()
+                     for b in range(3) for i in range(masks.targets.shape[1])]
+    torch.testing.assert_close(loss.detach(), torch.stack(per_block).mean())
+
+
+def test_predictions_depend_on_the_target_positions_only_through_the_position_embedding():
+    model = make()
+    x = images(2)
+    masks = multi_block_masks(model.grid_size, batch=2, generator=torch.Generator().manual_seed(1))
+    context = encode_visible(model.encoder, x, masks.context)[:, 1:]
+    pred = model.predict(context, masks.context, masks.targets)
+    assert pred.shape == (*masks.targets.shape, 16)
+    moved = (masks.targets + 1) % model.encoder.num_patches
+    assert not torch.allclose(model.predict(context, masks.context, moved), pred)
+
+
+def fit_ijepa(epochs, **kw):
+    model = make(seed=kw.pop("model_seed", 0), total_steps=12)
+    h = fit(model, TensorDataset(images(64)), step=SelfSupervisedStep(seed=0), metrics=(), batch_size=16,
+            optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3), epochs=epochs, progress=False, **kw)
+    return model, h
+
+
+def test_fit_lowers_the_loss():
+    _, h = fit_ijepa(4)
+    assert h["loss"][-1] < h["loss"][0]
+
+
+def test_resume_is_exact(tmp_path):
+    ref, href = fit_ijepa(3)
+    fit_ijepa(2, checkpoint_dir=tmp_path)
+    model, h = fit_ijepa(3, checkpoint_dir=tmp_path, resume=True, model_seed=5)
+    assert h["loss"] == href["loss"]
+    assert int(model.num_updates) == int(ref.num_updates) == 12
+    sa, sb = model.state_dict(), ref.state_dict()
+    assert sa.keys() == sb.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+
+
+def test_encoder_features():
+    model = make()
+    assert model.encoder(images(5)).shape == (5, 16) and model.feature_dim == 16
+    assert model(images(2)).shape == (2, 16)
+
+
+@settings(max_examples=25, deadline=None)
+@given(ema=st.one_of(st.tuples(st.floats(allow_nan=True), st.floats(allow_nan=True))
+                     .filter(lambda e: not all(0 <= v <= 1 for v in e)),
+                     st.just((0.9,)), st.just(0.99), st.just((0.9, True))))
+def test_bad_ema_is_refused(ema):
+    with pytest.raises(ValueError, match="ema"):
+        IJEPA(**{**TINY, "ema": ema})
+
+
+@settings(max_examples=25, deadline=None)
+@given(size=st.integers(5, 40), patch=st.integers(2, 8))
+def test_image_size_not_divisible_by_patch_is_refused(size, patch):
+    kw = {**TINY, "image_size": size, "patch_size": patch}
+    if size % patch:
+        with pytest.raises(ValueError, match="divisible by patch_size"):
+            IJEPA(**kw)
+    elif size == patch:
+        with pytest.raises(ValueError, match="at least 2 patches"):
+            IJEPA(**kw)
+    else:
+        assert IJEPA(**kw).grid_size == (size // patch, size // patch)
+
+
+def test_other_bad_arguments():
+    with pytest.raises(ValueError, match="predictor_heads must divide"):
+        IJEPA(**{**TINY, "predictor_dim": 10, "predictor_heads": 4})
+    with pytest.raises(ValueError, match="total_steps"):
+        IJEPA(**{**TINY, "total_steps": 0})
+    with pytest.raises(ValueError, match="target_scale"):
+        IJEPA(**{**TINY, "target_scale": (0.0, 0.2)})
+    with pytest.raises(ValueError, match="encoder"):
+        IJEPA(**{**TINY, "encoder": torch.nn.Linear(2, 2)})
