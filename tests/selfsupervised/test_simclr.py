@@ -184,3 +184,16 @@ def test_bad_options(kwargs, match):
 def test_bad_batch(x, match):
     with pytest.raises(ValueError, match=match):
         _model().ssl_loss(x, generator=torch.Generator())
+
+
+def test_vit_encoder_trains_through_simclr():
+    from mlimaging.models import ViT
+    from mlimaging.selfsupervised.encoders import ViTEncoder
+
+    torch.manual_seed(0)
+    vit = ViT(image_size=16, patch_size=4, dim=16, depth=1, heads=2)
+    model = SimCLR(ViTEncoder(vit, pool="mean"), projection_dim=8, hidden_dim=16)
+    loss, _ = model.ssl_loss(torch.rand(4, 1, 16, 16), generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert model.feature_dim == 16 and vit.blocks[0].attn.qkv.weight.grad is not None
+    assert vit.head.weight.grad is None  # the classifier head is not part of the encoder
