@@ -241,7 +241,12 @@ def _pretrain(method: str, cfg: SelfSupervisedConfig, p: dict[str, Any], x: torc
 # ------------------------------------------------------------------------------------ sections
 def _gallery_section(cfg: SelfSupervisedConfig, run: Run, data: dict[str, torch.Tensor]) -> None:
     from mlimaging.data import PhantomDataset
-    from mlimaging.selfsupervised.augment import Compose, GaussianNoise, IntensityJitter, RandomResizedCrop
+    from mlimaging.selfsupervised.augment import (
+        Compose,
+        GaussianNoise,
+        IntensityJitter,
+        RandomResizedCrop,
+    )
 
     run.section("1. Augmentations", "SimCLR draws two random views of each image; the network must recognise "
                 "them as the same image among the batch. Full pipeline: random resized crop (area 50-100%), "
@@ -277,7 +282,7 @@ def _gallery_section(cfg: SelfSupervisedConfig, run: Run, data: dict[str, torch.
 
 
 def _pretrain_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run,
-                      data: dict[str, torch.Tensor]) -> dict[str, Any]:
+                      data: dict[str, torch.Tensor]) -> tuple[dict[str, Any], dict[str, Any]]:
     from mlimaging.selfsupervised.evaluation import knn_accuracy, linear_probe
 
     run.section("2. Pretraining without labels", f"Each method trains for {p['epochs']} epochs on the "
@@ -319,7 +324,7 @@ def _pretrain_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run,
     fig.suptitle(f"Pretraining losses (seed {cfg.seed})", fontsize=9)
     fig.tight_layout()
     run.figure(fig, "pretraining-losses", caption="Per-epoch mean proxy loss of each method.")
-    return models
+    return models, infos
 
 
 def _summarise(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -435,7 +440,10 @@ def _mae_section(cfg: SelfSupervisedConfig, run: Run, data: dict[str, torch.Tens
     run.log(mae_reconstruction_mse=err)
 
 
-def _ablation_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run, data: dict[str, torch.Tensor]) -> None:
+def _ablation_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run, data: dict[str, torch.Tensor],
+                      reuse: tuple[nn.Module, dict[str, Any]] | None = None) -> None:
+    """Temperature and augmentation ablations; ``reuse`` is section 2's SimCLR (model, info), taken for the
+    default temperature when the ablation trains on the same images for as many epochs."""
     from mlimaging.experiments.classification import class_subset
     from mlimaging.selfsupervised.evaluation import knn_accuracy, linear_probe
 
@@ -454,8 +462,12 @@ def _ablation_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run, da
 
     temps = [float(t) for t in p["temperatures"]]
     rows, cache = [], {}
+    same = reuse is not None and n == len(data["ytr"]) and p["ablation_epochs"] == p["epochs"]
     for t in run.track(temps, "temperature"):
-        model, info = _pretrain("simclr", cfg, p, xtr, epochs=p["ablation_epochs"], temperature=t)
+        if same and t == float(cfg.temperature):
+            model, info = reuse
+        else:
+            model, info = _pretrain("simclr", cfg, p, xtr, epochs=p["ablation_epochs"], temperature=t)
         res = probe(model)
         cache[t] = (res, info)
         rows.append({"temperature": t, **res, "final loss": info["history"][-1]["loss"],
@@ -507,8 +519,8 @@ def selfsupervised_experiment(cfg: SelfSupervisedConfig, run: Run) -> None:
     data = _load(cfg, p)
     run.log(n_train=len(data["ytr"]), n_test=len(data["yte"]))
     _gallery_section(cfg, run, data)
-    models = _pretrain_section(cfg, p, run, data)
+    models, infos = _pretrain_section(cfg, p, run, data)
     _label_efficiency_section(cfg, p, run, data, models)
     _tsne_section(cfg, p, run, data, models)
     _mae_section(cfg, run, data, models["mae"])
-    _ablation_section(cfg, p, run, data)
+    _ablation_section(cfg, p, run, data, reuse=(models["simclr"], infos["simclr"]))
