@@ -337,10 +337,10 @@ def probe_cmd(
     rows = evaluation.label_efficiency(encoder, (xtr, ytr), (xte, yte), fractions=(labels,), seeds=(seed,), probe=kind,
                                        supervised=(lambda s: fresh_encoder(meta, seed=s)) if baseline else None,
                                        name=meta["method"], **kw)
-    shown = {"linear": "linear probe", "knn": "kNN (k=20)", "fine_tune": "fine-tune", "scratch": "supervised from scratch"}
-    table = Table("encoder", "dataset", "labels", "evaluation", "test accuracy", title=f"probe ({checkpoint})")
+    shown = {"linear": "linear probe", "knn": "kNN (k=20)", "fine_tune": "fine-tune", "scratch": "trained from scratch"}
+    table = Table("encoder", "dataset", "labels", "evaluation", "test accuracy", title=f"probe of {checkpoint}")
     for r in rows:
-        encoder_name = "random init" if r["method"] == "supervised" else f"{meta['method']} (pretrained)"
+        encoder_name = "random init" if r["method"] == "supervised" else meta["method"]
         table.add_row(encoder_name, name, f"{r['labels']} ({100 * labels:g}%)", shown[r["probe"]], f"{r['accuracy']:.4f}")
     console.print(table)
 
