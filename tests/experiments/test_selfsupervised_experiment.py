@@ -10,11 +10,12 @@ import pytest
 from mlimaging.experiments import ExperimentFailed, list_experiments, run_experiment
 
 # The quick run's code path on smaller data: 128 digits, one temperature besides the default.
-TINY = dict(n_train=128, n_test=64, temperatures=(0.2, 0.5), probe_epochs=3, tsne_points=30, batch_size=64)
+TINY = dict(n_train=128, n_test=64, temperatures=(0.2, 0.5), probe_epochs=3, tsne_points=30, batch_size=64,
+            phantoms=8)
 FIGURES = {"augmentation-gallery.png", "pretraining-losses.png", "label-efficiency.png", "tsne-before-after.png",
            "mae-reconstructions.png", "temperature-ablation.png", "crop-vs-full-augmentation.png"}
 TABLES = {"probes-after-pretraining-all-labels.csv", "label-efficiency.csv", "nt-xent-temperature-ablation.csv",
-          "crop-only-vs-full-augmentation.csv"}
+          "crop-only-vs-full-augmentation.csv", "phantom-patches-tissue-at-the-centre.csv"}
 
 
 def _rows(folder, name):
@@ -55,7 +56,14 @@ def test_quick_smoke_run_writes_every_table_and_figure(tmp_path):
     assert float(temps[1]["linear probe"]) == float(probes["SimCLR"]["linear probe"])
     assert float(aug[1]["kNN"]) == float(temps[1]["kNN"])
 
+    phantom = _rows(folder, "phantom-patches-tissue-at-the-centre")
+    assert {(r["encoder"], r["probe"]) for r in phantom} == {
+        ("SimCLR", "linear"), ("SimCLR", "knn"), ("supervised", "scratch"), ("random CNN", "linear"), ("random CNN", "knn")}
+    assert all(0.0 <= float(r["accuracy"]) <= 1.0 for r in phantom)
+
     metrics = json.loads((folder / "metrics.json").read_text())
+    # one patch per tissue present: every phantom has background, body and organ, most a lesion
+    assert 3 * 8 <= metrics["phantom_patches"]["n_train"] <= 4 * 8
     assert metrics["n_train"] == 128 and metrics["n_test"] == 64
     assert set(metrics["pretraining_histories"]) == {"simclr", "triplet", "mae", "ijepa"}
     assert all(len(h) == 1 for h in metrics["pretraining_histories"].values())  # quick: one epoch
