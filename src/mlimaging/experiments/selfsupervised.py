@@ -405,7 +405,7 @@ def _tsne_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run, data: 
     idx = class_subset(data["yte"], total=n, seed=cfg.seed)
     x, y = data["xte"][idx], data["yte"][idx].numpy()
     run.section("4. t-SNE of the representations", f"{len(idx)} test digits embedded by t-SNE (perplexity "
-                f"{min(30, (len(idx) - 1) // 3)}, PCA initialisation), coloured by their label, which no encoder saw. "
+                f"{min(30, (len(idx) - 1) // 3)}, cosine distances as the kNN probe, PCA initialisation), coloured by their label, which no encoder saw. "
                 "Before pretraining a random CNN already groups some digits (pixel similarity survives random "
                 "convolutions); after SimCLR the classes form separate clusters.")
     panels = [("random-cnn", "CNN before (random)"), ("simclr", "CNN after SimCLR"), ("triplet", "CNN after triplet"),
@@ -414,7 +414,8 @@ def _tsne_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run, data: 
     for ax, (name, title) in zip(axes.flat, panels, strict=True):
         model = models[name]
         feats = extract_features(model.encoder if hasattr(model, "ssl_loss") else model, x).numpy()
-        emb = TSNE(n_components=2, perplexity=min(30.0, (len(idx) - 1) / 3), init="pca", random_state=cfg.seed,
+        emb = TSNE(n_components=2, perplexity=min(30.0, (len(idx) - 1) / 3), init="pca", metric="cosine",
+                   random_state=cfg.seed,
                    max_iter=max(250, p["tsne_iter"])).fit_transform(feats)
         sc = ax.scatter(emb[:, 0], emb[:, 1], c=y, cmap="tab10", s=6, vmin=-0.5, vmax=9.5)
         ax.set_title(title, fontsize=9)
