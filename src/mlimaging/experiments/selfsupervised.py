@@ -207,7 +207,7 @@ def _build(method: str, cfg: SelfSupervisedConfig, p: dict[str, Any], *, steps: 
                                                 temperature=temperature or cfg.temperature,
                                                 augment=_augment(strength)))
     if method == "triplet":
-        return _seeded(cfg.seed, lambda: TripletNet(_cnn(p, cfg.seed), margin=0.5, mining="batch_hard",
+        return _seeded(cfg.seed, lambda: TripletNet(_cnn(p, cfg.seed), margin=0.2, mining="batch_hard",
                                                     augment=_augment()))
     if method == "mae":
         return _seeded(cfg.seed, lambda: MAE(**vit, mask_ratio=0.75, decoder_dim=p["vit_dim"], decoder_depth=1,
@@ -295,9 +295,9 @@ def _pretrain_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run,
     run.section("2. Pretraining without labels", f"Each method trains for {p['epochs']} epochs on the "
                 f"{len(data['ytr'])} mnist5k training images without their labels (AdamW, lr {cfg.lr:g}, batch "
                 f"{cfg.batch_size}). SimCLR and the triplet network use a small CNN (width {p['width']}, "
-                f"{p['feature_dim']}-d features; SimCLR temperature {cfg.temperature:g}; triplet margin 0.5 on "
+                f"{p['feature_dim']}-d features; SimCLR temperature {cfg.temperature:g}; triplet margin 0.2 on "
                 "L2-normalised embeddings, batch-hard mining, the positive of a view being the other view of its "
-                f"image); MAE (75% of the 4 x 4 px patches masked) and I-JEPA (4 target blocks, EMA target "
+                "image; with margin 0.5 it collapsed to constant embeddings, loss = margin, in our runs); MAE (75% of the 4 x 4 px patches masked) and I-JEPA (4 target blocks, EMA target "
                 f"encoder) a ViT of width {p['vit_dim']} and depth {p['vit_depth']}. Representations are judged by "
                 f"a linear probe ({p['probe_epochs']} epochs on the frozen, standardised features) and a weighted "
                 f"20-NN vote on all {len(data['ytr'])} training labels, against each architecture at random "
