@@ -8,7 +8,13 @@ import torch
 from typer.testing import CliRunner
 
 from mlimaging.cli import app
-from mlimaging.cli.pretrain import build_method, fresh_encoder, load_encoder, load_images, patch_size_for
+from mlimaging.cli.pretrain import (
+    build_method,
+    fresh_encoder,
+    load_encoder,
+    load_images,
+    patch_size_for,
+)
 from mlimaging.selfsupervised.base import SelfSupervisedStep
 
 runner = CliRunner()
@@ -167,6 +173,7 @@ def test_resume_refuses_other_settings(simclr_run, tmp_path):
     (["pretrain", "simclr", "--patch-size", "4", "--out", "{tmp}/x"], "--patch-size applies to mae and ijepa"),
     (["pretrain", "mae", "--dataset", "digits", "--patch-size", "3", "--out", "{tmp}/x"], "does not divide"),
     (["pretrain", "simclr", "--resume", "--out", "{tmp}/x"], "does not exist"),
+    (["pretrain", "simclr", "--dataset", "digits", "--batch-size", "1078", "--epochs", "1", "--out", "{tmp}/x"], "last batch of one"),
     (["probe", "--checkpoint", "{tmp}/none.pt"], "does not exist"),
     (["probe", "--checkpoint", "{ckpt}", "--labels", "0"], "--labels must be a fraction in (0, 1]"),
     (["probe", "--checkpoint", "{ckpt}", "--labels", "1.5"], "--labels must be a fraction in (0, 1]"),

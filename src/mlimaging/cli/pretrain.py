@@ -246,6 +246,9 @@ def pretrain_cmd(
     xtr, _ = load_images(s["dataset"], "train", root=s["root"], seed=s["seed"], size=s["size"])
     xva, _ = load_images(s["dataset"], "val", root=s["root"], seed=s["seed"], size=int(xtr.shape[-1]))
     c, hw = int(xtr.shape[1]), int(xtr.shape[-1])
+    if len(xtr) < 2 or len(xtr) % s["batch_size"] == 1:
+        raise ValueError(f"--batch-size {s['batch_size']} leaves a last batch of one image of the {len(xtr)} training "
+                         "images (contrastive losses and batch norm need two); choose another --batch-size")
     if s["patch_size"] and hw % s["patch_size"]:
         raise ValueError(f"--patch-size {s['patch_size']} does not divide the image size {hw}")
     steps = math.ceil(len(xtr) / s["batch_size"]) * epochs
