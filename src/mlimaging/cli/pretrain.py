@@ -15,6 +15,11 @@ the method, the encoder (``encoder_name`` and ``encoder_kwargs`` for a CNN encod
 whose encoder is the method's ViT), the image size and channels; it loads with
 ``torch.load(weights_only=True)``.
 
+``--resume`` continues from ``OUT/checkpoints/last.pt`` with the run's settings (model, optimiser,
+the step's generator of views and masks): an interrupted run resumed with the same ``--epochs``
+ends with exactly the weights of an uninterrupted one. A larger ``--epochs`` trains on; I-JEPA's
+EMA momentum schedule then spans the new total of steps.
+
 ``probe`` rebuilds the encoder from ``model.pt`` and judges its representation
 :math:`h = f(x)` on a stratified fraction of the labels: a linear classifier on the frozen
 features (:func:`~mlimaging.selfsupervised.evaluation.linear_probe`), fine-tuning of the encoder
