@@ -100,13 +100,20 @@ class SimCLR(nn.Module):
     encodes both in one pass (so batch norm sees all :math:`2N` views, the paper's global
     BN), and returns :math:`\operatorname{NT\text{-}Xent}_\tau(g(f(\tilde x)), g(f(\tilde x')))`.
 
-    Recommended recipe for 28 px digits (mnist5k) with a :class:`SmallCNN`: batch 256,
-    :math:`\tau = 0.5` (0.2-0.5 all work at this batch size), Adam at lr :math:`10^{-3}`
-    with weight decay :math:`10^{-6}` (or LARS when the batch is in the thousands), a few tens
-    of epochs; the augmentation is the default pipeline of
-    :func:`~mlimaging.selfsupervised.augment.simclr_augment` (random resized crop, intensity
-    jitter, blur); horizontal flips are left out for digits (they are not natural images: a
-    flipped 2 is not a 2) and crops with scale (0.5, 1) keep each view recognisable.
+    Recommended recipe for 28 px digits (mnist5k) with a :class:`SmallCNN` (``width=32``,
+    ``feature_dim=128``): batch 256, :math:`\tau = 0.5`, Adam at lr :math:`10^{-3}` with
+    weight decay :math:`10^{-6}` (LARS only pays off at batches in the thousands), and an
+    augmentation without flips (digits are not natural images: a mirrored 2 is no 2) and with
+    milder crops than the natural-image default:
+    ``Compose([RandomResizedCrop(28, scale=(0.5, 1.0)), RandomApply(IntensityJitter(0.4, 0.4),
+    p=0.8), GaussianBlur(3, sigma=(0.1, 2.0), p=0.5)])`` (from
+    :mod:`mlimaging.selfsupervised.augment`). Measured on CPU (seed 0) through
+    :func:`~mlimaging.training.fit` and
+    :func:`~mlimaging.selfsupervised.evaluation.linear_probe` (100 epochs) on the mnist5k
+    test split: 91.1% for the random encoder, then 96.7%, 97.3% and 97.6% after 3, 6 and 10
+    epochs; the default :func:`~mlimaging.selfsupervised.augment.simclr_augment` (flips,
+    crops down to 20% of the area) gives 95.4% after 3 epochs. An epoch of the 3,500
+    training images costs about 30 s of one CPU core.
 
     Parameters
     ----------
