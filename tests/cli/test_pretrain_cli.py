@@ -143,6 +143,30 @@ def test_probe_linear_knn_fine_tune_and_baseline(simclr_run):
         assert accuracies and all(0.0 <= a <= 1.0 for a in accuracies)
 
 
+def test_image_folder_pretrains_and_probes(tmp_path):
+    from mlimaging.data import write_image
+
+    g = torch.Generator().manual_seed(0)
+    for k, name in enumerate(("disc", "bar")):
+        (tmp_path / "data" / name).mkdir(parents=True)
+        for i in range(10):
+            image = (torch.rand(16, 16, generator=g) * 60).to(torch.uint8)
+            image[4:12, 6:10] += 150 if k else 0
+            image[6:10, 4:12] += 0 if k else 150
+            write_image(tmp_path / "data" / name / f"{i}.png", image.numpy())
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["pretrain", "mae", "--dataset", "image-folder", "--root", str(tmp_path / "data"),
+                                 "--epochs", "1", "--batch-size", "8", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    meta = torch.load(out / "model.pt", weights_only=True)["pretrain"]
+    assert meta["image_size"] == 16 and meta["method_kwargs"]["patch_size"] == 2  # an 8 x 8 grid
+    assert meta["root"] == str((tmp_path / "data").resolve())
+    result = runner.invoke(app, ["probe", "--checkpoint", str(out / "model.pt"), "--labels", "1.0", "--knn"],
+                           terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "image-folder" in result.output and "kNN" in result.output
+
+
 def test_patch_size_gives_about_seven_patches_a_side():
     assert patch_size_for(28) == 4 and patch_size_for(32) == 4 and patch_size_for(64) == 8 and patch_size_for(8) == 2
     with pytest.raises(ValueError, match="--size"):

@@ -259,7 +259,7 @@ def pretrain_cmd(
     steps = math.ceil(len(xtr) / s["batch_size"]) * epochs
     torch.manual_seed(s["seed"])
     model, meta = build_method(s["method"], channels=c, image_size=hw, patch_size=s["patch_size"], total_steps=steps)
-    meta.update(dataset=s["dataset"], split_seed=s["seed"])
+    meta.update(dataset=s["dataset"], split_seed=s["seed"], root=str(Path(s["root"]).resolve()) if s["root"] else None)
     run = open_run(out, RUN_NAME, {**s, "epochs": epochs, "meta": meta}, stored=stored, clear=clear,
                    command=_command(s, epochs, out), console=err_console)
     wd = WEIGHT_DECAY[s["method"]]
@@ -309,7 +309,8 @@ def probe_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model.pt written by `mlimaging pretrain`."),
     dataset: str | None = typer.Option(None, "--dataset", help="mnist5k, digits or image-folder (default: the "
                                        "pretraining dataset)."),
-    root: str | None = typer.Option(None, "--root", help="Folder of --dataset image-folder."),
+    root: str | None = typer.Option(None, "--root", help="Folder of --dataset image-folder (default: the "
+                                    "pretraining's)."),
     labels: float = typer.Option(0.1, "--labels", help="Fraction of the training labels used, in (0, 1] "
                                  "(stratified by class)."),
     fine_tune: bool = typer.Option(False, "--fine-tune", help="Fine-tune the encoder with a linear head instead of "
@@ -337,6 +338,8 @@ def probe_cmd(
     encoder, meta = load_encoder(checkpoint)
     name = dataset or meta.get("dataset", "mnist5k")
     size, channels = int(meta["image_size"]), int(meta["channels"])
+    if name == meta.get("dataset") and root is None:
+        root = meta.get("root")
     split = int(meta.get("split_seed", 0)) if name == meta.get("dataset") else seed  # the pretraining's split:
     xtr, ytr = load_images(name, "train", root=root, seed=split, size=size, channels=channels)  # no test image
     xte, yte = load_images(name, "test", root=root, seed=split, size=size, channels=channels)  # was pretrained on
