@@ -541,7 +541,8 @@ def _phantom_patches(n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.stack(xs).clamp(0, 1), torch.tensor(ys)
 
 
-def _phantom_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run) -> None:
+def _phantom_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run, n_digits: int) -> None:
+    """Section 8; fine-tuning takes as many optimiser steps as on the ``n_digits`` training digits."""
     from mlimaging.selfsupervised import SelfSupervisedStep
     from mlimaging.selfsupervised.augment import simclr_augment
     from mlimaging.selfsupervised.encoders import SmallCNN
@@ -569,8 +570,9 @@ def _phantom_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run) -> 
     def fresh(s: int) -> nn.Module:
         return _seeded(1000 + s, lambda: SmallCNN(feature_dim=dim, width=width))
 
+    steps = max(1, round(p["fine_tune_epochs"] * n_digits / len(ytr)))
     common = dict(fractions=(0.1, 1.0), seeds=(cfg.seed,), probe=("linear", "knn"), probe_epochs=p["probe_epochs"],
-                  fine_tune_epochs=p["fine_tune_epochs"], batch_size=64)
+                  fine_tune_epochs=steps, batch_size=64)
     rows = label_efficiency(model, (xtr, ytr), (xte, yte), supervised=fresh, name="SimCLR", **common)
     rows += label_efficiency(fresh(cfg.seed), (xtr, ytr), (xte, yte), name="random CNN", **common)
     table = [{"encoder": r["method"], "probe": r["probe"], "labels": r["labels"], "accuracy": r["accuracy"]}
@@ -594,4 +596,4 @@ def selfsupervised_experiment(cfg: SelfSupervisedConfig, run: Run) -> None:
     _tsne_section(cfg, p, run, data, models)
     _mae_section(cfg, run, data, models["mae"])
     _ablation_section(cfg, p, run, data, reuse=(models["simclr"], infos["simclr"]))
-    _phantom_section(cfg, p, run)
+    _phantom_section(cfg, p, run, len(data["ytr"]))
