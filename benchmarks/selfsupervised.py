@@ -65,7 +65,7 @@ TARGETS = {"simclr-probe": 0.95, "simclr-1pct": 0.10, "mae-probe": 0.10, "ijepa-
 #: Pretraining recipes (AdamW; weight decay as in mlimaging.cli.pretrain.WEIGHT_DECAY).
 #: Pretraining stops after ``epochs`` or after the epoch that reaches ``cpu_budget_s`` of process CPU time.
 RECIPES: dict[str, dict[str, Any]] = {
-    "simclr": {"epochs": 5, "lr": 1e-3, "batch_size": 256, "cpu_budget_s": 100.0},
+    "simclr": {"epochs": 8, "lr": 1e-3, "batch_size": 256, "cpu_budget_s": 160.0},
     "mae": {"epochs": 20, "lr": 1e-3, "batch_size": 256, "cpu_budget_s": 100.0},
     "ijepa": {"epochs": 20, "lr": 1e-3, "batch_size": 256, "cpu_budget_s": 100.0},
 }
