@@ -38,7 +38,6 @@ Run: ``python benchmarks/selfsupervised.py`` (``--quick`` for a short check).
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import platform
@@ -51,6 +50,11 @@ from typing import Any
 import torch
 from torch.utils.data import TensorDataset
 
+from _common import (  # benchmarks/ is on sys.path when a script runs
+    CPUBudget,
+    alternate,
+    install_torchvision_shim,
+)
 from mlimaging.cli.pretrain import build_method, fresh_encoder, load_images
 from mlimaging.selfsupervised import evaluation
 from mlimaging.selfsupervised.base import SelfSupervisedStep
@@ -58,7 +62,6 @@ from mlimaging.selfsupervised.losses import nt_xent
 from mlimaging.training import fit
 from mlimaging.utils import package_versions
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "selfsupervised.json"
 TARGETS = {"simclr-probe": 0.95, "simclr-1pct": 0.10, "mae-probe": 0.10, "ijepa-probe": 0.10, "ntxent-speed": 1.0}
 
@@ -70,15 +73,6 @@ RECIPES: dict[str, dict[str, Any]] = {
     "ijepa": {"epochs": 20, "lr": 1e-3, "batch_size": 256, "cpu_budget_s": 100.0},
 }
 SEEDS = (0, 1, 2)
-
-
-def install_torchvision_shim() -> None:
-    """lightly imports torchvision, whose PyPI wheel (built for CUDA) cannot load its C operators on the
-    CPU build of torch; load the test suite's shim (tests/_torchvision_cpu.py) by path first."""
-    spec = importlib.util.spec_from_file_location("_torchvision_cpu", ROOT / "tests" / "_torchvision_cpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.install()
 
 
 def _accuracy(result: Any) -> float:
@@ -108,17 +102,6 @@ def pretrain(method: str, xtr: torch.Tensor, *, seed: int, quick: bool) -> tuple
     info = {"recipe": r, "epochs_run": len(history), "pretrain_cpu_s": time.process_time() - c0, "pretrain_wall_s": time.perf_counter() - t0,
             "loss_first": history["loss"][0], "loss_last": history["loss"][-1]}
     return model.encoder.eval(), meta, info
-
-
-class CPUBudget:
-    """fit callback: stop after the epoch during which the process CPU time spent in fit reached ``seconds``."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.start = seconds, time.process_time()
-
-    def on_epoch_end(self, state: Any) -> None:
-        if time.process_time() - self.start >= self.seconds:
-            state.stop_training = True
 
 
 def efficiency(encoder: torch.nn.Module, data: dict[str, torch.Tensor], *, fractions: tuple[float, ...],
@@ -168,22 +151,6 @@ def vit_case(method: str, data: dict[str, torch.Tensor], *, quick: bool) -> dict
 
 
 # ----------------------------------------------------------------------------- NT-Xent speed
-def alternate(runners: dict[str, Callable[[], Any]], *, repeats: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """CPU and wall time of each runner, ``repeats`` times, alternating the order (after one warm-up each)."""
-    for run in runners.values():
-        run()
-    cpu: dict[str, list[float]] = {k: [] for k in runners}
-    wall: dict[str, list[float]] = {k: [] for k in runners}
-    names = list(runners)
-    for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            t0, c0 = time.perf_counter(), time.process_time()
-            runners[name]()
-            cpu[name].append(time.process_time() - c0)
-            wall[name].append(time.perf_counter() - t0)
-    return cpu, wall
-
-
 def ntxent_speed(*, repeats: int, iters: int, n: int = 512, dim: int = 128, temperature: float = 0.5) -> dict[str, Any]:
     from lightly.loss import NTXentLoss
 

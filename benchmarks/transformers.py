@@ -41,7 +41,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import importlib.util
 import json
 import platform
 import statistics
@@ -56,6 +55,11 @@ import torch
 from torch import nn
 from torch.utils.data import TensorDataset
 
+from _common import (  # benchmarks/ is on sys.path when a script runs
+    CPUBudget,
+    alternate,
+    install_torchvision_shim,
+)
 from mlimaging.data.transforms import ShiftAugment
 from mlimaging.experiments.classification import load_images
 from mlimaging.models import create_model
@@ -64,7 +68,6 @@ from mlimaging.models.sam.predictor import SAMPredictor
 from mlimaging.training import evaluate, fit
 from mlimaging.utils import package_versions
 
-ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "results" / "transformers.json"
 TARGETS = {"vit-mnist5k": 0.96, "sam-box-dice": 0.90, "vit-speed": 1.0, "sam-speed": 1.0}
 
@@ -74,29 +77,7 @@ VIT_RECIPE = {"model": "vit_tiny", "patch_size": 7, "epochs": 100, "lr": 2e-3, "
               "cpu_budget_s": 600.0}
 
 
-def install_torchvision_shim() -> None:
-    """timm and segment-anything import torchvision, whose PyPI wheel (built for CUDA) cannot load its
-    C operators on the CPU build of torch, so ``import torchvision`` fails. The test suite's shim
-    (tests/_torchvision_cpu.py, also used by tests/conftest.py) defines the two operators that import
-    needs; load it by path (tests/ is not a package) before importing the oracles."""
-    spec = importlib.util.spec_from_file_location("_torchvision_cpu", ROOT / "tests" / "_torchvision_cpu.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    module.install()
-
-
 # ----------------------------------------------------------------------------- (a) ViT accuracy
-class CPUBudget:
-    """fit callback: stop after the epoch during which the process CPU time spent in fit reached ``seconds``."""
-
-    def __init__(self, seconds: float) -> None:
-        self.seconds, self.start = seconds, time.process_time()
-
-    def on_epoch_end(self, state: Any) -> None:
-        if time.process_time() - self.start >= self.seconds:
-            state.stop_training = True
-
-
 def warmup_cosine(epochs: int, warmup: int) -> Callable[[torch.optim.Optimizer], Any]:
     """Linear warm-up over ``warmup`` epochs, then cosine decay to 0 at ``epochs`` (stepped per epoch)."""
 
@@ -165,22 +146,6 @@ def sam_box_dice(*, seed: int, quick: bool) -> dict[str, Any]:
 
 
 # ----------------------------------------------------------------------------- timing helper
-def alternate(runners: dict[str, Callable[[], Any]], *, repeats: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """CPU and wall time of each runner, ``repeats`` times, alternating the order (after one warm-up each)."""
-    for run in runners.values():
-        run()
-    cpu: dict[str, list[float]] = {k: [] for k in runners}
-    wall: dict[str, list[float]] = {k: [] for k in runners}
-    names = list(runners)
-    for r in range(repeats):
-        for name in (names if r % 2 == 0 else names[::-1]):
-            t0, c0 = time.perf_counter(), time.process_time()
-            runners[name]()
-            cpu[name].append(time.process_time() - c0)
-            wall[name].append(time.perf_counter() - t0)
-    return cpu, wall
-
-
 def ratio_row(case: str, times: tuple[dict[str, list[float]], dict[str, list[float]]], ours: str, theirs: str,
               **extra: Any) -> dict[str, Any]:
     """The verdict uses the median process CPU time (other programs on the machine do not inflate it; with

@@ -1,0 +1,51 @@
+"""Helpers shared by the benchmark scripts (run as ``python benchmarks/<name>.py``, which puts
+this folder on ``sys.path``): the torchvision shim for the oracles, a CPU-time budget for
+``fit``, and alternating side-by-side timing."""
+
+from __future__ import annotations
+
+import importlib.util
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def install_torchvision_shim() -> None:
+    """timm, segment-anything and lightly import torchvision, whose PyPI wheel (built for CUDA) cannot
+    load its C operators on the CPU build of torch, so ``import torchvision`` fails. The test suite's
+    shim (tests/_torchvision_cpu.py, also used by tests/conftest.py) defines the two operators that
+    import needs; load it by path (tests/ is not a package) before importing the oracles."""
+    spec = importlib.util.spec_from_file_location("_torchvision_cpu", ROOT / "tests" / "_torchvision_cpu.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.install()
+
+
+class CPUBudget:
+    """fit callback: stop after the epoch during which the process CPU time spent in fit reached ``seconds``."""
+
+    def __init__(self, seconds: float) -> None:
+        self.seconds, self.start = seconds, time.process_time()
+
+    def on_epoch_end(self, state: Any) -> None:
+        if time.process_time() - self.start >= self.seconds:
+            state.stop_training = True
+
+
+def alternate(runners: dict[str, Callable[[], Any]], *, repeats: int) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """CPU and wall time of each runner, ``repeats`` times, alternating the order (after one warm-up each)."""
+    for run in runners.values():
+        run()
+    cpu: dict[str, list[float]] = {k: [] for k in runners}
+    wall: dict[str, list[float]] = {k: [] for k in runners}
+    names = list(runners)
+    for r in range(repeats):
+        for name in (names if r % 2 == 0 else names[::-1]):
+            t0, c0 = time.perf_counter(), time.process_time()
+            runners[name]()
+            cpu[name].append(time.process_time() - c0)
+            wall[name].append(time.perf_counter() - t0)
+    return cpu, wall
