@@ -56,6 +56,9 @@ DEFAULTS: dict[str, Any] = {"method": None, "dataset": "mnist5k", "root": None, 
                             "lr": None, "batch_size": 256, "seed": 0}
 #: Adam (CNN encoders) or AdamW with weight decay 0.05 (ViT encoders, as MAE and I-JEPA train them).
 LR = {"simclr": 1e-3, "triplet": 1e-3, "mae": 1e-3, "ijepa": 1e-3}
+#: Contrastive methods want large batches (many negatives); MAE wants optimiser steps (at batch 256 it
+#: stalls at the mean image within a CPU budget where batch 64 learns: benchmarks/selfsupervised.py).
+BATCH = {"simclr": 256, "triplet": 256, "mae": 64, "ijepa": 256}
 WEIGHT_DECAY = {"simclr": 0.0, "triplet": 0.0, "mae": 0.05, "ijepa": 0.05}
 CNN_FEATURES = 128
 
@@ -212,7 +215,7 @@ def pretrain_cmd(
     root: str | None = typer.Option(None, "--root", help="Folder of --dataset image-folder (one subfolder per class)."),
     epochs: int = typer.Option(20, "--epochs", help="Total epochs (a resumed run continues up to this number)."),
     lr: float | None = typer.Option(None, "--lr", help="Learning rate (default: 0.001)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step (default: 256)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step (default: 256; 64 for mae)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the split, initialisation, views and masks "
                                     "(default: 0)."),
     size: int | None = typer.Option(None, "--size", help="Resize images to SIZE x SIZE (default: as stored)."),
@@ -246,7 +249,7 @@ def pretrain_cmd(
     stored, clear = prepare_out(out, resume=resume, force=force, command="pretrain")
     given = {"method": method, "dataset": dataset, "root": root, "size": size, "patch_size": patch_size, "lr": lr,
              "batch_size": batch_size, "seed": seed}
-    s = resolve_settings(given, stored, {**DEFAULTS, "lr": LR[method]})
+    s = resolve_settings(given, stored, {**DEFAULTS, "lr": LR[method], "batch_size": BATCH[method]})
 
     xtr, _ = load_images(s["dataset"], "train", root=s["root"], seed=s["seed"], size=s["size"])
     xva, _ = load_images(s["dataset"], "val", root=s["root"], seed=s["seed"], size=int(xtr.shape[-1]))
