@@ -1,6 +1,6 @@
 """Helpers shared by the benchmark scripts (run as ``python benchmarks/<name>.py``, which puts
 this folder on ``sys.path``): the torchvision shim for the oracles, a CPU-time budget for
-``fit``, and alternating side-by-side timing."""
+``fit``, alternating side-by-side timing, and the table of targets each script prints."""
 
 from __future__ import annotations
 
@@ -49,3 +49,21 @@ def alternate(runners: dict[str, Callable[[], Any]], *, repeats: int) -> tuple[d
             cpu[name].append(time.process_time() - c0)
             wall[name].append(time.perf_counter() - t0)
     return cpu, wall
+
+
+def print_targets(title: str, rows: list[dict[str, Any]], cells: Callable[[dict[str, Any]], tuple[str, str, str]],
+                  *, summary: str, width: int) -> None:
+    """Print one table row per case (case, result, target, met, details; ``cells(row)`` gives the
+    result, target and details texts), then the ``summary`` line."""
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title=title)
+    for col in ("case", "result", "target", "met", "details"):
+        table.add_column(col, justify="left" if col in ("case", "details") else "right")
+    for r in rows:
+        shown, target, details = cells(r)
+        table.add_row(r["case"], shown, target, "yes" if r["passed"] else "NO", details)
+    console = Console(width=width)
+    console.print(table)
+    console.print(summary)

@@ -54,6 +54,7 @@ from _common import (  # benchmarks/ is on sys.path when a script runs
     CPUBudget,
     alternate,
     install_torchvision_shim,
+    print_targets,
 )
 from mlimaging.cli.pretrain import build_method, fresh_encoder, load_images
 from mlimaging.selfsupervised import evaluation
@@ -194,6 +195,30 @@ def ntxent_speed(*, repeats: int, iters: int, n: int = 512, dim: int = 128, temp
 
 
 # ----------------------------------------------------------------------------- main
+def _cells(r: dict[str, Any]) -> tuple[str, str, str]:
+    """Result, target and details texts of one row of the printed table."""
+    case = r["case"]
+    if case == "simclr-probe":
+        shown, target = f"{100 * r['value']:.2f}%", f">= {100 * r['target']:.0f}%"
+        details = (f"{r['epochs_run']} epochs, pretrained in {r['pretrain_cpu_s']:.0f} CPU s; "
+                   f"probe on {r['n_labels']} labels")
+    elif case == "simclr-1pct":
+        shown, target = f"{100 * r['value']:+.1f} pts", f">= +{100 * r['target']:.0f} pts"
+        details = (f"probe {100 * r['mean_simclr_probe']:.1f}% vs scratch {100 * r['mean_supervised_scratch']:.1f}% "
+                   f"(mean of {len(r['seeds'])} seeds, {r['n_labels']} labels)")
+    elif case.endswith("-probe"):
+        shown, target = f"{100 * r['value']:+.1f} pts", f">= +{100 * r['target']:.0f} pts"
+        details = (f"1% labels: probe {100 * r['mean_pretrained_probe']:.1f}% vs random {100 * r['mean_random_probe']:.1f}%; "
+                   f"all labels {100 * r['probe_all_labels']:.1f}% vs {100 * r['random_probe_all_labels']:.1f}%; "
+                   f"{r['epochs_run']} epochs in {r['pretrain_cpu_s']:.0f} CPU s")
+    else:
+        shown, target = f"{r['value']:.2f}x", f"<= {r['target']:.1f}x"
+        details = (", ".join(f"{k} {1000 * v:.2f} ms" for k, v in r["median_cpu_s"].items())
+                   + f" CPU (wall ratio {r['wall_ratio']:.2f}x; A/A {r['aa_ratio']:.2f}x); "
+                   f"max |grad diff| {r['max_abs_grad_difference']:.1e}")
+    return shown, target, details
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every case (default 1)")
@@ -234,38 +259,10 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2, default=float))
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"Self-supervised (issue 11){' --quick' if args.quick else ''}: mnist5k ({len(ytr)} train, "
-                        f"{len(yte)} test), {torch.get_num_threads()} torch thread(s)")
-    for col in ("case", "result", "target", "met", "details"):
-        table.add_column(col, justify="left" if col in ("case", "details") else "right")
-    for r in rows:
-        case = r["case"]
-        if case == "simclr-probe":
-            shown, target = f"{100 * r['value']:.2f}%", f">= {100 * r['target']:.0f}%"
-            details = (f"{r['epochs_run']} epochs, pretrained in {r['pretrain_cpu_s']:.0f} CPU s; "
-                       f"probe on {r['n_labels']} labels")
-        elif case == "simclr-1pct":
-            shown, target = f"{100 * r['value']:+.1f} pts", f">= +{100 * r['target']:.0f} pts"
-            details = (f"probe {100 * r['mean_simclr_probe']:.1f}% vs scratch {100 * r['mean_supervised_scratch']:.1f}% "
-                       f"(mean of {len(r['seeds'])} seeds, {r['n_labels']} labels)")
-        elif case.endswith("-probe"):
-            shown, target = f"{100 * r['value']:+.1f} pts", f">= +{100 * r['target']:.0f} pts"
-            details = (f"1% labels: probe {100 * r['mean_pretrained_probe']:.1f}% vs random {100 * r['mean_random_probe']:.1f}%; "
-                       f"all labels {100 * r['probe_all_labels']:.1f}% vs {100 * r['random_probe_all_labels']:.1f}%; "
-                       f"{r['epochs_run']} epochs in {r['pretrain_cpu_s']:.0f} CPU s")
-        else:
-            shown, target = f"{r['value']:.2f}x", f"<= {r['target']:.1f}x"
-            details = (", ".join(f"{k} {1000 * v:.2f} ms" for k, v in r["median_cpu_s"].items())
-                       + f" CPU (wall ratio {r['wall_ratio']:.2f}x; A/A {r['aa_ratio']:.2f}x); "
-                       f"max |grad diff| {r['max_abs_grad_difference']:.1e}")
-        table.add_row(case, shown, target, "yes" if r["passed"] else "NO", details)
-    console = Console(width=160)
-    console.print(table)
-    console.print(f"{'all targets met' if report['all_passed'] else 'some targets NOT met'}; wrote {args.output} "
-                  f"({report['seconds']:.0f} s, {report['cpu_seconds']:.0f} CPU s)")
+    print_targets(f"Self-supervised (issue 11){' --quick' if args.quick else ''}: mnist5k ({len(ytr)} train, "
+                  f"{len(yte)} test), {torch.get_num_threads()} torch thread(s)", rows, _cells,
+                  summary=f"{'all targets met' if report['all_passed'] else 'some targets NOT met'}; wrote {args.output} "
+                          f"({report['seconds']:.0f} s, {report['cpu_seconds']:.0f} CPU s)", width=160)
 
 
 if __name__ == "__main__":

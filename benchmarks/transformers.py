@@ -59,6 +59,7 @@ from _common import (  # benchmarks/ is on sys.path when a script runs
     CPUBudget,
     alternate,
     install_torchvision_shim,
+    print_targets,
 )
 from mlimaging.data.transforms import ShiftAugment
 from mlimaging.experiments.classification import load_images
@@ -265,6 +266,26 @@ def sam_speed(name: str, cfg: SAMConfig, image: np.ndarray, *, repeats: int, n_p
 
 
 # ----------------------------------------------------------------------------- main
+def _cells(r: dict[str, Any]) -> tuple[str, str, str]:
+    """Result, target and details texts of one row of the printed table."""
+    case = r["case"]
+    if case == "vit-mnist5k":
+        shown, target = f"{100 * r['value']:.2f}%", f">= {100 * r['target']:.0f}% in 10 CPU min"
+        details = (f"{r['epochs_run']} epochs, {r['cpu_s']:.0f} CPU s ({r['wall_s']:.0f} s wall), "
+                   f"{r['parameters']:,} parameters")
+    elif case == "sam-box-dice":
+        shown, target = f"{r['value']:.3f}", f">= {r['target']:.2f}"
+        details = (", ".join(f"{k} {v:.3f}" for k, v in r["mean_dice_per_prompt"].items())
+                   + f"; {r['n_test_structures']} structures, trained {r['cpu_s']:.0f} CPU s")
+    else:
+        shown, target = f"{r['value']:.2f}x", f"<= {r['target']:.1f}x"
+        details = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in r["median_cpu_s"].items()) + \
+            f" CPU (wall ratio {r['wall_ratio']:.2f}x); max |logit diff| {r['max_abs_logit_difference']:.1e}"
+        if "aa_ratio" in r:
+            details += f"; timm A/A ratio {r['aa_ratio']:.2f}x (noise)"
+    return shown, target, details
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seed", type=int, default=0)
@@ -310,34 +331,10 @@ def main() -> None:
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2, default=float))
 
-    from rich.console import Console
-    from rich.table import Table
-
-    table = Table(title=f"Transformers (issue 10){' --quick' if args.quick else ''}: seed {args.seed}, "
-                        f"{torch.get_num_threads()} torch thread(s)")
-    for col in ("case", "result", "target", "met", "details"):
-        table.add_column(col, justify="left" if col in ("case", "details") else "right")
-    for r in rows:
-        case = r["case"]
-        if case == "vit-mnist5k":
-            shown, target = f"{100 * r['value']:.2f}%", f">= {100 * r['target']:.0f}% in 10 CPU min"
-            details = (f"{r['epochs_run']} epochs, {r['cpu_s']:.0f} CPU s ({r['wall_s']:.0f} s wall), "
-                       f"{r['parameters']:,} parameters")
-        elif case == "sam-box-dice":
-            shown, target = f"{r['value']:.3f}", f">= {r['target']:.2f}"
-            details = (", ".join(f"{k} {v:.3f}" for k, v in r["mean_dice_per_prompt"].items())
-                       + f"; {r['n_test_structures']} structures, trained {r['cpu_s']:.0f} CPU s")
-        else:
-            shown, target = f"{r['value']:.2f}x", f"<= {r['target']:.1f}x"
-            details = ", ".join(f"{k} {1000 * v:.1f} ms" for k, v in r["median_cpu_s"].items()) + \
-                f" CPU (wall ratio {r['wall_ratio']:.2f}x); max |logit diff| {r['max_abs_logit_difference']:.1e}"
-            if "aa_ratio" in r:
-                details += f"; timm A/A ratio {r['aa_ratio']:.2f}x (noise)"
-        table.add_row(case, shown, target, "yes" if r["passed"] else "NO", details)
-    console = Console(width=150)
-    console.print(table)
-    console.print(f"{'all targets met' if report['all_passed'] else 'some targets NOT met'}; wrote {args.output} "
-                  f"({report['seconds']:.0f} s)")
+    print_targets(f"Transformers (issue 10){' --quick' if args.quick else ''}: seed {args.seed}, "
+                  f"{torch.get_num_threads()} torch thread(s)", rows, _cells,
+                  summary=f"{'all targets met' if report['all_passed'] else 'some targets NOT met'}; wrote {args.output} "
+                          f"({report['seconds']:.0f} s)", width=150)
 
 
 if __name__ == "__main__":
