@@ -109,6 +109,14 @@ def _encoder_of(method_or_encoder: Any) -> nn.Module:
     return enc
 
 
+def _training_args(encoder: Any, train: Any, test: Any, epochs: Any, batch_size: Any, seed: Any, lr: Any,
+                   weight_decay: Any) -> tuple[Any, ...]:
+    """The checked arguments shared by :func:`linear_probe` and :func:`fine_tune`, in that order."""
+    return (_encoder_of(encoder), _as_tensors(train, "train"), _as_tensors(test, "test"),
+            _check_int(epochs, "epochs", 1), _check_int(batch_size, "batch_size", 1), _check_int(seed, "seed", 0),
+            _check_positive(lr, "lr"), _check_positive(weight_decay, "weight_decay", allow_zero=True))
+
+
 def _device_of(module: nn.Module) -> torch.device:
     p = next(module.parameters(), None)
     return p.device if p is not None else torch.device("cpu")
@@ -216,14 +224,8 @@ def linear_probe(encoder: nn.Module, train: Any, test: Any, *, epochs: int = 100
     >>> res["accuracy"], res["n_labels"]
     (1.0, 64)
     """
-    encoder = _encoder_of(encoder)
-    xtr, ytr = _as_tensors(train, "train")
-    xte, yte = _as_tensors(test, "test")
-    epochs = _check_int(epochs, "epochs", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    seed = _check_int(seed, "seed", 0)
-    lr = _check_positive(lr, "lr")
-    weight_decay = _check_positive(weight_decay, "weight_decay", allow_zero=True)
+    encoder, (xtr, ytr), (xte, yte), epochs, batch_size, seed, lr, weight_decay = _training_args(
+        encoder, train, test, epochs, batch_size, seed, lr, weight_decay)
     ftr, fte = extract_features(encoder, xtr), extract_features(encoder, xte)
     return _probe_features(ftr, ytr, fte, yte, epochs=epochs, lr=lr, weight_decay=weight_decay,
                            batch_size=batch_size, seed=seed, device=device)
@@ -369,14 +371,8 @@ def fine_tune(encoder: nn.Module, train: Any, test: Any, *, epochs: int = 20, lr
     """
     from mlimaging.training import evaluate, fit
 
-    encoder = _encoder_of(encoder)
-    xtr, ytr = _as_tensors(train, "train")
-    xte, yte = _as_tensors(test, "test")
-    epochs = _check_int(epochs, "epochs", 1)
-    batch_size = _check_int(batch_size, "batch_size", 1)
-    seed = _check_int(seed, "seed", 0)
-    lr = _check_positive(lr, "lr")
-    weight_decay = _check_positive(weight_decay, "weight_decay", allow_zero=True)
+    encoder, (xtr, ytr), (xte, yte), epochs, batch_size, seed, lr, weight_decay = _training_args(
+        encoder, train, test, epochs, batch_size, seed, lr, weight_decay)
     enc = copy.deepcopy(encoder)
     for p in enc.parameters():
         p.requires_grad_(True)
