@@ -1,0 +1,106 @@
+"""Shared plumbing of the attribution methods: input checks, model state, layers, baselines."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from torch import nn
+
+__all__: list[str] = []
+
+
+def check_model(model: Any) -> nn.Module:
+    """``model`` as an ``nn.Module`` (any callable module); ValueError otherwise."""
+    if not isinstance(model, nn.Module):
+        raise ValueError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    return model
+
+
+def check_x(x: Any) -> torch.Tensor:
+    """A finite floating tensor ``(B, C, *spatial)`` with B >= 1; ValueError otherwise."""
+    if not isinstance(x, torch.Tensor):
+        raise ValueError(f"x must be a torch.Tensor (B, C, *spatial), got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise ValueError(f"x must be a floating tensor, got dtype {x.dtype}")
+    if x.ndim < 2 or x.shape[0] < 1 or x.numel() == 0:
+        raise ValueError(f"x must be (B, C, *spatial) with B >= 1, got shape {tuple(x.shape)}")
+    if not bool(torch.isfinite(x).all()):
+        raise ValueError("x contains NaN or infinite values")
+    return x
+
+
+def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
+    """``value`` as an int >= ``minimum``; ValueError naming ``name`` otherwise."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+    return int(value)
+
+
+@contextlib.contextmanager
+def explained(model: nn.Module, *, eval_mode: bool = True) -> Iterator[nn.Module]:
+    """Run ``model`` in eval mode with frozen parameters; restore both afterwards.
+
+    Freezing the parameters keeps autograd from computing weight gradients nobody asked
+    for; the original ``requires_grad`` flags and the train/eval mode of every submodule
+    are put back even when the block raises.
+    """
+    modes = [(m, m.training) for m in model.modules()]
+    flags = [(p, p.requires_grad) for p in model.parameters()]
+    try:
+        if eval_mode:
+            model.eval()
+        for p, _ in flags:
+            p.requires_grad_(False)
+        yield model
+    finally:
+        for p, flag in flags:
+            p.requires_grad_(flag)
+        for m, mode in modes:
+            m.training = mode
+
+
+def resolve_layer(model: nn.Module, layer: Any) -> nn.Module:
+    """A submodule of ``model`` given as a module or its dotted name (``"features.3"``)."""
+    if isinstance(layer, str):
+        try:
+            return model.get_submodule(layer)
+        except AttributeError as err:
+            names = [n for n, _ in model.named_modules() if n][:12]
+            raise ValueError(
+                f"layer {layer!r} is not a submodule of the model (some names: {names})"
+            ) from err
+    if isinstance(layer, nn.Module):
+        if not any(m is layer for m in model.modules()):
+            raise ValueError(f"layer {type(layer).__name__} is not a submodule of the model")
+        return layer
+    raise ValueError(
+        f"layer must be a module of the model or its dotted name, got {type(layer).__name__}"
+    )
+
+
+def as_baseline(baseline: Any, x: torch.Tensor, name: str = "baseline") -> torch.Tensor:
+    """``baseline`` (number or tensor broadcastable to ``x``) as a tensor on x's device."""
+    if isinstance(baseline, bool):
+        raise ValueError(f"{name} must be a number or a tensor, got {baseline!r}")
+    if isinstance(baseline, (int, float)):
+        b = torch.tensor(float(baseline), dtype=x.dtype, device=x.device)
+    elif isinstance(baseline, torch.Tensor):
+        b = baseline.detach().to(device=x.device, dtype=x.dtype)
+        try:
+            torch.broadcast_shapes(b.shape, x.shape)
+        except RuntimeError as err:
+            raise ValueError(
+                f"{name} of shape {tuple(b.shape)} does not broadcast to x {tuple(x.shape)}"
+            ) from err
+        if torch.broadcast_shapes(b.shape, x.shape) != x.shape:
+            raise ValueError(
+                f"{name} of shape {tuple(b.shape)} would enlarge x {tuple(x.shape)}"
+            )
+    else:
+        raise ValueError(f"{name} must be a number or a tensor, got {type(baseline).__name__}")
+    if not bool(torch.isfinite(b).all()):
+        raise ValueError(f"{name} contains NaN or infinite values")
+    return b
