@@ -21,7 +21,9 @@ The ReLU rules of DeconvNet and guided backprop reach ``nn.ReLU`` (in-place or n
 
 from mlimaging.interpretability._dispatch import METHODS, attribute
 from mlimaging.interpretability._targets import SegmentationTarget
+from mlimaging.interpretability.ablation import ablate_channels
 from mlimaging.interpretability.cam import grad_cam, guided_grad_cam
+from mlimaging.interpretability.embeddings import embed, plot_embedding, tsne
 from mlimaging.interpretability.gradients import (
     deconvnet,
     guided_backprop,
@@ -31,6 +33,18 @@ from mlimaging.interpretability.gradients import (
     smoothgrad,
 )
 from mlimaging.interpretability.perturbation import feature_ablation, occlusion
+from mlimaging.interpretability.trust import (
+    deletion_insertion,
+    rank_correlation,
+    sanity_check,
+)
+from mlimaging.interpretability.visualization import (
+    activation_maximization,
+    class_model_visualization,
+    deep_dream,
+    plot_filters,
+    visualize_filters,
+)
 
 __all__ = [
     "METHODS",
@@ -46,4 +60,17 @@ __all__ = [
     "occlusion",
     "saliency",
     "smoothgrad",
+    # feature visualisation, embeddings, trust checks, ablation
+    "ablate_channels",
+    "activation_maximization",
+    "class_model_visualization",
+    "deep_dream",
+    "deletion_insertion",
+    "embed",
+    "plot_embedding",
+    "plot_filters",
+    "rank_correlation",
+    "sanity_check",
+    "tsne",
+    "visualize_filters",
 ]
