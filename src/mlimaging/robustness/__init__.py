@@ -5,6 +5,10 @@ r"""Adversarial robustness: attacks on the input and adversarial training.
   holding settings. Every attack takes an explicit intensity range ``valid_range`` (CT is in
   HU, not in [0, 1]) and a budget in image units or, with ``eps_relative=True``, as a fraction
   of the range width (:mod:`mlimaging.robustness.ranges`).
+* Adversarial training steps for :func:`mlimaging.training.fit`: :class:`FastAdversarialStep`
+  (Wong et al. 2020) and :class:`PGDAdversarialStep` (Madry et al. 2018), or
+  :func:`adversarial_step` by name.
+* :func:`robust_accuracy` and :func:`attack_success_rate` over a data set and a list of budgets.
 
 Examples
 --------
@@ -21,7 +25,26 @@ Examples
 
 from __future__ import annotations
 
+from mlimaging.robustness.adversarial_training import (
+    FastAdversarialStep,
+    PGDAdversarialStep,
+    adversarial_step,
+)
 from mlimaging.robustness.attacks import FGSM, PGD, attack, fgsm, pgd
+from mlimaging.robustness.evaluation import attack_success_rate, robust_accuracy
 from mlimaging.robustness.ranges import Bounds, resolve_range
 
-__all__ = ["FGSM", "PGD", "Bounds", "attack", "fgsm", "pgd", "resolve_range"]
+__all__ = [
+    "FGSM",
+    "PGD",
+    "Bounds",
+    "FastAdversarialStep",
+    "PGDAdversarialStep",
+    "adversarial_step",
+    "attack",
+    "attack_success_rate",
+    "fgsm",
+    "pgd",
+    "resolve_range",
+    "robust_accuracy",
+]
