@@ -302,6 +302,8 @@ def test_simclr_presets():
     assert isinstance(rgb.transforms[2].transform, ColorJitter)
     assert rgb.transforms[3].kernel_size == 3
     assert simclr_augment(224).transforms[3].kernel_size == 23
+    chiral = simclr_augment(28, flip=False)  # digits: a mirrored 2 is not a 2
+    assert [type(t).__name__ for t in chiral.transforms] == ["RandomResizedCrop", "RandomApply", "GaussianBlur"]
     # crop only keeps each view's intensity histogram up to interpolation; full changes it
     x = torch.rand(16, 1, 28, 28, generator=_gen(9))
     xm = x.mean(dim=(1, 2, 3))
@@ -375,6 +377,8 @@ def test_bad_options_and_images():
         simclr_augment(8, strength="weak")
     with pytest.raises(ValueError, match="channels"):
         simclr_augment(8, channels=2)
+    with pytest.raises(ValueError, match="flip"):
+        simclr_augment(8, flip="no")
     with pytest.raises(ValueError, match="transforms"):
         Compose([1])
     with pytest.raises(ValueError, match="transform"):

@@ -610,11 +610,12 @@ class TwoViews:
 
 def simclr_augment(image_size: int | tuple[int, int], *, channels: int = 1,
                    valid_range: tuple[float, float] = (0.0, 1.0), strength: str = "full",
-                   min_scale: float = 0.2) -> Compose:
+                   min_scale: float = 0.2, flip: bool = True) -> Compose:
     r"""SimCLR's augmentation pipeline on batched tensors, or its crop-only ablation.
 
     ``strength="full"``: random resized crop (area in ``[min_scale, 1]``), horizontal flip
-    (p = 0.5), jitter with p = 0.8 (:class:`IntensityJitter` 0.4/0.4 for 1 channel,
+    (p = 0.5; ``flip=False`` leaves it out, for images whose mirror image means something
+    else: digits, or left and right in a scan), jitter with p = 0.8 (:class:`IntensityJitter` 0.4/0.4 for 1 channel,
     :class:`ColorJitter` 0.4/0.4/0.4/0.1 for RGB), Gaussian blur (kernel about 10% of the side,
     :math:`\sigma \in [0.1, 2]`, p = 0.5). ``strength="crop"``: the crop alone, the weak
     augmentation with which contrastive learning can solve its task by trivial cues such as
@@ -626,11 +627,15 @@ def simclr_augment(image_size: int | tuple[int, int], *, channels: int = 1,
     >>> t = simclr_augment(28, strength="crop")
     >>> len(t.transforms), t(torch.rand(2, 1, 28, 28), generator=torch.Generator()).shape
     (1, torch.Size([2, 1, 28, 28]))
+    >>> len(simclr_augment(28).transforms), len(simclr_augment(28, flip=False).transforms)
+    (4, 3)
     """
     if strength not in ("full", "crop"):
         raise ValueError(f"strength must be 'full' or 'crop', got {strength!r}")
     if channels not in (1, 3):
         raise ValueError(f"channels must be 1 or 3, got {channels!r}")
+    if not isinstance(flip, bool):
+        raise ValueError(f"flip must be a bool, got {flip!r}")
     vr = _valid_range(valid_range)
     min_scale = _number("min_scale", min_scale, low=0.0, high=1.0, low_open=True)
     crop = RandomResizedCrop(image_size, scale=(min_scale, 1.0))
@@ -640,5 +645,5 @@ def simclr_augment(image_size: int | tuple[int, int], *, channels: int = 1,
     kernel = max(3, int(0.1 * side) // 2 * 2 + 1)
     jitter = (ColorJitter(0.4, 0.4, 0.4, 0.1, valid_range=vr) if channels == 3
               else IntensityJitter(0.4, 0.4, valid_range=vr))
-    return Compose([crop, RandomFlip(0.5), RandomApply(jitter, p=0.8),
-                    GaussianBlur(kernel, sigma=(0.1, 2.0), p=0.5)])
+    flips = [RandomFlip(0.5)] if flip else []
+    return Compose([crop, *flips, RandomApply(jitter, p=0.8), GaussianBlur(kernel, sigma=(0.1, 2.0), p=0.5)])
