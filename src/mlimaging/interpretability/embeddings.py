@@ -146,10 +146,12 @@ def model_device(model: nn.Module) -> torch.device:
 
 
 def iter_batches(data: Any, batch_size: int, *, name: str = "data") -> Iterator[tuple[torch.Tensor, Any]]:
-    """``(inputs, labels or None)`` batches of a tensor, an ``(x, y)`` pair of tensors, a Dataset
+    """``(inputs, labels or None)`` batches of a tensor or array, an ``(x, y)`` pair of tensors, a Dataset
     of ``(input, label)`` items or a DataLoader (used as is)."""
     from mlimaging.training._data import split_batch
 
+    if isinstance(data, np.ndarray):
+        data = torch.as_tensor(data, dtype=torch.float32)
     if isinstance(data, torch.Tensor):
         if data.ndim < 2 or len(data) == 0:
             raise ValueError(f"{name} must be a non-empty (N, C, *spatial) tensor, got shape "
@@ -168,7 +170,8 @@ def iter_batches(data: Any, batch_size: int, *, name: str = "data") -> Iterator[
         return
     if isinstance(data, DataLoader):
         loader = data
-    elif hasattr(data, "__len__") and hasattr(data, "__getitem__"):
+    elif (hasattr(data, "__len__") and hasattr(data, "__getitem__")
+          and not isinstance(data, (str, bytes, np.ndarray))):
         if len(data) == 0:
             raise ValueError(f"{name} is empty; expected at least one sample")
         loader = DataLoader(data, batch_size=batch_size, shuffle=False)
