@@ -381,6 +381,7 @@ def plot_embedding(points: Any, labels: Any = None, *, classes: list[str] | None
     >>> len(fig.axes[0].collections)
     3
     """
+    import matplotlib
     from matplotlib.figure import Figure
 
     from mlimaging.utils import as_numpy
@@ -399,7 +400,7 @@ def plot_embedding(points: Any, labels: Any = None, *, classes: list[str] | None
         lab = np.asarray(as_numpy(labels)).reshape(-1)
         if len(lab) != len(pts):
             raise ValueError(f"labels must have one entry per point ({len(pts)}), got {len(lab)}")
-        cmap = __import__("matplotlib").colormaps["tab10" if len(np.unique(lab)) <= 10 else "tab20"]
+        cmap = matplotlib.colormaps["tab10" if len(np.unique(lab)) <= 10 else "tab20"]
         for k, value in enumerate(np.unique(lab)):
             sel = lab == value
             name = classes[int(value)] if classes is not None else str(value)

@@ -112,8 +112,9 @@ def _parametrised_leaves(model: nn.Module) -> list[str]:
 
 def _randomise(module: nn.Module, seed: int) -> None:
     """Re-initialise ``module``'s own parameters from a seeded draw (global RNG untouched)."""
-    with torch.random.fork_rng(devices=[]), torch.no_grad():
-        torch.manual_seed(seed)
+    cuda = sorted({p.device.index or 0 for p in module.parameters() if p.is_cuda})
+    with torch.random.fork_rng(devices=cuda), torch.no_grad():
+        torch.manual_seed(seed)  # seeds the CPU and CUDA generators; both restored on exit
         if hasattr(module, "reset_parameters"):
             module.reset_parameters()
             return

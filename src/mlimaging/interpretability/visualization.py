@@ -32,6 +32,7 @@ DOI 10.23915/distill.00007.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -392,16 +393,8 @@ def activation_maximization(
     return x.detach()
 
 
-class _NoCapture:
-    def __enter__(self) -> dict:
-        return {}
-
-    def __exit__(self, *exc: Any) -> None:
-        return None
-
-
 def _maybe_capture(module: nn.Module | None) -> Any:
-    return capture(module, stop=True) if module is not None else _NoCapture()
+    return capture(module, stop=True) if module is not None else contextlib.nullcontext({})
 
 
 # --------------------------------------------------------------------------- DeepDream
