@@ -19,6 +19,7 @@ from torch import nn
 
 from mlimaging.interpretability._common import (
     as_baseline,
+    auto_chunk,
     check_model,
     check_positive_int,
     check_x,
@@ -178,7 +179,8 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: Any, *, samples: int =
     generator : torch.Generator, optional
         Source of the noise; neither seed nor generator uses torch's global generator.
     batch_size : int, optional
-        At most this many noisy images per forward/backward pass (default: all at once).
+        At most this many noisy images per forward/backward pass (default: about
+        :data:`~mlimaging.interpretability._common.ELEMENT_BUDGET` input elements).
 
     Returns
     -------
@@ -201,8 +203,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: Any, *, samples: int =
         np.isfinite(sigma) and sigma >= 0
     ):
         raise ValueError(f"sigma must be a finite number >= 0, got {sigma!r}")
-    if batch_size is not None:
-        batch_size = check_positive_int(batch_size, "batch_size")
+    chunk = auto_chunk(batch_size, x[0].numel())
     if generator is None:
         generator = torch.Generator(device=x.device)
         if seed is not None:
@@ -217,7 +218,6 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: Any, *, samples: int =
                         device=x.device)
     noisy = x.detach().repeat_interleave(n, dim=0) + noise * std
     rows = torch.arange(b).repeat_interleave(n)
-    chunk = batch_size or b * n
     total = torch.zeros_like(x)
     with explained(model):
         for start in range(0, b * n, chunk):
@@ -282,8 +282,9 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Any, *,
         ``"gausslegendre"`` (default), ``"riemann_left"``, ``"riemann_right"``,
         ``"riemann_middle"`` or ``"riemann_trapezoid"``.
     internal_batch_size : int, optional
-        At most this many path points (images) per forward/backward pass; by default all
-        ``steps * B`` in one pass.
+        At most this many path points (images) per forward/backward pass; by default about
+        :data:`~mlimaging.interpretability._common.ELEMENT_BUDGET` input elements (cache-sized
+        passes are faster than one pass of all ``steps * B`` images).
 
     Returns
     -------
@@ -305,8 +306,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Any, *,
     m = check_positive_int(steps, "steps")
     if method not in IG_METHODS:
         raise ValueError(f"method must be one of {IG_METHODS}, got {method!r}")
-    if internal_batch_size is not None:
-        internal_batch_size = check_positive_int(internal_batch_size, "internal_batch_size")
+    chunk = auto_chunk(internal_batch_size, x[0].numel(), "internal_batch_size")
     base = as_baseline(baseline, x)
     alphas, weights = _ig_weights(method, m)
     b = x.shape[0]
@@ -316,7 +316,6 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Any, *,
     alpha_t = torch.as_tensor(alphas, dtype=x.dtype, device=x.device).view(shape)
     path = (base + alpha_t * delta.unsqueeze(0)).reshape(m * b, *x.shape[1:])
     rows = torch.arange(b).repeat(m)
-    chunk = internal_batch_size or m * b
     grads = torch.empty_like(path)
     with explained(model):
         for start in range(0, m * b, chunk):

@@ -21,15 +21,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlimaging.interpretability._common import as_baseline, check_positive_int, explained
+from mlimaging.interpretability._common import as_baseline, auto_chunk, explained
 from mlimaging.interpretability._targets import _Target
 from mlimaging.interpretability.gradients import _setup
 
 __all__ = ["feature_ablation", "occlusion"]
-
-#: Input elements per forward pass when ``batch_size`` is not given (about 16 MB of float32).
-ELEMENT_BUDGET = 1 << 22
-
 
 def _per_axis(value: Any, name: str, ndim: int) -> tuple[int, ...]:
     """An int or a sequence of ``ndim`` ints >= 1, as a tuple."""
@@ -45,12 +41,6 @@ def _per_axis(value: Any, name: str, ndim: int) -> tuple[int, ...]:
         if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
             raise ValueError(f"{name} must hold ints >= 1, got {value!r}")
     return tuple(int(v) for v in values)
-
-
-def _chunk_size(batch_size: int | None, per_image: int) -> int:
-    if batch_size is not None:
-        return check_positive_int(batch_size, "batch_size")
-    return max(1, ELEMENT_BUDGET // max(1, per_image))
 
 
 @contextlib.contextmanager
@@ -117,7 +107,8 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Any, *,
         Replacement value: a number or a tensor broadcastable to ``x`` (e.g. a blurred copy).
     batch_size : int, optional
         Occluded images per forward pass; by default as many as hold about
-        :data:`ELEMENT_BUDGET` input elements, which bounds memory for large volumes.
+        :data:`~mlimaging.interpretability._common.ELEMENT_BUDGET` input elements, which
+        bounds memory for large volumes.
     progress : bool
         Show a rich progress bar (for large volumes).
 
@@ -195,7 +186,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Any, *,
         return m.unsqueeze(1)  # (N, 1, *spatial), broadcast over channels
 
     per_image = x[0].numel()
-    chunk = _chunk_size(batch_size, per_image)
+    chunk = auto_chunk(batch_size, per_image)
     with explained(model), _progress(len(pairs), progress, "occlusion") as advance:
         drops = _score_drops(model, x0, tgt, base, masks, pairs, chunk, advance)
     grid = torch.zeros(changed.shape, dtype=x.dtype, device=x.device)
@@ -235,7 +226,8 @@ def feature_ablation(model: nn.Module, x: torch.Tensor, target: Any, *,
     baseline : float or torch.Tensor
         Replacement value, a number or a tensor broadcastable to ``x``.
     batch_size : int, optional
-        Ablated images per forward pass (default: about :data:`ELEMENT_BUDGET` elements).
+        Ablated images per forward pass (default: about
+        :data:`~mlimaging.interpretability._common.ELEMENT_BUDGET` input elements).
     progress : bool
         Show a rich progress bar.
 
@@ -298,7 +290,7 @@ def feature_ablation(model: nn.Module, x: torch.Tensor, target: Any, *,
     pairs = changed.T.nonzero()
     seg_b = seg.expand(x.shape[0], *seg.shape[1:])
 
-    chunk = _chunk_size(batch_size, x[0].numel())
+    chunk = auto_chunk(batch_size, x[0].numel())
     drops = torch.empty(len(pairs), dtype=x.dtype, device=x.device)
     with explained(model), _progress(len(pairs), progress, "feature ablation") as advance:
         with torch.inference_mode():
