@@ -251,6 +251,20 @@ def test_relu_rule_ends_with_the_call_even_on_error(lenet):
     torch.testing.assert_close(z.grad, torch.tensor([0.0, -3.0]))  # the ordinary rule
 
 
+def test_a_score_that_ignores_x_has_zero_gradient():
+    class Constant(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.bias = nn.Parameter(torch.tensor([1.0, 2.0]))
+
+        def forward(self, x):
+            return self.bias.expand(x.shape[0], 2) + 0 * x.detach().flatten(1)[:, :2]
+
+    x = torch.rand(2, 1, 3, 3)
+    assert torch.equal(saliency(Constant(), x, 1), torch.zeros_like(x))
+    assert torch.equal(integrated_gradients(Constant(), x, 1, steps=4), torch.zeros_like(x))
+
+
 def test_grad_cam_is_nonnegative_and_3d(seg_net):
     model = seg_net("inplace", spatial_dims=3)
     x = torch.rand(2, 1, 8, 8, 8, generator=torch.Generator().manual_seed(0))

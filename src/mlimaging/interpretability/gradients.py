@@ -62,8 +62,10 @@ def _grad(model: nn.Module, x: torch.Tensor, tgt: _Target, rule: str | None = No
         with relu_rule(rule):
             out = model(inp)
     scores = tgt.scores(out)
-    (g,) = torch.autograd.grad(scores.sum(), leaf)
-    return g.detach()
+    if not scores.requires_grad:  # the score does not depend on x: its gradient is zero
+        return torch.zeros_like(x)
+    (g,) = torch.autograd.grad(scores.sum(), leaf, allow_unused=True)
+    return torch.zeros_like(x) if g is None else g.detach()
 
 
 def _gradient_of(model: Any, x: Any, target: Any, rule: str | None = None) -> torch.Tensor:
