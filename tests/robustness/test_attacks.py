@@ -280,3 +280,17 @@ def test_segmentation_3d_and_callable_loss():
     assert torch.allclose(a, b, atol=1e-6)
     c = pgd(model, x, y, eps=0.05, steps=2, restarts=2, loss=lambda logits, t: F.cross_entropy(logits, t[:, 0]))
     assert c.shape == x.shape
+
+
+def test_memory_layout_of_the_result_follows_x():
+    """2D CPU batches are attacked channels-last internally; the result has x's layout and
+    the same values whichever layout x has."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 5))
+    x, y = _data(c=3)
+    x_cl = x.contiguous(memory_format=torch.channels_last)
+    for fn in (lambda t: fgsm(model, t, y, eps=0.05), lambda t: pgd(model, t, y, eps=0.05, steps=2, random_start=False),
+               lambda t: pgd(model, t, y, eps=0.5, steps=2, norm="l2", random_start=False)):
+        a, b = fn(x), fn(x_cl)
+        assert a.is_contiguous() and b.is_contiguous(memory_format=torch.channels_last)
+        assert torch.equal(a, b)
