@@ -294,3 +294,12 @@ def test_memory_layout_of_the_result_follows_x():
         a, b = fn(x), fn(x_cl)
         assert a.is_contiguous() and b.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(a, b)
+
+
+def test_cross_entropy_module_equals_default_loss():
+    model, (x, y) = _cnn(), _data()
+    kw = dict(eps=0.05, steps=3, restarts=2)
+    a = pgd(model, x, y, generator=torch.Generator().manual_seed(0), **kw)
+    b = pgd(model, x, y, generator=torch.Generator().manual_seed(0), loss=nn.CrossEntropyLoss(), **kw)
+    c = pgd(model, x, y, generator=torch.Generator().manual_seed(0), loss=lambda o, t: F.cross_entropy(o, t), **kw)
+    assert torch.equal(a, b) and torch.equal(a, c)

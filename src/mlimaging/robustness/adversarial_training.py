@@ -29,8 +29,8 @@ from mlimaging.robustness.attacks import (
     _check_int,
     _check_norm,
     _prepare_target,
+    _resolve_loss,
     pgd,
-    resolve_loss,
 )
 from mlimaging.robustness.ranges import _number
 from mlimaging.training import TrainStep
@@ -55,7 +55,7 @@ class _AdversarialStep(TrainStep):
             raise ValueError(f"clean_weight must be in [0, 1], got {self.clean_weight}")
         self.valid_range = valid_range
         self.eps_relative = bool(eps_relative)
-        self.loss = resolve_loss(loss)
+        self.loss = _resolve_loss(loss)
         if seed is not None:
             seed = _check_int(seed, "seed", 0)
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)

@@ -39,7 +39,7 @@ _NORMS = ("linf", "l2")
 
 
 @contextmanager
-def attack_mode(model: nn.Module) -> Iterator[None]:
+def _attack_mode(model: nn.Module) -> Iterator[None]:
     """Eval mode and ``requires_grad=False`` on every parameter; both restored on exit."""
     if not isinstance(model, nn.Module):
         yield
@@ -98,10 +98,13 @@ def _dice(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return dice_loss(logits, y)
 
 
-def resolve_loss(loss: LossArg) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def _resolve_loss(loss: LossArg) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """The scalar loss ``(logits, y) -> tensor`` named by ``loss``."""
     if loss is None or (isinstance(loss, str) and loss.lower() == "ce"):
         return _ce
+    if (type(loss) is nn.CrossEntropyLoss and loss.weight is None and loss.reduction == "mean"
+            and loss.ignore_index == -100 and loss.label_smoothing == 0):
+        return _ce  # the same loss; per-sample values for restarts without a loop
     if isinstance(loss, str) and loss.lower() == "dice":
         return _dice
     if callable(loss) and not isinstance(loss, str):
@@ -135,7 +138,7 @@ def _prepare_target(logits: torch.Tensor, y: torch.Tensor, fn: Callable) -> torc
     return y.long()
 
 
-def per_sample_loss(fn: Callable, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+def _per_sample_loss(fn: Callable, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     """The loss of each sample ``(B,)`` (cross-entropy averaged over pixels)."""
     if fn is _ce:
         return _ce(logits, y, "none").reshape(logits.shape[0], -1).mean(1)
@@ -253,9 +256,9 @@ def fgsm(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torc
     x, y = _check_xy(model, x, y)
     bounds = resolve_range(valid_range, x, eps_relative=eps_relative)
     e = bounds.scale(_number(eps, "eps", minimum=0.0), relative=eps_relative)
-    fn = resolve_loss(loss)
+    fn = _resolve_loss(loss)
     xw = _working_copy(x)
-    with attack_mode(model), torch.enable_grad():
+    with _attack_mode(model), torch.enable_grad():
         g, _ = _grad(model, fn, xw.clone(), y, bool(targeted), first=True)
     adv = xw + e * g.sign()
     return _restore_layout(bounds.clamp_(adv), x)
@@ -395,7 +398,7 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch
     bounds = resolve_range(valid_range, x, eps_relative=eps_relative)
     eps_v = _number(eps, "eps", minimum=0.0)
     alpha_v = 2.5 * eps_v / steps if alpha is None else _number(alpha, "alpha", minimum=0.0, strict=True)
-    fn = resolve_loss(loss)
+    fn = _resolve_loss(loss)
     scale = None
     if eps_relative and norm == "l2" and isinstance(bounds.width, torch.Tensor):
         scale, e, a = bounds.width, eps_v, alpha_v  # ball in normalised units
@@ -405,20 +408,20 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch
     kw = dict(eps=e, alpha=a, steps=steps, norm=norm, random_start=bool(random_start), targeted=bool(targeted),
               generator=generator, scale=scale)
     x_in, x = x, _working_copy(x)
-    with attack_mode(model), torch.enable_grad():
+    with _attack_mode(model), torch.enable_grad():
         best, y = _pgd_once(model, fn, x, y, bounds, **kw)
         if restarts == 1:
             return _restore_layout(best, x_in)
         with torch.no_grad():
             logits = model(best)
-            best_loss = per_sample_loss(fn, logits, y)
+            best_loss = _per_sample_loss(fn, logits, y)
             best_hit = _success(logits, y, bool(targeted))
         sign = -1.0 if targeted else 1.0
         for _ in range(restarts - 1):
             adv, _ = _pgd_once(model, fn, x, y, bounds, **kw)
             with torch.no_grad():
                 logits = model(adv)
-                cur_loss = per_sample_loss(fn, logits, y)
+                cur_loss = _per_sample_loss(fn, logits, y)
                 better = sign * cur_loss > sign * best_loss
                 if best_hit is not None:
                     hit = _success(logits, y, bool(targeted))

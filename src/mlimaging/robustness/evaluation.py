@@ -25,7 +25,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from mlimaging.robustness.attacks import FGSM, PGD, _Attack, _check_int, attack_mode
+from mlimaging.robustness.attacks import FGSM, PGD, _Attack, _attack_mode, _check_int
 from mlimaging.robustness.ranges import _number
 from mlimaging.training._data import split_batch
 
@@ -114,7 +114,7 @@ def _counts(model: nn.Module, data: Any, attack: AttackArg, eps_list: Sequence[f
         for batch in loader:
             x, y = split_batch(batch)
             x, y = x.to(device), y.to(device)
-            with attack_mode(model), torch.no_grad():
+            with _attack_mode(model), torch.no_grad():
                 clean_pred = model(x).argmax(1)
             is_class = clean_pred.ndim == 1
             if classification_only and not is_class:
@@ -123,14 +123,14 @@ def _counts(model: nn.Module, data: Any, attack: AttackArg, eps_list: Sequence[f
             if targeted:
                 if not is_class:
                     raise ValueError("a targeted attack needs a classifier here (logits (B, K))")
-                with attack_mode(model), torch.no_grad():
+                with _attack_mode(model), torch.no_grad():
                     k = model(x[:1]).shape[1]
                 goal = _targets(targets, y, k).to(device)
             else:
                 goal = y
             for t, eps in zip(tally, eps_values, strict=True):
                 x_adv = x if eps == 0 else run(model, x, goal, eps)
-                with attack_mode(model), torch.no_grad():
+                with _attack_mode(model), torch.no_grad():
                     pred = model(x_adv).argmax(1)
                 hit = (pred == y).reshape(y.shape[0], -1).float().mean(1)
                 t["n"] += y.shape[0]
