@@ -51,12 +51,17 @@ class SegmentationTarget:
     Examples
     --------
     >>> import torch
+    >>> from mlimaging.interpretability import saliency
+    >>> model = torch.nn.Conv2d(1, 2, kernel_size=1)  # logits of class c: w_c x + b_c
+    >>> with torch.no_grad():
+    ...     _ = model.weight.copy_(torch.tensor([1.0, -3.0]).view(2, 1, 1, 1))
     >>> mask = torch.zeros(4, 4, dtype=torch.bool)
     >>> mask[1:3, 1:3] = True
-    >>> t = SegmentationTarget(1, mask)
-    >>> logits = torch.arange(2 * 16.0).reshape(1, 2, 4, 4)
-    >>> float(resolve_target(t, 1, 2).scores(logits)[0])  # 21 + 22 + 25 + 26
-    94.0
+    >>> saliency(model, torch.rand(1, 1, 4, 4), SegmentationTarget(1, mask))[0, 0]
+    tensor([[0., 0., 0., 0.],
+            [0., 3., 3., 0.],
+            [0., 3., 3., 0.],
+            [0., 0., 0., 0.]])
     """
 
     cls: Any
