@@ -51,7 +51,7 @@ class SegmentationTarget:
     Examples
     --------
     >>> import torch
-    >>> from mlimaging.interpretability import saliency
+    >>> from mlimaging.interpretability import SegmentationTarget, saliency
     >>> model = torch.nn.Conv2d(1, 2, kernel_size=1)  # logits of class c: w_c x + b_c
     >>> with torch.no_grad():
     ...     _ = model.weight.copy_(torch.tensor([1.0, -3.0]).view(2, 1, 1, 1))
