@@ -106,6 +106,7 @@ def test_eps_zero_returns_x():
     model, (x, y) = _cnn(), _data()
     assert torch.equal(fgsm(model, x, y, eps=0.0), x)
     assert torch.equal(pgd(model, x, y, eps=0.0, alpha=0.01, steps=2), x)
+    assert torch.equal(pgd(model, x, y, eps=0.0, alpha=0.01, steps=2, norm="l2"), x)
 
 
 # --------------------------------------------------------------------------- invariants
@@ -303,3 +304,11 @@ def test_cross_entropy_module_equals_default_loss():
     b = pgd(model, x, y, generator=torch.Generator().manual_seed(0), loss=nn.CrossEntropyLoss(), **kw)
     c = pgd(model, x, y, generator=torch.Generator().manual_seed(0), loss=lambda o, t: F.cross_entropy(o, t), **kw)
     assert torch.equal(a, b) and torch.equal(a, c)
+
+
+def test_zero_budget_accepts_zero_step():
+    """A budget list that starts at 0 with alpha = 2.5 eps / steps gives alpha = 0 there."""
+    model, (x, y) = _cnn(), _data()
+    assert torch.equal(pgd(model, x, y, eps=0.0, alpha=0.0, steps=3), x)
+    with pytest.raises(ValueError, match="alpha"):
+        pgd(model, x, y, eps=0.1, alpha=0.0, steps=3)

@@ -259,7 +259,7 @@ def fgsm(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torc
     fn = _resolve_loss(loss)
     xw = _working_copy(x)
     with _attack_mode(model), torch.enable_grad():
-        g, _ = _grad(model, fn, xw.clone(), y, bool(targeted), first=True)
+        g, _ = _grad(model, fn, xw, y, bool(targeted), first=True)
     adv = xw + e * g.sign()
     return _restore_layout(bounds.clamp_(adv), x)
 
@@ -354,7 +354,7 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch
     eps
         Radius :math:`\varepsilon \ge 0` of the ball in ``norm``.
     alpha
-        Step size :math:`\alpha > 0` (same units as ``eps``); default :math:`2.5\varepsilon/`
+        Step size :math:`\alpha > 0` (0 allowed only with ``eps = 0``; same units as ``eps``); default :math:`2.5\varepsilon/`
         ``steps`` (Madry et al.).
     steps
         Number of steps, >= 1.
@@ -397,7 +397,9 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     bounds = resolve_range(valid_range, x, eps_relative=eps_relative)
     eps_v = _number(eps, "eps", minimum=0.0)
-    alpha_v = 2.5 * eps_v / steps if alpha is None else _number(alpha, "alpha", minimum=0.0, strict=True)
+    alpha_v = 2.5 * eps_v / steps if alpha is None else _number(alpha, "alpha", minimum=0.0)
+    if alpha_v == 0 and eps_v > 0:
+        raise ValueError(f"alpha must be > 0 when eps > 0, got alpha = {alpha_v}")
     fn = _resolve_loss(loss)
     scale = None
     if eps_relative and norm == "l2" and isinstance(bounds.width, torch.Tensor):
@@ -407,6 +409,8 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch
         a = bounds.scale(alpha_v, relative=eps_relative)
     kw = dict(eps=e, alpha=a, steps=steps, norm=norm, random_start=bool(random_start), targeted=bool(targeted),
               generator=generator, scale=scale)
+    if eps_v == 0:
+        return x.clone()  # the ball is {x}
     x_in, x = x, _working_copy(x)
     with _attack_mode(model), torch.enable_grad():
         best, y = _pgd_once(model, fn, x, y, bounds, **kw)
