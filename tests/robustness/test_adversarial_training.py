@@ -141,3 +141,6 @@ def test_adversarial_step_factory():
         PGDAdversarialStep(eps=0.1, steps=0)
     with pytest.raises(ValueError, match="norm"):
         PGDAdversarialStep(eps=0.1, norm="l1")
+    with pytest.raises(ValueError, match="alpha"):
+        FastAdversarialStep(eps=0.1, alpha=0.0)
+    assert FastAdversarialStep(eps=0.0, alpha=0.0).alpha == 0.0

@@ -44,6 +44,14 @@ def _unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel) else model
 
 
+def _step_size(alpha: Any, eps: float) -> float:
+    """``alpha`` checked: > 0, or 0 with ``eps = 0`` (standard training)."""
+    value = _number(alpha, "alpha", minimum=0.0)
+    if value == 0 and eps > 0:
+        raise ValueError(f"alpha must be > 0 when eps > 0, got alpha = {value}")
+    return value
+
+
 class _AdversarialStep(TrainStep):
     """Attack the batch, then one optimiser step on the clean/adversarial mixture."""
 
@@ -151,7 +159,7 @@ class FastAdversarialStep(_AdversarialStep):
                  seed: int | None = None):
         super().__init__(eps=eps, valid_range=valid_range, eps_relative=eps_relative,
                          clean_weight=clean_weight, loss=loss, seed=seed)
-        self.alpha = 1.25 * self.eps if alpha is None else _number(alpha, "alpha", minimum=0.0, strict=True)
+        self.alpha = 1.25 * self.eps if alpha is None else _step_size(alpha, self.eps)
 
     def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """FGSM step of size ``alpha`` from a uniform random start."""
@@ -208,7 +216,7 @@ class PGDAdversarialStep(_AdversarialStep):
         super().__init__(eps=eps, valid_range=valid_range, eps_relative=eps_relative,
                          clean_weight=clean_weight, loss=loss, seed=seed)
         self.steps = _check_int(steps, "steps")
-        self.alpha = 2.5 * self.eps / self.steps if alpha is None else _number(alpha, "alpha", minimum=0.0, strict=True)
+        self.alpha = 2.5 * self.eps / self.steps if alpha is None else _step_size(alpha, self.eps)
         self.norm = _check_norm(norm)
         self.random_start = bool(random_start)
 
