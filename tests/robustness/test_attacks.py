@@ -295,6 +295,10 @@ def test_memory_layout_of_the_result_follows_x():
         a, b = fn(x), fn(x_cl)
         assert a.is_contiguous() and b.is_contiguous(memory_format=torch.channels_last)
         assert torch.equal(a, b)
+    model3, (x3, y3) = _cnn(channels=2, dims=3), _data(b=4, c=2, size=6, dims=3)
+    a = pgd(model3, x3, y3, eps=0.05, steps=2, random_start=False)
+    b = pgd(model3, x3.contiguous(memory_format=torch.channels_last_3d), y3, eps=0.05, steps=2, random_start=False)
+    assert a.is_contiguous() and torch.equal(a, b)
 
 
 def test_cross_entropy_module_equals_default_loss():

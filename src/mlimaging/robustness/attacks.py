@@ -154,11 +154,12 @@ def _success(logits: torch.Tensor, y: torch.Tensor, targeted: bool) -> torch.Ten
 
 
 def _working_copy(x: torch.Tensor) -> torch.Tensor:
-    """A copy of ``x`` to attack. 2D images on the CPU get channels-last strides: oneDNN's
-    convolution backward is 2-4x faster in that layout (values are the same; the kernels'
-    summation order, and so the last bits of a gradient, may differ)."""
-    if x.device.type == "cpu" and x.ndim == 4:
-        return torch.empty_like(x, memory_format=torch.channels_last).copy_(x)
+    """A copy of ``x`` to attack. 2D and 3D images on the CPU get channels-last strides:
+    oneDNN's convolution backward is 1.3-4x faster in that layout (values are the same; the
+    kernels' summation order, and so the last bits of a gradient, may differ)."""
+    if x.device.type == "cpu" and x.ndim in (4, 5):
+        fmt = torch.channels_last if x.ndim == 4 else torch.channels_last_3d
+        return torch.empty_like(x, memory_format=fmt).copy_(x)
     return x.clone()
 
 
