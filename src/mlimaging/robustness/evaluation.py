@@ -155,7 +155,8 @@ def robust_accuracy(model: nn.Module, data: Any, attack: AttackArg, eps_list: Se
     r"""Accuracy under attack for each budget: rows ``{"eps", "accuracy", "n"}``.
 
     :math:`\mathrm{acc}(\varepsilon) = \frac1n \sum_i [\hat y(A_\varepsilon(x_i)) = y_i]` (module
-    doc); :math:`\varepsilon = 0` is the clean accuracy. For segmentation outputs
+    doc); :math:`\varepsilon = 0` is the clean accuracy: the robustness curve of Goodfellow et al.
+    (2015, arXiv:1412.6572) and Madry et al. (2018, arXiv:1706.06083). For segmentation outputs
     ``(B, K, *spatial)`` the per-sample accuracy is the fraction of correct pixels.
 
     Parameters
@@ -220,7 +221,8 @@ def attack_success_rate(model: nn.Module, data: Any, attack: AttackArg, eps_list
 
     for a targeted attack the fraction of the samples not already classified as their target
     :math:`t_i` that the attack moves to :math:`t_i`. ``n`` is the denominator (``success_rate``
-    is NaN when it is 0). Parameters as in :func:`robust_accuracy`; classifiers only.
+    is NaN when it is 0). Parameters as in :func:`robust_accuracy`; classifiers only. The rate
+    reported for FGSM by Goodfellow et al. (2015) and for PGD by Madry et al. (2018).
 
     Examples
     --------
