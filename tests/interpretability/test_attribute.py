@@ -147,3 +147,50 @@ def test_bad_inputs_are_value_errors(x):
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(4, 2))
     with pytest.raises(ValueError, match="x"):
         attribute(model, x, 0, method="saliency")
+
+
+class _ViewNet(torch.nn.Module):
+    """Flattens its 3-channel input with .view, which channels-last strides do not allow."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(3, 2, 3)
+        self.fc = torch.nn.Linear(3 * 6 * 6 + 2 * 4 * 4, 4)
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x))
+        return self.fc(torch.cat([x.view(x.shape[0], -1), h.reshape(x.shape[0], -1)], 1))
+
+
+class _InPlaceInput(torch.nn.Module):
+    """Modifies its input in place before a convolution."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = torch.nn.Conv2d(1, 3, 3)
+
+    def forward(self, x):
+        x.mul_(2.0)
+        return self.conv(x).amax((2, 3))
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_view_models_and_in_place_inputs_work(name):
+    kw = {"grad_cam": {"layer": "conv"}, "guided_grad_cam": {"layer": "conv"},
+          "occlusion": {"window": 2, "stride": 2}, "smoothgrad": {"samples": 3, "seed": 0},
+          "integrated_gradients": {"steps": 4},
+          "feature_ablation": {"segments": torch.arange(36).view(6, 6) // 9}}.get(name, {})
+    x = torch.rand(2, 3, 6, 6, generator=torch.Generator().manual_seed(0))
+    model = _ViewNet().eval()
+    out = attribute(model, x, 1, method=name, **kw)
+    assert out.shape == x.shape and out.is_contiguous() and torch.isfinite(out).all()
+    if name == "saliency":  # equals plain autograd in the input's own layout
+        leaf = x.clone().requires_grad_()
+        model(leaf)[:, 1].sum().backward()
+        torch.testing.assert_close(out, leaf.grad.abs())
+    x1 = torch.rand(2, 1, 6, 6, generator=torch.Generator().manual_seed(1))
+    before = x1.clone()
+    out = attribute(_InPlaceInput().eval(), x1, 2, method=name, **kw)
+    assert torch.equal(x1, before) and out.shape == x1.shape

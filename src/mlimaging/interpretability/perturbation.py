@@ -21,7 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlimaging.interpretability._common import as_baseline, auto_chunk, explained
+from mlimaging.interpretability._common import Runner, as_baseline, auto_chunk, explained
 from mlimaging.interpretability._targets import _Target
 from mlimaging.interpretability.gradients import _setup
 
@@ -65,14 +65,15 @@ def _score_drops(model: nn.Module, x: torch.Tensor, tgt: _Target, base: torch.Te
     to ``(len(p), C, *spatial)``); ``base`` is the baseline broadcast to ``x``.
     """
     drops = torch.empty(len(pairs), dtype=x.dtype, device=x.device)
+    run = Runner(model)
     with torch.inference_mode():
-        full = tgt.scores(model(x))
+        full = tgt.scores(run(x))
         for start in range(0, len(pairs), chunk):
             p, b = pairs[start:start + chunk].unbind(1)
             m = masks(p)
             xb = x[b]
             perturbed = torch.where(m, base[b], xb)
-            out = model(perturbed)
+            out = run(perturbed)
             drops[start:start + len(p)] = full[b] - tgt.take(b.cpu()).scores(out)
             advance(len(p))
     return drops
@@ -293,13 +294,14 @@ def feature_ablation(model: nn.Module, x: torch.Tensor, target: Any, *,
     chunk = auto_chunk(batch_size, x[0].numel())
     drops = torch.empty(len(pairs), dtype=x.dtype, device=x.device)
     with explained(model), _progress(len(pairs), progress, "feature ablation") as advance:
+        run = Runner(model)
         with torch.inference_mode():
-            full = tgt.scores(model(x0))
+            full = tgt.scores(run(x0))
             for start in range(0, len(pairs), chunk):
                 lab, b = pairs[start:start + chunk].unbind(1)
                 m = seg_b[b] == labels[lab].view(-1, *([1] * (x.ndim - 1)))
                 perturbed = torch.where(m, base[b], x0[b])
-                out = model(perturbed)
+                out = run(perturbed)
                 drops[start:start + len(b)] = full[b] - tgt.take(b.cpu()).scores(out)
                 advance(len(b))
     grid = torch.zeros((x.shape[0], n_labels), dtype=x.dtype, device=x.device)
