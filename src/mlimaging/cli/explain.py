@@ -212,8 +212,8 @@ def explain_cmd(
                                       "segmenter, the foreground label with the most predicted voxels)."),
     layer: str | None = typer.Option(None, "--layer", help="Layer of grad_cam and guided_grad_cam (default: the last "
                                      "convolution with a kernel larger than 1)."),
-    window: int | None = typer.Option(None, "--window", help="Occlusion window in pixels (default: about a seventh "
-                                      "of the smallest side, at least 2)."),
+    window: int | None = typer.Option(None, "--window", help="Occlusion window in pixels (default: a seventh of the "
+                                      "smallest side, rounded up, at least 2)."),
     stride: int | None = typer.Option(None, "--stride", help="Occlusion stride (default: half the window)."),
     invert: bool | None = typer.Option(None, "--invert/--no-invert", help="Classifiers: use 1 - image, or never "
                                        "(default: as `predict`, invert an image of the opposite polarity)."),
@@ -305,7 +305,7 @@ def explain_cmd(
         if m in LAYER_METHODS:
             kw["layer"] = prefix + layer
         if m == "occlusion":
-            w = window or max(2, min(x.shape[1:]) // 7)
+            w = window or max(2, -(-min(x.shape[1:]) // 7))  # ceil(side / 7): 4 px for 28, 169 windows
             kw.update(window=w, stride=stride or max(1, w // 2), progress=not bar and err_console.is_terminal)
         amap = attribute(model, xb, tgt, method=m, **kw).detach()[0]
         amap = (amap[0] if amap.shape[0] == 1 else amap).numpy().astype(np.float32)

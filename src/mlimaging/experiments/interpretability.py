@@ -628,6 +628,14 @@ def _medical_section(cfg: InterpretabilityConfig, p: dict[str, Any], run: Run) -
     run.table("Structure ablation", maps.pop("ablation", []), caption="Drop of the explained lesion score (sum of "
               "lesion logits in the predicted lesion) when every pixel of one ground-truth structure is set to the "
               "image mean.")
+    share = {m: float(np.mean([r["attribution in lesion + 3 px"] for r in rows if r["method"] == m])) for m in SEG_METHODS}
+    area = float(np.mean([r["area of lesion + 3 px"] for r in rows]))
+    low = [m for m, v in share.items() if v < area]
+    run.text(f"The lesion and a 3 px ring cover {100 * area:.1f}% of the image; "
+             + ", ".join(f"{m} puts {100 * v:.0f}%" for m, v in share.items()) + " of its attribution there."
+             + (f" {', '.join(low)} put less there than the region's area: positive evidence for the lesion class at "
+                "that layer lies elsewhere (Grad-CAM averages each channel's gradient over the whole image, so at a "
+                "coarse layer the weights can reward context rather than the region itself)." if low else ""))
     run.log(unet_final_loss=history["loss"][-1], unet_lesion_dice=lesion_dice,
             lesion_attribution_share={f"{r['phantom']}/{r['method']}": r["attribution in lesion + 3 px"] for r in rows})
     fig, axes = plt.subplots(len(shown), 2 + len(SEG_METHODS), figsize=(1.9 * (2 + len(SEG_METHODS)), 2.0 * len(shown)),
