@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 # Importing the command modules registers their commands on ``app``.
+from mlimaging.cli import attack as _attack  # noqa: F401
 from mlimaging.cli import calc as _calc  # noqa: F401
 from mlimaging.cli import classify as _classify  # noqa: F401
 from mlimaging.cli import commands as _commands  # noqa: F401

@@ -52,7 +52,9 @@ __all__ = ["predict_cmd", "train_classifier_cmd"]
 
 RUN_NAME = "train-classifier"
 DEFAULTS: dict[str, Any] = {"dataset": "mnist5k", "model": "lenet", "lr": 1e-3, "batch_size": 64, "seed": 0,
-                            "size": None, "augment_shift": 0, "root": None}
+                            "size": None, "augment_shift": 0, "root": None, "adversarial": None, "eps": None,
+                            "adv_steps": None}
+ADVERSARIAL = ("fgsm", "pgd")
 
 
 # ------------------------------------------------------------------------------ data
@@ -166,6 +168,12 @@ def train_classifier_cmd(
                                     "model's input size when it cannot take them)."),
     augment_shift: int | None = typer.Option(None, "--augment-shift", help="Random translations of up to N pixels "
                                              "during training (default: 0)."),
+    adversarial: str | None = typer.Option(None, "--adversarial", help="Adversarial training: fgsm (fast AT, FGSM "
+                                           "from a random start, Wong et al. 2020) or pgd (Madry et al. 2018)."),
+    eps: float | None = typer.Option(None, "--eps", help="Adversarial training budget (L-infinity, images in [0, 1]; "
+                                     "default 0.3)."),
+    adv_steps: int | None = typer.Option(None, "--adv-steps", help="PGD steps of --adversarial pgd (default 7; step "
+                                         "size 2.5 eps / steps)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps ..."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Delete an existing --out run folder and start again."),
@@ -189,10 +197,19 @@ def train_classifier_cmd(
     for value, option in ((seed, "--seed"), (augment_shift, "--augment-shift")):
         if value is not None and value < 0:
             raise ValueError(f"{option} must be >= 0, got {value}")
+    if adversarial is not None and adversarial not in ADVERSARIAL:
+        raise ValueError(f"--adversarial must be one of {', '.join(ADVERSARIAL)}, got {adversarial!r}")
+    if adversarial is None and (eps is not None or adv_steps is not None):
+        raise ValueError("--eps and --adv-steps need --adversarial fgsm or pgd")
+    if adversarial == "fgsm" and adv_steps is not None:
+        raise ValueError("--adv-steps needs --adversarial pgd (fast adversarial training takes one FGSM step)")
+    check_positive(eps, "--eps")
+    check_positive(adv_steps, "--adv-steps", integer=True)
     stored, clear = prepare_out(out, resume=resume, force=force, command="train classifier")
     given = {"dataset": dataset, "model": model, "lr": lr, "batch_size": batch_size, "seed": seed, "size": size,
-             "augment_shift": augment_shift, "root": root}
+             "augment_shift": augment_shift, "root": root, "adversarial": adversarial, "eps": eps, "adv_steps": adv_steps}
     s = resolve_settings(given, stored, DEFAULTS)
+    step = _adversarial_step(s, nn.CrossEntropyLoss())
 
     splits = {sp: load_dataset(s["dataset"], split=sp, root=s["root"], seed=s["seed"]) for sp in ("train", "val", "test")}
     (xtr, ytr), (xva, yva), (xte, yte) = (_split_images(splits[sp]) for sp in ("train", "val", "test"))
@@ -213,7 +230,8 @@ def train_classifier_cmd(
         history = fit(net, train, TensorDataset(xva, yva), loss=nn.CrossEntropyLoss(),
                       optimizer=lambda p: torch.optim.Adam(p, lr=s["lr"]), epochs=epochs, batch_size=s["batch_size"],
                       seed=s["seed"], checkpoint_dir=out / "checkpoints", resume=stored is not None, run=run,
-                      monitor="val_accuracy", callbacks=[ExportBest(out / "model.pt", "classifier", meta)], device=device)
+                      monitor="val_accuracy", callbacks=[ExportBest(out / "model.pt", "classifier", meta)], device=device,
+                      step=step)
     except KeyboardInterrupt:
         run.finish(error="interrupted; continue with --resume")
         err_console.print(f"interrupted: continue with the same command and --resume (checkpoints in {out})")
@@ -226,7 +244,8 @@ def train_classifier_cmd(
     run.log(best_epoch=history.best_epoch, best_val_accuracy=history.best_value, test_accuracy=accuracy(pred, yte),
             test_f1_macro=test["f1_score"], test_loss=test["loss"], confusion_matrix=cm, classes=classes)
     run.section("Training", f"{s['model']} on {s['dataset']} ({len(ytr)} training, {len(yva)} validation, {len(yte)} "
-                f"test images, {c} x {hw[0]} x {hw[1]}), Adam lr {s['lr']}, batch {s['batch_size']}, seed {s['seed']}.")
+                f"test images, {c} x {hw[0]} x {hw[1]}), Adam lr {s['lr']}, batch {s['batch_size']}, seed {s['seed']}"
+                + (f"; adversarial training {s['adversarial']} at eps {s['eps']:g}" if step is not None else "") + ".")
     run.table("Result", [{"model": s["model"], "epochs": len(history), "best epoch": history.best_epoch,
                           "val accuracy (best)": history.best_value, "test accuracy": accuracy(pred, yte),
                           "test F1 (macro)": test["f1_score"], "seed": s["seed"]}],
@@ -244,10 +263,24 @@ def _command(s: dict[str, Any], epochs: int, out: Path) -> str:
     parts = ["mlimaging", "train", "classifier", "--dataset", s["dataset"], "--model", s["model"], "--epochs",
              str(epochs), "--lr", str(s["lr"]), "--batch-size", str(s["batch_size"]), "--seed", str(s["seed"]),
              "--out", str(out)]
-    for key in ("root", "size", "augment_shift"):
+    for key in ("root", "size", "augment_shift", "adversarial", "eps", "adv_steps"):
         if s[key]:
             parts += [f"--{key.replace('_', '-')}", str(s[key])]
     return " ".join(parts)
+
+
+def _adversarial_step(s: dict[str, Any], loss: Any) -> Any:
+    """The fit step of ``--adversarial`` (None without it); fills in the defaults of --eps and --adv-steps."""
+    if s["adversarial"] is None:
+        return None
+    from mlimaging.robustness import FastAdversarialStep, PGDAdversarialStep
+
+    s["eps"] = 0.3 if s["eps"] is None else float(s["eps"])
+    if s["adversarial"] == "fgsm":
+        return FastAdversarialStep(eps=s["eps"], alpha=1.25 * s["eps"], loss=loss, seed=s["seed"])
+    s["adv_steps"] = 7 if s["adv_steps"] is None else int(s["adv_steps"])
+    return PGDAdversarialStep(eps=s["eps"], alpha=2.5 * s["eps"] / s["adv_steps"], steps=s["adv_steps"], loss=loss,
+                              seed=s["seed"])
 
 
 def _load_classifier(path: Path) -> tuple[nn.Module, dict[str, Any]]:

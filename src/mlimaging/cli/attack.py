@@ -1,0 +1,238 @@
+r"""``mlimaging attack fgsm|pgd``: adversarial robustness of a trained classifier.
+
+Loads a ``model.pt`` of ``mlimaging train classifier`` (as ``mlimaging predict`` does), prepares
+the images of a dataset split exactly as training did, attacks them at each budget
+:math:`\varepsilon` of ``--eps`` and writes a run folder::
+
+    OUT/config.json, metrics.json, report.html
+    OUT/robustness.json                       the table below, with the settings
+    OUT/tables/accuracy-under-attack.csv      eps, accuracy, attack success rate, n
+    OUT/figures/accuracy-vs-eps.png           the curve (eps 0 is the clean accuracy)
+    OUT/figures/adversarial-examples.png      a few attacked images per eps with their predictions
+
+FGSM is :math:`x' = \operatorname{clip}(x + \varepsilon\,\operatorname{sign}\nabla_x
+\mathcal{L}(f(x), y))` (Goodfellow et al. 2015); PGD takes ``--steps`` steps of size ``--alpha``
+(default :math:`2.5\varepsilon/T`) from a random start, projected on the :math:`L_\infty` (or
+:math:`L_2`, ``--norm l2``) ball and on the valid range [0, 1] (Madry et al. 2018). The attack
+success rate counts, among the images classified correctly without attack, those the attack
+makes wrong.
+
+Examples
+--------
+``mlimaging train classifier --dataset mnist5k --model lenet --epochs 10 --out runs/lenet`` then
+``mlimaging attack pgd --checkpoint runs/lenet/model.pt --dataset mnist5k --eps 0.1,0.2 --steps 40 --out runs/attack``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import typer
+
+from mlimaging.cli.app import command, console, err_console
+
+if TYPE_CHECKING:  # torch is imported inside the command: `mlimaging --help` stays fast
+    import torch
+
+__all__ = ["attack_cmd", "parse_eps"]
+
+METHODS = ("fgsm", "pgd")
+NORMS = ("linf", "l2")
+
+
+def parse_eps(text: str) -> list[float]:
+    """The budgets of ``--eps``: comma-separated non-negative numbers, sorted, without repeats.
+
+    Examples
+    --------
+    >>> parse_eps("0.2, 0.1,0.1")
+    [0.1, 0.2]
+    """
+    try:
+        values = [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"--eps must be comma-separated numbers such as 0.1,0.2, got {text!r}") from None
+    if not values:
+        raise ValueError(f"--eps must hold at least one number, got {text!r}")
+    bad = [v for v in values if not math.isfinite(v) or v < 0]
+    if bad:
+        raise ValueError(f"--eps values must be finite and >= 0, got {bad[0]:g}")
+    return sorted(set(values))
+
+
+def _images(dataset: str, split: str, root: str | None, seed: int, meta: dict[str, Any], n: int | None
+            ) -> tuple[torch.Tensor, torch.Tensor]:
+    from mlimaging.cli.classify import _split_images
+    from mlimaging.data import load_dataset
+    from mlimaging.data.preprocessing import resize_images
+    from mlimaging.experiments.classification import class_subset
+
+    ds = load_dataset(dataset, split=split, root=root, seed=seed)
+    x, y = _split_images(ds)
+    pre = meta["preprocess"]
+    if len(y) == 0:
+        raise ValueError(f"--dataset {dataset}: the {split} split holds no images")
+    if x.shape[1] != int(pre["channels"]):
+        raise ValueError(f"--dataset {dataset}: {x.shape[1]}-channel images, the model takes {pre['channels']}")
+    if int(y.max()) >= len(meta["classes"]):
+        raise ValueError(f"--dataset {dataset}: labels up to {int(y.max())}, the model knows {len(meta['classes'])} "
+                         "classes")
+    x = resize_images(x.float(), tuple(pre["size"]))
+    if n is not None and n < len(y):
+        idx = class_subset(y, total=n, seed=seed)
+        x, y = x[idx], y[idx]
+    return x.contiguous(), y
+
+
+def _figures(run: Any, method: str, rows: list[dict[str, Any]], examples: list[tuple[float, Any, Any]],
+             y: Any, classes: list[str]) -> None:
+    from mlimaging.reporting.figures import plt
+
+    fig, ax = plt.subplots(figsize=(5, 3.4))
+    ax.plot([r["eps"] for r in rows], [r["accuracy"] for r in rows], "o-")
+    ax.set(xlabel="epsilon", ylabel="accuracy", ylim=(0, 1.02), title=f"Accuracy under {method.upper()}")
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    run.figure(fig, "accuracy-vs-eps", caption="Accuracy against the attack's budget (eps 0: clean images).")
+    k = len(y)
+    fig, axes = plt.subplots(k, len(examples), figsize=(1.4 * len(examples), 1.5 * k), squeeze=False)
+    for c, (e, x_adv, pred) in enumerate(examples):
+        for r in range(k):
+            img = x_adv[r].permute(1, 2, 0).numpy()
+            axes[r, c].imshow(img[..., 0] if img.shape[-1] == 1 else img.clip(0, 1), cmap="gray", vmin=0, vmax=1)
+            wrong = int(pred[r]) != int(y[r])
+            axes[r, c].set_title((f"eps {e:g}\n" if r == 0 else "") + classes[int(pred[r])], fontsize=7,
+                                 color="red" if wrong else "black")
+            axes[r, c].axis("off")
+    fig.tight_layout()
+    run.figure(fig, "adversarial-examples", caption="The same images at each eps; titles: prediction, red when wrong.")
+
+
+@command("attack")
+def attack_cmd(
+    method: str = typer.Argument(..., help="fgsm or pgd."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="model.pt written by `mlimaging train classifier`."),
+    out: Path = typer.Option(..., "--out", help="New folder for the table, curve, examples and report."),
+    eps: str = typer.Option("0.05,0.1,0.2,0.3", "--eps", help="Comma-separated budgets in image units ([0, 1])."),
+    dataset: str | None = typer.Option(None, "--dataset", help="A dataset of `mlimaging datasets` (default: the "
+                                       "model's training dataset)."),
+    root: str | None = typer.Option(None, "--root", help="Data folder or file (mnist, medmnist, image-folder)."),
+    split: str = typer.Option("test", "--split", help="train, val or test."),
+    steps: int = typer.Option(40, "--steps", help="PGD steps."),
+    alpha: float | None = typer.Option(None, "--alpha", help="PGD step size (default: 2.5 eps / steps)."),
+    norm: str = typer.Option("linf", "--norm", help="PGD ball: linf or l2."),
+    restarts: int = typer.Option(1, "--restarts", help="PGD random restarts (an image counts as robust only if "
+                                 "every restart fails)."),
+    n: int | None = typer.Option(None, "--n", help="Attack a stratified subset of N images (default: all)."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the split, the subset and PGD's random start."),
+    batch_size: int = typer.Option(500, "--batch-size", help="Images per attack batch."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing --out folder written by this command."),
+) -> None:
+    """Attack a trained classifier with FGSM or PGD: accuracy against eps, curve and examples in --out."""
+    import shutil
+
+    import torch
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+    from rich.table import Table
+
+    from mlimaging.cli.classify import _load_classifier
+    from mlimaging.reporting import Run
+    from mlimaging.robustness import fgsm, pgd
+
+    if method not in METHODS:
+        raise ValueError(f"METHOD must be one of {', '.join(METHODS)}, got {method!r}")
+    if norm not in NORMS:
+        raise ValueError(f"--norm must be one of {', '.join(NORMS)}, got {norm!r}")
+    if method == "fgsm" and norm != "linf":
+        raise ValueError("--norm l2 needs pgd (FGSM is the L-infinity attack)")
+    budgets = parse_eps(eps)
+    for value, option in ((steps, "--steps"), (restarts, "--restarts"), (batch_size, "--batch-size"), (n, "--n")):
+        if value is not None and value < 1:
+            raise ValueError(f"{option} must be a positive integer, got {value}")
+    if alpha is not None and not (math.isfinite(alpha) and alpha > 0):
+        raise ValueError(f"--alpha must be a positive number, got {alpha}")
+    if seed < 0:
+        raise ValueError(f"--seed must be >= 0, got {seed}")
+    if not checkpoint.is_file():
+        raise FileNotFoundError(f"--checkpoint {checkpoint} does not exist")
+    if out.exists():
+        if out.is_file():
+            raise ValueError(f"--out {out} is a file; give a new folder")
+        if any(out.iterdir()):
+            written = (out / "robustness.json").is_file()
+            if not force:
+                raise FileExistsError(f"--out {out} already exists; choose another folder or pass --force")
+            if not written:
+                raise ValueError(f"--force: {out} was not written by `mlimaging attack`; refusing to delete it")
+    model, meta = _load_classifier(checkpoint)
+    data_name = dataset or meta.get("dataset") or "mnist5k"
+    x, y = _images(data_name, split, root, seed, meta, n)
+    if out.exists():
+        shutil.rmtree(out)
+    settings = {"method": method, "checkpoint": str(checkpoint), "dataset": data_name, "split": split, "eps": budgets,
+                "steps": steps if method == "pgd" else 1, "alpha": alpha, "norm": norm, "restarts": restarts,
+                "n": len(y), "seed": seed, "model": meta["model"]}
+    cmd = (f"mlimaging attack {method} --checkpoint {checkpoint} --dataset {data_name} --split {split} --eps "
+           f"{','.join(f'{e:g}' for e in budgets)} --steps {steps} --norm {norm} --restarts {restarts} --seed {seed} "
+           f"--out {out}" + (f" --alpha {alpha:g}" if alpha else "") + (f" --n {n}" if n else ""))
+    run = Run.create("attack", settings, path=out, command=cmd, console=err_console)
+
+    def predict(images: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            return torch.cat([model(images[i:i + batch_size]).argmax(1) for i in range(0, len(images), batch_size)])
+
+    clean_pred = predict(x)
+    correct = clean_pred == y
+    shown = torch.cat([torch.nonzero(y == c)[:1, 0] for c in torch.unique(y)])[:5]
+    examples = [(0.0, x[shown], clean_pred[shown])]
+    rows = [{"eps": 0.0, "accuracy": float(correct.float().mean()), "attack success rate": 0.0,
+             "max |delta|": 0.0, "n": len(y)}]
+    gen = torch.Generator().manual_seed(seed)
+    budgets = [e for e in budgets if e > 0]
+    batches = [(e, i) for e in budgets for i in range(0, len(y), batch_size)]
+    progress = Progress(TextColumn(f"[bold]attack {method}[/]"), TextColumn("{task.description}"), BarColumn(),
+                        TextColumn("{task.completed}/{task.total}"), TimeElapsedColumn(), TimeRemainingColumn(),
+                        console=err_console, transient=True, disable=not err_console.is_terminal)
+    adv: dict[float, list[torch.Tensor]] = {e: [] for e in budgets}
+    with progress:
+        task = progress.add_task("batches", total=len(batches))
+        for e, i in batches:
+            xb, yb = x[i:i + batch_size], y[i:i + batch_size]
+            if method == "fgsm":
+                adv[e].append(fgsm(model, xb, yb, eps=e))
+            else:
+                adv[e].append(pgd(model, xb, yb, eps=e, alpha=alpha if alpha else 2.5 * e / steps, steps=steps,
+                                  norm=norm, restarts=restarts, generator=gen))
+            progress.advance(task)
+    for e in budgets:
+        x_adv = torch.cat(adv[e])
+        pred = predict(x_adv)
+        flipped = correct & (pred != y)
+        rows.append({"eps": e, "accuracy": float((pred == y).float().mean()),
+                     "attack success rate": float(flipped.sum()) / max(1, int(correct.sum())),
+                     "max |delta|": float((x_adv - x).abs().max()), "n": len(y)})
+        examples.append((e, x_adv[shown], pred[shown]))
+    run.section("Accuracy under attack", f"{method.upper()} on {len(y)} {data_name} {split} images, model "
+                f"{meta['model']} ({checkpoint})" + (f", {steps} steps, {norm}, {restarts} restart(s)"
+                                                      if method == "pgd" else "") + f"; seed {seed}.")
+    run.table("Accuracy under attack", rows, caption="Attack success rate: images classified correctly without "
+              "attack and wrongly with it, over those classified correctly.")
+    _figures(run, method, rows, examples, y[shown], [str(c) for c in meta["classes"]])
+    run.log(rows=rows)
+    (out / "robustness.json").write_text(json.dumps({"settings": settings, "rows": rows}, indent=2))
+    report = run.finish()
+    table = Table("eps", "accuracy", "attack success rate", "n", title=f"{method.upper()} on {meta['model']} "
+                  f"({data_name} {split})")
+    for r in rows:
+        table.add_row(f"{r['eps']:g}", f"{r['accuracy']:.4f}", f"{r['attack success rate']:.4f}", str(r["n"]))
+    console.print(table)
+    console.print(f"table: {out / 'tables' / 'accuracy-under-attack.csv'}\nreport: {report}", soft_wrap=True)
