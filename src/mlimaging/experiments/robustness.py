@@ -386,6 +386,13 @@ class HUSegmenter(nn.Module):
 
     The z-score is differentiable, so attacks see the whole pipeline, and invariant to the
     affine map from phantom intensities to HU.
+
+    Examples
+    --------
+    >>> model = HUSegmenter(nn.Conv2d(1, 4, 3, padding=1))
+    >>> x = torch.rand(2, 1, 16, 16)
+    >>> torch.allclose(model(x), model(2000 * x - 1000), atol=1e-4)
+    True
     """
 
     def __init__(self, net: nn.Module) -> None:
