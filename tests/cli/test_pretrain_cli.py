@@ -79,6 +79,20 @@ def test_load_encoder_rebuilds_the_pretrained_encoder(simclr_run):
     assert not torch.equal(fresh_encoder(meta)(x), encoder(x))  # a fresh encoder is not the pretrained one
 
 
+@pytest.mark.parametrize("method", ["simclr", "triplet"])
+def test_views_flip_only_when_asked(method):
+    x = torch.rand(6, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    kinds = {}
+    for flip in (True, False):
+        model, _ = build_method(method, channels=1, image_size=8, flip=flip)
+        augment = model.augment or model._default_augment
+        augment(x, generator=torch.Generator())  # a default pipeline is built on first use
+        pipeline = next(iter(augment._cache.values())) if hasattr(augment, "_cache") else augment
+        kinds[flip] = [type(t).__name__ for t in pipeline.transforms]
+    assert "RandomFlip" in kinds[True] and "RandomFlip" not in kinds[False]
+    assert [k for k in kinds[True] if k != "RandomFlip"] == kinds[False]
+
+
 @pytest.mark.parametrize("method", ["mae", "ijepa", "triplet"])
 def test_every_method_pretrains_and_probes(method, tmp_path):
     out = tmp_path / method
