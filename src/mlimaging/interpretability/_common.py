@@ -9,6 +9,8 @@ from typing import Any
 import torch
 from torch import nn
 
+from mlimaging.interpretability._targets import _Target, resolve_target
+
 __all__: list[str] = []
 
 #: Input elements per forward (and backward) pass when no batch size is given: about 1 MB of
@@ -42,6 +44,13 @@ def check_x(x: Any) -> torch.Tensor:
     if not bool(torch.isfinite(x).all()):
         raise ValueError("x contains NaN or infinite values")
     return x
+
+
+def setup(model: Any, x: Any, target: Any) -> tuple[nn.Module, torch.Tensor, _Target]:
+    """The preamble of every attribution: checked ``model`` and ``x``, resolved ``target``."""
+    model = check_model(model)
+    x = check_x(x)
+    return model, x, resolve_target(target, x.shape[0], x.ndim - 2)
 
 
 def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:

@@ -13,9 +13,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlimaging.interpretability._common import Runner, explained, resolve_layer
+from mlimaging.interpretability._common import Runner, explained, resolve_layer, setup
 from mlimaging.interpretability._targets import _Target
-from mlimaging.interpretability.gradients import _grad, _setup
+from mlimaging.interpretability.gradients import _grad
 
 __all__ = ["grad_cam", "guided_grad_cam"]
 
@@ -28,6 +28,13 @@ def _mode(interpolation: str, spatial: int) -> str:
     if interpolation == "nearest":
         return "nearest"
     return {1: "linear", 2: "bilinear", 3: "trilinear"}[spatial]
+
+
+def _prepare(model: Any, x: Any, target: Any, layer: Any, interpolation: str
+             ) -> tuple[nn.Module, torch.Tensor, _Target, nn.Module, str]:
+    """The checked inputs of a CAM method, its layer module and its upsampling mode."""
+    model, x, tgt = setup(model, x, target)
+    return model, x, tgt, resolve_layer(model, layer), _mode(interpolation, x.ndim - 2)
 
 
 def _layer_cam(model: nn.Module, x: torch.Tensor, tgt: _Target, layer: nn.Module,
@@ -120,9 +127,7 @@ def grad_cam(model: nn.Module, x: torch.Tensor, target: Any, *, layer: nn.Module
     >>> bool((grad_cam(model, x, 2, layer=model[1]) >= 0).all())
     True
     """
-    model, x, tgt = _setup(model, x, target)
-    module = resolve_layer(model, layer)
-    mode = _mode(interpolation, x.ndim - 2)
+    model, x, tgt, module, mode = _prepare(model, x, target, layer, interpolation)
     with explained(model):
         cam = _layer_cam(model, x, tgt, module, bool(relu))
     if not upsample:
@@ -170,9 +175,7 @@ def guided_grad_cam(model: nn.Module, x: torch.Tensor, target: Any, *,
     >>> guided_grad_cam(model, torch.rand(2, 1, 8, 8), 0, layer="0").shape
     torch.Size([2, 1, 8, 8])
     """
-    model, x, tgt = _setup(model, x, target)
-    module = resolve_layer(model, layer)
-    mode = _mode(interpolation, x.ndim - 2)
+    model, x, tgt, module, mode = _prepare(model, x, target, layer, interpolation)
     with explained(model):
         cam = _layer_cam(model, x, tgt, module, True)
         guided = _grad(Runner(model), x, tgt, "guided_backprop")

@@ -21,13 +21,12 @@ from mlimaging.interpretability._common import (
     Runner,
     as_baseline,
     auto_chunk,
-    check_model,
     check_positive_int,
-    check_x,
     explained,
+    setup,
 )
 from mlimaging.interpretability._relu import relu_rule
-from mlimaging.interpretability._targets import _Target, resolve_target
+from mlimaging.interpretability._targets import _Target
 
 __all__ = [
     "deconvnet",
@@ -40,12 +39,6 @@ __all__ = [
 
 IG_METHODS = ("gausslegendre", "riemann_left", "riemann_right", "riemann_middle",
               "riemann_trapezoid")
-
-
-def _setup(model: Any, x: Any, target: Any) -> tuple[nn.Module, torch.Tensor, _Target]:
-    model = check_model(model)
-    x = check_x(x)
-    return model, x, resolve_target(target, x.shape[0], x.ndim - 2)
 
 
 def _grad(model: nn.Module | Runner, x: torch.Tensor, tgt: _Target,
@@ -72,7 +65,7 @@ def _grad(model: nn.Module | Runner, x: torch.Tensor, tgt: _Target,
 
 
 def _gradient_of(model: Any, x: Any, target: Any, rule: str | None = None) -> torch.Tensor:
-    model, x, tgt = _setup(model, x, target)
+    model, x, tgt = setup(model, x, target)
     with explained(model):
         return _grad(Runner(model), x, tgt, rule)
 
@@ -202,7 +195,7 @@ def smoothgrad(model: nn.Module, x: torch.Tensor, target: Any, *, samples: int =
     >>> a.shape, torch.allclose(a, saliency(model, x, 1))  # a linear model: no change
     (torch.Size([2, 1, 2, 2]), True)
     """
-    model, x, tgt = _setup(model, x, target)
+    model, x, tgt = setup(model, x, target)
     n = check_positive_int(samples, "samples")
     if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not (
         np.isfinite(sigma) and sigma >= 0
@@ -308,7 +301,7 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Any, *,
     >>> abs(a.sum().item() - gap) < 1e-3 * max(1.0, abs(gap))
     True
     """
-    model, x, tgt = _setup(model, x, target)
+    model, x, tgt = setup(model, x, target)
     m = check_positive_int(steps, "steps")
     if method not in IG_METHODS:
         raise ValueError(f"method must be one of {IG_METHODS}, got {method!r}")

@@ -21,9 +21,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from mlimaging.interpretability._common import Runner, as_baseline, auto_chunk, explained
+from mlimaging.interpretability._common import Runner, as_baseline, auto_chunk, explained, setup
 from mlimaging.interpretability._targets import _Target
-from mlimaging.interpretability.gradients import _setup
 
 __all__ = ["feature_ablation", "occlusion"]
 
@@ -134,7 +133,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Any, *,
             [4., 4., 4., 4.],
             [4., 4., 4., 4.]])
     """
-    model, x, tgt = _setup(model, x, target)
+    model, x, tgt = setup(model, x, target)
     nd = x.ndim - 2
     if nd < 1:
         raise ValueError(f"x must have spatial axes (B, C, *spatial), got {tuple(x.shape)}")
@@ -250,7 +249,7 @@ def feature_ablation(model: nn.Module, x: torch.Tensor, target: Any, *,
     tensor([[3., 3.],
             [7., 7.]])
     """
-    model, x, tgt = _setup(model, x, target)
+    model, x, tgt = setup(model, x, target)
     nd = x.ndim - 2
     if not isinstance(segments, (torch.Tensor, np.ndarray)):
         raise ValueError(
