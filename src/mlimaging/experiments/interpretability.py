@@ -98,10 +98,10 @@ STRUCTURES = {0: "background", 1: "body", 2: "organ", 3: "lesion"}
 
 #: Quick mode: every section on few images and steps (LeNet still trains on all 3,500 digits).
 QUICK: dict[str, Any] = {
-    "n_train": None, "epochs": 3, "digits": 5, "smoothgrad_samples": 10, "sanity_images": 8,
-    "deletion_images": 16, "deletion_steps": 14, "ablation_images": 500, "tsne_points": 300,
-    "tsne_iter": 500, "cmv_steps": 60, "dream_size": 96, "dream_octaves": 3, "dream_steps": 4,
-    "phantoms": 16, "phantom_size": 48, "unet_epochs": 12,
+    "n_train": None, "epochs": 2, "digits": 5, "smoothgrad_samples": 10, "sanity_images": 8,
+    "deletion_images": 16, "deletion_steps": 14, "ablation_images": 500, "tsne_points": 200,
+    "tsne_iter": 400, "cmv_steps": 40, "dream_size": 96, "dream_octaves": 3, "dream_steps": 4,
+    "phantoms": 16, "phantom_size": 48, "unet_epochs": 10,
 }
 #: Full mode: one digit per class, the test set for ablation, larger maps and more steps.
 FULL: dict[str, Any] = {
