@@ -6,6 +6,7 @@ import contextlib
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -53,10 +54,10 @@ def setup(model: Any, x: Any, target: Any) -> tuple[nn.Module, torch.Tensor, _Ta
     return model, x, resolve_target(target, x.shape[0], x.ndim - 2)
 
 
-def check_positive_int(value: Any, name: str, *, minimum: int = 1) -> int:
-    """``value`` as an int >= ``minimum``; ValueError naming ``name`` otherwise."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
+def check_positive_int(value: Any, name: str, minimum: int = 1) -> int:
+    """``value`` (a Python or NumPy int) as an int >= ``minimum``; ValueError naming ``name``."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}")
     return int(value)
 
 
@@ -107,23 +108,47 @@ def explained(model: nn.Module, *, eval_mode: bool = True) -> Iterator[nn.Module
             m.training = mode
 
 
-def resolve_layer(model: nn.Module, layer: Any) -> nn.Module:
-    """A submodule of ``model`` given as a module or its dotted name (``"features.3"``)."""
-    if isinstance(layer, str):
-        try:
-            return model.get_submodule(layer)
-        except AttributeError as err:
-            names = [n for n, _ in model.named_modules() if n][:12]
-            raise ValueError(
-                f"layer {layer!r} is not a submodule of the model (some names: {names})"
-            ) from err
+def layer_names(model: nn.Module) -> list[str]:
+    """Dotted names of the submodules of ``model`` (``model.named_modules()``, root left out).
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> layer_names(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.ReLU(), nn.Flatten())))
+    ['0', '1', '1.0', '1.1']
+    """
+    return [name for name, _ in model.named_modules() if name]
+
+
+def resolve_layer(model: nn.Module, layer: Any, *, name: str = "layer") -> tuple[str, nn.Module]:
+    """``(dotted name, module)`` of ``layer``: a submodule of ``model`` or its dotted name.
+
+    Raises
+    ------
+    ValueError
+        If the name is unknown (the message lists some valid names) or the module is not a
+        submodule of ``model``.
+
+    Examples
+    --------
+    >>> from torch import nn
+    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
+    >>> resolve_layer(net, "0")[0], resolve_layer(net, net[1])[0]
+    ('0', '1')
+    """
+    modules = dict(model.named_modules())
     if isinstance(layer, nn.Module):
-        if not any(m is layer for m in model.modules()):
-            raise ValueError(f"layer {type(layer).__name__} is not a submodule of the model")
-        return layer
-    raise ValueError(
-        f"layer must be a module of the model or its dotted name, got {type(layer).__name__}"
-    )
+        for key, module in modules.items():
+            if module is layer:
+                return key, module
+        raise ValueError(f"{name} must be a submodule of the model, got a {type(layer).__name__} "
+                         "that is not part of it")
+    if not isinstance(layer, str) or not layer or layer not in modules:
+        valid = layer_names(model)
+        shown = ", ".join(repr(v) for v in valid[:8]) + (", ..." if len(valid) > 8 else "")
+        raise ValueError(f"{name} must be a submodule or the dotted name of one, got {layer!r}; "
+                         f"valid names: {shown or '(the model has no submodules)'}")
+    return layer, modules[layer]
 
 
 def as_baseline(baseline: Any, x: torch.Tensor, name: str = "baseline") -> torch.Tensor:

@@ -23,12 +23,14 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlimaging.interpretability.embeddings import (
+from mlimaging.interpretability._common import (
     check_positive_int,
-    eval_frozen,
+    explained,
+    resolve_layer,
+)
+from mlimaging.interpretability.embeddings import (
     iter_batches,
     model_device,
-    resolve_layer,
 )
 
 __all__ = ["ablate_channels"]
@@ -112,7 +114,7 @@ def ablate_channels(
     n = 0
     handle = module.register_forward_hook(hook)
     try:
-        with eval_frozen(model), torch.no_grad():
+        with explained(model), torch.no_grad():
             for x, y in iter_batches(data, batch_size):
                 if y is None:
                     raise ValueError("data must carry labels: an (x, y) pair, a Dataset of "

@@ -34,7 +34,7 @@ def _prepare(model: Any, x: Any, target: Any, layer: Any, interpolation: str
              ) -> tuple[nn.Module, torch.Tensor, _Target, nn.Module, str]:
     """The checked inputs of a CAM method, its layer module and its upsampling mode."""
     model, x, tgt = setup(model, x, target)
-    return model, x, tgt, resolve_layer(model, layer), _mode(interpolation, x.ndim - 2)
+    return model, x, tgt, resolve_layer(model, layer)[1], _mode(interpolation, x.ndim - 2)
 
 
 def _layer_cam(model: nn.Module, x: torch.Tensor, tgt: _Target, layer: nn.Module,

@@ -6,8 +6,8 @@ stochastic neighbour embedding (van der Maaten & Hinton 2008), scikit-learn's by
 openTSNE's (Poličar et al. 2019) above 10,000 points when it is installed.
 :func:`plot_embedding` draws the map coloured by class.
 
-The layer helpers here (:func:`resolve_layer`, :func:`layer_names`) are shared by the other
-modules of this package that hook a layer (visualisation, channel ablation).
+The layer helpers :func:`resolve_layer` and :func:`layer_names` live in ``_common`` (shared
+with the attribution methods, visualisation and channel ablation) and are re-exported here.
 
 References
 ----------
@@ -30,6 +30,13 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from mlimaging.interpretability._common import (
+    check_positive_int,
+    explained,
+    layer_names,
+    resolve_layer,
+)
+
 __all__ = ["embed", "layer_names", "plot_embedding", "resolve_layer", "tsne"]
 
 #: Above this many points :func:`tsne` prefers openTSNE (FFT-accelerated) when installed.
@@ -40,55 +47,12 @@ class _StopForward(Exception):
     """Raised by a hook to end a forward pass once the hooked layer has run."""
 
 
-def layer_names(model: nn.Module) -> list[str]:
-    """Dotted names of the submodules of ``model`` (``model.named_modules()``, root left out).
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> layer_names(nn.Sequential(nn.Conv2d(1, 2, 3), nn.Sequential(nn.ReLU(), nn.Flatten())))
-    ['0', '1', '1.0', '1.1']
-    """
-    return [name for name, _ in model.named_modules() if name]
-
-
 def _last_parametrised_leaf(model: nn.Module) -> tuple[str, nn.Module]:
     leaves = [(n, m) for n, m in model.named_modules()
               if n and not list(m.children()) and any(True for _ in m.parameters(recurse=False))]
     if not leaves:
         raise ValueError("layer='penultimate' needs a model with at least one layer that has parameters")
     return leaves[-1]
-
-
-def resolve_layer(model: nn.Module, layer: Any, *, name: str = "layer") -> tuple[str, nn.Module]:
-    """``(dotted name, module)`` of ``layer``: a submodule of ``model`` or its dotted name.
-
-    Raises
-    ------
-    ValueError
-        If the name is unknown (the message lists some valid names) or the module is not a
-        submodule of ``model``.
-
-    Examples
-    --------
-    >>> from torch import nn
-    >>> net = nn.Sequential(nn.Conv2d(1, 2, 3), nn.ReLU())
-    >>> resolve_layer(net, "0")[0], resolve_layer(net, net[1])[0]
-    ('0', '1')
-    """
-    modules = dict(model.named_modules())
-    if isinstance(layer, nn.Module):
-        for key, module in modules.items():
-            if module is layer:
-                return key, module
-        raise ValueError(f"{name} must be a submodule of the model, got a {type(layer).__name__} "
-                         "that is not part of it")
-    if not isinstance(layer, str) or not layer or layer not in modules:
-        valid = layer_names(model)
-        shown = ", ".join(repr(v) for v in valid[:8]) + (", ..." if len(valid) > 8 else "")
-        raise ValueError(f"{name} must be a submodule or the dotted name of one, got {layer!r}; "
-                         f"valid names: {shown or '(the model has no submodules)'}")
-    return layer, modules[layer]
 
 
 @contextlib.contextmanager
@@ -119,23 +83,6 @@ def run_until(model: nn.Module, x: torch.Tensor) -> Any:
         return model(x)
     except _StopForward:
         return None
-
-
-@contextlib.contextmanager
-def eval_frozen(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode with ``requires_grad=False`` on its parameters; restore both."""
-    modes = [(m, m.training) for m in model.modules()]
-    flags = [(p, p.requires_grad) for p in model.parameters()]
-    try:
-        model.eval()
-        for p, _ in flags:
-            p.requires_grad_(False)
-        yield model
-    finally:
-        for m, mode in modes:
-            m.training = mode
-        for p, flag in flags:
-            p.requires_grad_(flag)
 
 
 def model_device(model: nn.Module) -> torch.device:
@@ -184,13 +131,6 @@ def iter_batches(data: Any, batch_size: int, *, name: str = "data") -> Iterator[
         else:
             x, y = split_batch(batch)
             yield x, (torch.as_tensor(y) if y is not None else None)
-
-
-def check_positive_int(value: Any, name: str, low: int = 1) -> int:
-    """``value`` as an int >= ``low``, else a ValueError naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
-    return int(value)
 
 
 def embed(
@@ -253,7 +193,7 @@ def embed(
     feats: list[np.ndarray] = []
     labels: list[np.ndarray] = []
     has_labels = None
-    with eval_frozen(model), torch.no_grad(), capture(module, stop=True, use_input=use_input) as store:
+    with explained(model), torch.no_grad(), capture(module, stop=True, use_input=use_input) as store:
         for x, y in iter_batches(data, batch_size):
             store.clear()
             run_until(model, x.to(dev))

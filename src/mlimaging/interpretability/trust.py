@@ -30,12 +30,12 @@ import numpy as np
 import torch
 from torch import nn
 
-from mlimaging.interpretability.embeddings import (
+from mlimaging.interpretability._common import (
     check_positive_int,
-    eval_frozen,
-    model_device,
+    explained,
     resolve_layer,
 )
+from mlimaging.interpretability.embeddings import model_device
 from mlimaging.utils import as_numpy
 
 __all__ = ["deletion_insertion", "rank_correlation", "sanity_check"]
@@ -428,7 +428,7 @@ def deletion_insertion(
     saliency = att.sum(1).reshape(B, P)
     curves = {"deletion": np.empty((B, steps + 1)), "insertion": np.empty((B, steps + 1))}
 
-    with eval_frozen(model), torch.no_grad():
+    with explained(model), torch.no_grad():
         for b in range(B):
             order = torch.argsort(saliency[b], descending=True, stable=True).to(dev)
             rank = torch.empty(P, dtype=torch.long, device=dev)

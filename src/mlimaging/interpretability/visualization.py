@@ -42,12 +42,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from mlimaging.interpretability._common import (
+    check_positive_int,
+    explained,
+    resolve_layer,
+)
 from mlimaging.interpretability.embeddings import (
     capture,
-    check_positive_int,
-    eval_frozen,
     model_device,
-    resolve_layer,
     run_until,
 )
 
@@ -376,7 +378,7 @@ def activation_maximization(
                              f"layer {layer!r} (output shape {tuple(act.shape)}), got {channel}")
         return act[:, channel].mean()
 
-    with eval_frozen(model), _maybe_capture(module) as store:
+    with explained(model), _maybe_capture(module) as store:
         for k, size in enumerate(sizes):
             if k:
                 x = _resize(x, size).clamp(lo, hi)
@@ -492,7 +494,7 @@ def deep_dream(
     sizes = _octave_sizes(base.shape[2:], octaves, octave_scale)
     detail = torch.zeros((base.shape[0], base.shape[1], *sizes[0]), device=dev)
     x = base
-    with eval_frozen(model), capture(module, stop=True) as store:
+    with explained(model), capture(module, stop=True) as store:
         for size in sizes:
             octave_base = _resize(base, size)
             x = (octave_base + _resize(detail, size)).clamp(lo, hi)
@@ -586,7 +588,7 @@ def class_model_visualization(
     x = (init_std * torch.randn((1, *shape), generator=gen)).to(model_device(model))
     if bounds is not None:
         x = x.clamp(*bounds)
-    with eval_frozen(model):
+    with explained(model):
         for _ in range(steps):
             x = x.detach().requires_grad_(True)
             objective = _class_score(model(x), target).sum() - weight_decay * x.pow(2).sum()
