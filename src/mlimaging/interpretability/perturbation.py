@@ -60,8 +60,8 @@ def _score_drops(model: nn.Module, x: torch.Tensor, tgt: _Target, base: torch.Te
                  masks: Any, pairs: torch.Tensor, chunk: int, advance: Any) -> torch.Tensor:
     """:math:`f(x)_b - f(x^{(p)})_b` for each pair ``(p, b)`` of ``pairs`` ``(N, 2)``.
 
-    ``masks(p)`` gives the boolean perturbation masks of perturbations ``p`` (broadcastable
-    to ``(len(p), C, *spatial)``); ``base`` is the baseline broadcast to ``x``.
+    ``masks(p, b)`` gives the boolean masks of perturbations ``p`` of samples ``b``
+    (broadcastable to ``(len(p), C, *spatial)``); ``base`` is the baseline broadcast to ``x``.
     """
     drops = torch.empty(len(pairs), dtype=x.dtype, device=x.device)
     run = Runner(model)
@@ -69,7 +69,7 @@ def _score_drops(model: nn.Module, x: torch.Tensor, tgt: _Target, base: torch.Te
         full = tgt.scores(run(x))
         for start in range(0, len(pairs), chunk):
             p, b = pairs[start:start + chunk].unbind(1)
-            m = masks(p)
+            m = masks(p, b)
             xb = x[b]
             perturbed = torch.where(m, base[b], xb)
             out = run(perturbed)
@@ -170,7 +170,7 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Any, *,
 
     unravel = list(counts)
 
-    def masks(p: torch.Tensor) -> torch.Tensor:
+    def masks(p: torch.Tensor, _b: torch.Tensor) -> torch.Tensor:
         idx = []
         rest = p
         for n in reversed(unravel):
@@ -290,19 +290,12 @@ def feature_ablation(model: nn.Module, x: torch.Tensor, target: Any, *,
     pairs = changed.T.nonzero()
     seg_b = seg.expand(x.shape[0], *seg.shape[1:])
 
+    def masks(lab: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        return seg_b[b] == labels[lab].view(-1, *([1] * (x.ndim - 1)))
+
     chunk = auto_chunk(batch_size, x[0].numel())
-    drops = torch.empty(len(pairs), dtype=x.dtype, device=x.device)
     with explained(model), _progress(len(pairs), progress, "feature ablation") as advance:
-        run = Runner(model)
-        with torch.inference_mode():
-            full = tgt.scores(run(x0))
-            for start in range(0, len(pairs), chunk):
-                lab, b = pairs[start:start + chunk].unbind(1)
-                m = seg_b[b] == labels[lab].view(-1, *([1] * (x.ndim - 1)))
-                perturbed = torch.where(m, base[b], x0[b])
-                out = run(perturbed)
-                drops[start:start + len(b)] = full[b] - tgt.take(b.cpu()).scores(out)
-                advance(len(b))
+        drops = _score_drops(model, x0, tgt, base, masks, pairs, chunk, advance)
     grid = torch.zeros((x.shape[0], n_labels), dtype=x.dtype, device=x.device)
     grid[pairs[:, 1], pairs[:, 0]] = drops
     idx = code.expand(x.shape[0], *code.shape[1:]).reshape(x.shape[0], -1)
