@@ -92,6 +92,12 @@ def _bar(total: int, enabled: bool, what: str) -> Iterator[Callable[[], None]]:
         yield lambda: bar.advance(task)
 
 
+def _logits(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``model(x)`` in eval mode, without gradients."""
+    with _attack_mode(model), torch.no_grad():
+        return model(x)
+
+
 def _counts(model: nn.Module, data: Any, attack: AttackArg, eps_list: Sequence[float], *, batch_size: int,
             progress: bool, targets: Any, classification_only: bool) -> list[dict[str, float]]:
     """Per eps: n, correct (sum of per-sample accuracy), eligible and successful samples."""
@@ -114,8 +120,7 @@ def _counts(model: nn.Module, data: Any, attack: AttackArg, eps_list: Sequence[f
         for batch in loader:
             x, y = split_batch(batch)
             x, y = x.to(device), y.to(device)
-            with _attack_mode(model), torch.no_grad():
-                clean_pred = model(x).argmax(1)
+            clean_pred = _logits(model, x).argmax(1)
             is_class = clean_pred.ndim == 1
             if classification_only and not is_class:
                 raise ValueError("attack_success_rate needs a classifier (logits (B, K)); for segmentation "
@@ -123,15 +128,13 @@ def _counts(model: nn.Module, data: Any, attack: AttackArg, eps_list: Sequence[f
             if targeted:
                 if not is_class:
                     raise ValueError("a targeted attack needs a classifier here (logits (B, K))")
-                with _attack_mode(model), torch.no_grad():
-                    k = model(x[:1]).shape[1]
+                k = _logits(model, x[:1]).shape[1]
                 goal = _targets(targets, y, k).to(device)
             else:
                 goal = y
             for t, eps in zip(tally, eps_values, strict=True):
                 x_adv = x if eps == 0 else run(model, x, goal, eps)
-                with _attack_mode(model), torch.no_grad():
-                    pred = model(x_adv).argmax(1)
+                pred = _logits(model, x_adv).argmax(1)
                 hit = (pred == y).reshape(y.shape[0], -1).float().mean(1)
                 t["n"] += y.shape[0]
                 t["correct"] += float(hit.sum())
