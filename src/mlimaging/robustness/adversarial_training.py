@@ -30,6 +30,7 @@ from mlimaging.robustness.attacks import (
     _check_norm,
     _prepare_target,
     _resolve_loss,
+    _step_size,
     pgd,
 )
 from mlimaging.robustness.ranges import _number
@@ -42,14 +43,6 @@ __all__ = ["FastAdversarialStep", "PGDAdversarialStep", "adversarial_step"]
 def _unwrap(model: nn.Module) -> nn.Module:
     """The module inside DistributedDataParallel/DataParallel (the attack needs no gradient sync)."""
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel | nn.DataParallel) else model
-
-
-def _step_size(alpha: Any, eps: float) -> float:
-    """``alpha`` checked: > 0, or 0 with ``eps = 0`` (standard training)."""
-    value = _number(alpha, "alpha", minimum=0.0)
-    if value == 0 and eps > 0:
-        raise ValueError(f"alpha must be > 0 when eps > 0, got alpha = {value}")
-    return value
 
 
 class _AdversarialStep(TrainStep):
@@ -69,9 +62,18 @@ class _AdversarialStep(TrainStep):
         self.generator = None if seed is None else torch.Generator().manual_seed(seed)
         self.last_output: Any = None
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """The adversarial batch (subclasses)."""
+    def _pgd_settings(self) -> dict[str, Any]:
+        """``steps``, ``norm`` and ``random_start`` of the attack (subclasses)."""
         raise NotImplementedError
+
+    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """The adversarial batch: :func:`~mlimaging.robustness.pgd` with the step's settings
+        (``x`` itself when ``eps = 0``)."""
+        if self.eps == 0:
+            return x.detach()
+        return pgd(model, x, y, eps=self.eps, alpha=self.alpha, valid_range=self.valid_range,
+                   eps_relative=self.eps_relative, loss=self.loss, generator=self.generator,
+                   **self._pgd_settings())
 
     def __call__(self, model: nn.Module, batch: Any, *, optimizer: torch.optim.Optimizer,
                  grad_clip: float | None = None) -> tuple[torch.Tensor, Mapping[str, torch.Tensor]]:
@@ -161,13 +163,9 @@ class FastAdversarialStep(_AdversarialStep):
                          clean_weight=clean_weight, loss=loss, seed=seed)
         self.alpha = 1.25 * self.eps if alpha is None else _step_size(alpha, self.eps)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """FGSM step of size ``alpha`` from a uniform random start."""
-        if self.eps == 0:
-            return x.detach()
-        return pgd(model, x, y, eps=self.eps, alpha=self.alpha, steps=1, norm="linf", random_start=True,
-                   valid_range=self.valid_range, eps_relative=self.eps_relative, loss=self.loss,
-                   generator=self.generator)
+    def _pgd_settings(self) -> dict[str, Any]:
+        """FGSM step of size ``alpha`` from a uniform random start: one L-inf PGD step."""
+        return {"steps": 1, "norm": "linf", "random_start": True}
 
     def __repr__(self) -> str:
         return f"FastAdversarialStep(eps={self.eps}, alpha={self.alpha}, clean_weight={self.clean_weight})"
@@ -220,13 +218,8 @@ class PGDAdversarialStep(_AdversarialStep):
         self.norm = _check_norm(norm)
         self.random_start = bool(random_start)
 
-    def perturb(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
-        """PGD with the step's settings."""
-        if self.eps == 0:
-            return x.detach()
-        return pgd(model, x, y, eps=self.eps, alpha=self.alpha, steps=self.steps, norm=self.norm,
-                   random_start=self.random_start, valid_range=self.valid_range,
-                   eps_relative=self.eps_relative, loss=self.loss, generator=self.generator)
+    def _pgd_settings(self) -> dict[str, Any]:
+        return {"steps": self.steps, "norm": self.norm, "random_start": self.random_start}
 
     def __repr__(self) -> str:
         return (f"PGDAdversarialStep(eps={self.eps}, alpha={self.alpha}, steps={self.steps}, norm={self.norm!r}, "

@@ -81,6 +81,14 @@ def _check_int(value: Any, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
+def _step_size(alpha: Any, eps: float) -> float:
+    """``alpha`` checked: > 0, or 0 with ``eps = 0`` (no attack)."""
+    value = _number(alpha, "alpha", minimum=0.0)
+    if value == 0 and eps > 0:
+        raise ValueError(f"alpha must be > 0 when eps > 0, got alpha = {value}")
+    return value
+
+
 def _check_norm(norm: Any) -> str:
     key = str(norm).lower() if isinstance(norm, str) else norm
     if key not in _NORMS:
@@ -281,8 +289,6 @@ def _pgd_once(model: Callable, fn: Callable, x: torch.Tensor, y: torch.Tensor, b
                 noise = torch.empty(x.shape, dtype=x.dtype, device=x.device).uniform_(-eps, eps)
             else:
                 noise = _noise(x, generator, "uniform").mul_(eps)
-            adv = bounds.clamp_(x + noise)
-            adv = torch.empty_like(x).copy_(adv)  # the working layout of x (channels-last on CPU)
         else:
             if generator is None:
                 delta = torch.empty(x.shape, dtype=x.dtype, device=x.device).normal_()
@@ -291,11 +297,11 @@ def _pgd_once(model: Callable, fn: Callable, x: torch.Tensor, y: torch.Tensor, b
                 delta = _noise(x, generator, "normal")
                 r = _noise(x[:, :1].reshape((x.shape[0],) + (1,) * (x.ndim - 1)), generator, "uniform")
                 r = r.add_(1.0).mul_(0.5)
-            delta *= r / _flat_norm(delta) * eps
+            noise = delta.mul_(r / _flat_norm(delta) * eps)
             if scale is not None:
-                delta.mul_(scale)
-            adv = bounds.clamp_(x + delta)
-            adv = torch.empty_like(x).copy_(adv)  # the working layout of x (channels-last on CPU)
+                noise.mul_(scale)
+        adv = bounds.clamp_(x + noise)
+        adv = torch.empty_like(x).copy_(adv)  # the working layout of x (channels-last on CPU)
     else:
         adv = x.clone()
     if norm == "linf":
@@ -398,9 +404,7 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch
         raise ValueError(f"generator must be a torch.Generator or None, got {type(generator).__name__}")
     bounds = resolve_range(valid_range, x, eps_relative=eps_relative)
     eps_v = _number(eps, "eps", minimum=0.0)
-    alpha_v = 2.5 * eps_v / steps if alpha is None else _number(alpha, "alpha", minimum=0.0)
-    if alpha_v == 0 and eps_v > 0:
-        raise ValueError(f"alpha must be > 0 when eps > 0, got alpha = {alpha_v}")
+    alpha_v = 2.5 * eps_v / steps if alpha is None else _step_size(alpha, eps_v)
     fn = _resolve_loss(loss)
     scale = None
     if eps_relative and norm == "l2" and isinstance(bounds.width, torch.Tensor):
@@ -417,19 +421,21 @@ def pgd(model: Callable[[torch.Tensor], torch.Tensor], x: torch.Tensor, y: torch
         best, y = _pgd_once(model, fn, x, y, bounds, **kw)
         if restarts == 1:
             return _restore_layout(best, x_in)
-        with torch.no_grad():
-            logits = model(best)
-            best_loss = _per_sample_loss(fn, logits, y)
-            best_hit = _success(logits, y, bool(targeted))
+
+        def judge(adv: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+            """Per-sample loss and success (None unless classifying) of a candidate."""
+            with torch.no_grad():
+                logits = model(adv)
+                return _per_sample_loss(fn, logits, y), _success(logits, y, bool(targeted))
+
+        best_loss, best_hit = judge(best)
         sign = -1.0 if targeted else 1.0
         for _ in range(restarts - 1):
             adv, _ = _pgd_once(model, fn, x, y, bounds, **kw)
+            cur_loss, hit = judge(adv)
             with torch.no_grad():
-                logits = model(adv)
-                cur_loss = _per_sample_loss(fn, logits, y)
                 better = sign * cur_loss > sign * best_loss
                 if best_hit is not None:
-                    hit = _success(logits, y, bool(targeted))
                     better = (hit & ~best_hit) | ((hit == best_hit) & better)
                     best_hit = torch.where(better, hit, best_hit)
                 best_loss = torch.where(better, cur_loss, best_loss)
