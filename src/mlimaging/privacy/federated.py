@@ -23,7 +23,6 @@ from torch import nn
 from torch.utils.data import Subset, TensorDataset
 
 from mlimaging.privacy._partition import (
-    _labels,
     as_dataset,
     partition,
     partition_summary,
@@ -34,8 +33,6 @@ from mlimaging.training._data import split_batch
 
 __all__ = ["FLHistory", "ProximalStep", "fedavg", "fedsgd", "partition", "partition_summary",
            "plot_partition", "rounds_to_accuracy"]
-
-_ = _labels  # re-exported for tests and the experiment
 
 
 @dataclass
