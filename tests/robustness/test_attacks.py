@@ -232,12 +232,16 @@ def test_runs_under_no_grad():
     assert torch.equal(b, pgd(model, x, y, eps=0.05, steps=2, random_start=False))
 
 
-def test_seeded_generator_is_repeatable():
+@pytest.mark.parametrize("norm", ["linf", "l2"])
+def test_seeded_generator_is_repeatable(norm):
     model, (x, y) = _cnn(), _data()
-    a = pgd(model, x, y, eps=0.05, steps=2, generator=torch.Generator().manual_seed(3))
-    b = pgd(model, x, y, eps=0.05, steps=2, generator=torch.Generator().manual_seed(3))
-    c = pgd(model, x, y, eps=0.05, steps=2, generator=torch.Generator().manual_seed(4))
+    eps = 0.05 if norm == "linf" else 0.5
+    a = pgd(model, x, y, eps=eps, steps=2, norm=norm, generator=torch.Generator().manual_seed(3))
+    b = pgd(model, x, y, eps=eps, steps=2, norm=norm, generator=torch.Generator().manual_seed(3))
+    c = pgd(model, x, y, eps=eps, steps=2, norm=norm, generator=torch.Generator().manual_seed(4))
     assert torch.equal(a, b) and not torch.equal(a, c)
+    dist = _l2(a - x) if norm == "l2" else (a - x).flatten(1).abs().amax(1)
+    assert bool((dist <= eps * (1 + 1e-5)).all())
 
 
 def test_3d_inputs():

@@ -295,7 +295,7 @@ def _pgd_once(model: Callable, fn: Callable, x: torch.Tensor, y: torch.Tensor, b
                 r = torch.zeros((x.shape[0],) + (1,) * (x.ndim - 1), dtype=x.dtype, device=x.device).uniform_(0, 1)
             else:
                 delta = _noise(x, generator, "normal")
-                r = _noise(x[:, :1].reshape((x.shape[0],) + (1,) * (x.ndim - 1)), generator, "uniform")
+                r = _noise(x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)), generator, "uniform")
                 r = r.add_(1.0).mul_(0.5)
             noise = delta.mul_(r / _flat_norm(delta) * eps)
             if scale is not None:
