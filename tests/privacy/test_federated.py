@@ -195,7 +195,9 @@ def test_history_records_every_round_and_the_bytes_sent():
     assert all(0 <= a <= 1 for a in h.accuracy) and all(lo > 0 for lo in h.loss)
     rows = h.to_rows()
     assert [r["round"] for r in rows] == [1, 2, 3] and rows[0]["clients"] == 3
-    assert set(rows[0]) == {"round", "accuracy", "loss", "train_loss", "clients", "seconds", "bytes"}
+    assert set(rows[0]) == {"round", "accuracy", "loss", "train_loss", "clients", "seconds", "aggregate_seconds",
+                            "bytes"}
+    assert all(0 <= g <= s for g, s in zip(h.aggregate_seconds, h.seconds, strict=True))
     assert fedavg(nn.Linear(4, 3), (x, y), [list(range(60))], rounds=1, lr=0.1, progress=False).accuracy == [None]
 
 
@@ -213,7 +215,9 @@ def test_secure_aggregation_matches_plain_averaging_or_says_it_is_missing(monkey
         hp = fedavg(plain, (x, y), parts, **kw)
         hs = fedavg(secret, (x, y), parts, secure=True, **kw)
         assert_same_weights(plain, secret, atol=1e-4)
-        assert hs.bytes[0] > hp.bytes[0]
+        # 67 float32 entries; 4 clients = 4 parties: the model down to each, each keeps one share and
+        # sends 3 (8 bytes per entry), each party sends its partial sum to the server
+        assert hp.bytes[0] == 2 * 4 * 67 * 4 and hs.bytes[0] == 4 * 67 * 4 + (4 * 3 + 4) * 67 * 8
     monkeypatch.setitem(sys.modules, "mlimaging.privacy.smpc", None)  # as if not written yet
     with pytest.raises(NotImplementedError, match="smpc"):
         fedsgd(mlp(), (x, y), parts, rounds=1, lr=0.1, secure=True, progress=False)
@@ -222,6 +226,8 @@ def test_secure_aggregation_matches_plain_averaging_or_says_it_is_missing(monkey
 # ------------------------------------------------------------------------------ worked examples
 def test_rounds_to_accuracy_by_hand():
     h = FLHistory(round=[1, 2, 3, 4], accuracy=[0.2, 0.6, 0.5, 0.9])
+    assert h.to_rows()[3] == dict(round=4, accuracy=0.9, loss=None, train_loss=None, clients=None, seconds=None,
+                                  aggregate_seconds=None, bytes=None)
     assert rounds_to_accuracy(h, 0.55) == 2
     assert rounds_to_accuracy(h, 0.9) == 4
     assert rounds_to_accuracy(h, 0.95) is None

@@ -52,6 +52,8 @@ class FLHistory:
         Indices of the clients selected in the round.
     seconds
         Wall time of the round's local training and aggregation (evaluation excluded).
+    aggregate_seconds
+        The part of ``seconds`` spent aggregating (plain weighted mean or secure sum).
     bytes
         Bytes communicated in the round (see :func:`fedavg`).
 
@@ -70,15 +72,24 @@ class FLHistory:
     clients: list[list[int]] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
     bytes: list[int] = field(default_factory=list)
+    aggregate_seconds: list[float] = field(default_factory=list)
 
     def __len__(self) -> int:
         return len(self.round)
 
     def to_rows(self) -> list[dict[str, Any]]:
-        """One dict per round: round, accuracy, loss, train_loss, clients (count), seconds, bytes."""
-        return [dict(round=r, accuracy=a, loss=lo, train_loss=t, clients=len(c), seconds=s, bytes=b)
-                for r, a, lo, t, c, s, b in zip(self.round, self.accuracy, self.loss, self.train_loss,
-                                                self.clients, self.seconds, self.bytes, strict=True)]
+        """One dict per round: round, accuracy, loss, train_loss, clients (count), seconds,
+        aggregate_seconds, bytes (a missing train_loss or aggregate_seconds is ``None``)."""
+        n = len(self.round)
+
+        def col(values: list) -> list:
+            return list(values) + [None] * (n - len(values))
+
+        return [dict(round=r, accuracy=a, loss=lo, train_loss=t, clients=None if c is None else len(c), seconds=s, aggregate_seconds=g,
+                     bytes=b)
+                for r, a, lo, t, c, s, g, b in zip(self.round, col(self.accuracy), col(self.loss),
+                                                   col(self.train_loss), col(self.clients), col(self.seconds),
+                                                   col(self.aggregate_seconds), col(self.bytes), strict=True)]
 
 
 def rounds_to_accuracy(history: FLHistory, target: float) -> int | None:
@@ -267,9 +278,10 @@ def fedavg(
     FLHistory
         ``bytes`` per round: plain, :math:`2 m P b` (the global state down, the client state
         up; :math:`P` entries of :math:`b` bytes each, 4 for float32); secure, the download
-        :math:`m P b` plus :math:`m^2 P_f \cdot 8` for the 64-bit shares (each client sends one
-        share of its :math:`P_f` floating entries to each of the other :math:`m-1` clients and
-        one sum of shares to the server) plus the integer buffers in plain.
+        :math:`m P b`, plus :math:`(m (p - 1) + p) P_f \cdot 8` for the 64-bit shares with
+        :math:`p = \max(m, 2)` parties (each client keeps one share of its :math:`P_f` floating
+        entries and sends one to each other party; each party sends its sum of shares to the
+        server), plus the integer buffers in plain.
 
     References
     ----------
@@ -323,7 +335,8 @@ def fedavg(
     if secure:
         int_bytes = state_bytes - sum(v.numel() * v.element_size() for v in model.state_dict().values()
                                       if v.is_floating_point())
-        round_bytes = m * state_bytes + m * m * float_entries * 8 + m * int_bytes
+        p = max(m, 2)
+        round_bytes = m * state_bytes + (m * (p - 1) + p) * float_entries * 8 + m * int_bytes
     else:
         round_bytes = 2 * m * state_bytes
     history = FLHistory()
@@ -346,13 +359,15 @@ def fedavg(
                 sizes.append(n_k)
                 losses.append(h["loss"][-1])
             weights = [n / sum(sizes) for n in sizes]
+            t1 = time.perf_counter()
             if secure_sum is None:
                 new_state = _weighted_average(states, weights)
             else:
                 gen = torch.Generator().manual_seed(_client_seed(seed, r, k_total))
                 new_state = _secure_average(states, weights, global_state, secure_sum, gen)
             model.load_state_dict(new_state)
-            seconds = time.perf_counter() - t0
+            t2 = time.perf_counter()
+            seconds = t2 - t0
             acc = test_loss = None
             if test is not None:
                 res = evaluate(model, test, metrics=("accuracy",), loss=loss, device=device)
@@ -363,6 +378,7 @@ def fedavg(
             history.train_loss.append(float(np.dot(weights, losses)))
             history.clients.append(chosen)
             history.seconds.append(seconds)
+            history.aggregate_seconds.append(t2 - t1)
             history.bytes.append(int(round_bytes))
             bar.update(history)
     finally:
