@@ -69,7 +69,8 @@ def test_adversarial_training_and_masking_tables(tiny_run):
     assert list(training) == ["standard", "fast-AT (FGSM-RS)", "PGD-AT"]
     for r in training.values():
         assert 0.0 <= float(r["PGD-40 0.2"]) <= float(r["clean"]) <= 1.0
-        assert float(r["PGD-40 0.3"]) <= float(r["FGSM 0.3"]) + 1 / 80
+        assert float(r["PGD-40 0.2"]) <= float(r["FGSM 0.2"]) + 1 / 80
+        assert "PGD-40 0.3" not in r  # quick mode: the training budget only
     masking = _rows(folder, "gradient-masking-check")
     assert {r["model"] for r in masking} == set(training)
     assert {r["check"] for r in masking} <= {"pass", "FAIL"}

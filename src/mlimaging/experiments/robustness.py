@@ -68,9 +68,9 @@ __all__ = ["FULL", "QUICK", "EpsRamp", "HUSegmenter", "RobustnessConfig", "attac
 HU_SCALE, HU_OFFSET, HU_RANGE = 2000.0, -1000.0, (-1024.0, 3071.0)
 STRUCTURES = {1: "body", 2: "organ", 3: "lesion"}
 
-#: Quick mode: 1,000 training digits, a few epochs, 200 test digits, small phantoms.
+#: Quick mode: 1,500 training digits, three epochs, 150 test digits, small phantoms; robust accuracy at train_eps only.
 QUICK: dict[str, Any] = {
-    "n_train": 1500, "n_test": 200, "epochs": 3, "at_epochs": 3, "at_steps": 3, "masking_n": 50, "restarts": 2,
+    "n_train": 1500, "n_test": 150, "epochs": 3, "at_epochs": 3, "at_steps": 3, "masking_n": 50, "restarts": 2,
     "phantoms": 12, "phantom_size": 48, "seg_epochs": 16, "hu_eps": (0.0, 10.0, 40.0, 160.0),
     "erase_eps": (20.0, 80.0, 320.0, 1280.0),
 }
@@ -338,7 +338,8 @@ def _training_section(cfg: RobustnessConfig, p: dict[str, Any], run: Run, data: 
     for name, step in run.track([("fast-AT (FGSM-RS)", fast), ("PGD-AT", madry)], "adversarial training"):
         models[name] = _train_lenet(cfg, data, epochs=p["at_epochs"], step=step)
     xte, yte = data["xte"], data["yte"]
-    checks = sorted({eps, *(e for e in (0.1, 0.3) if e in p["eps_list"])})
+    # quick mode: the training budget only (the PGD-40 evaluations dominate its time)
+    checks = sorted({eps} if cfg.quick else {eps, *(e for e in (0.1, 0.3) if e in p["eps_list"])})
     rows = []
     for name, (model, seconds) in models.items():
         row: dict[str, Any] = {"training": name, "epochs": p["epochs"] if name == "standard" else p["at_epochs"],
@@ -445,6 +446,7 @@ def _medical_section(cfg: RobustnessConfig, p: dict[str, Any], run: Run) -> None
     from mlimaging.segmentation.samples import SegmentationSamples
 
     size, n = p["phantom_size"], p["phantoms"]
+    erase_steps = 20 if cfg.quick else 40
     train = PhantomDataset(n, (size, size), seed=1000 * cfg.seed + 40, n_structures=3, **BASE_KNOBS)
     test = PhantomDataset(max(2, n // 3), (size, size), seed=1000 * cfg.seed + 41, n_structures=3, **BASE_KNOBS)
     run.section("4. Medical example: a U-Net on CT-like phantoms", f"A 2D U-Net (8 channels, depth 3) trained for "
@@ -453,7 +455,7 @@ def _medical_section(cfg: RobustnessConfig, p: dict[str, Any], run: Run) -> None
                 f"in Hounsfield units, HU = {HU_SCALE:g} I {HU_OFFSET:+g} (air -1000, body -400, organ 400, lesion "
                 f"1000; noise about {HU_SCALE * BASE_KNOBS['noise']:.0f} HU), valid range [{HU_RANGE[0]:g}, "
                 f"{HU_RANGE[1]:g}] HU, so epsilon is in HU. Untargeted PGD-20 maximises the pixel-wise "
-                f"cross-entropy; the targeted PGD-40 pushes the lesion's pixels to the label around them.")
+                f"cross-entropy; the targeted PGD-{erase_steps} pushes the lesion's pixels to the label around them.")
     net = build_segmenter("unet", num_classes=4, seed=cfg.seed, channels=8, depth=3)
     train_segmenter(net, SegmentationSamples(train), epochs=p["seg_epochs"], batch_size=4, lr=3e-3, seed=cfg.seed)
     model = HUSegmenter(net).eval()
@@ -481,7 +483,7 @@ def _medical_section(cfg: RobustnessConfig, p: dict[str, Any], run: Run) -> None
         target = _erase_target(y[i])[None]
         found = None
         for e in p["erase_eps"]:
-            x_adv = attack_images(model, x[i:i + 1], target, method="pgd", eps=e, steps=40, valid_range=HU_RANGE,
+            x_adv = attack_images(model, x[i:i + 1], target, method="pgd", eps=e, steps=erase_steps, valid_range=HU_RANGE,
                                   loss=_region_ce(region), targeted=True, seed=cfg.seed)
             pred = _predict(model, x_adv)
             if not (pred[0][region] == 3).any():
@@ -493,7 +495,7 @@ def _medical_section(cfg: RobustnessConfig, p: dict[str, Any], run: Run) -> None
                            "fraction of lesion-organ contrast": found[0] / (0.3 * HU_SCALE) if found else float("nan")})
         if found and shown is None:
             shown = (i, found)
-    run.table("Smallest perturbation that erases the lesion", erase_rows, caption="Targeted PGD-40 towards the label "
+    run.table("Smallest perturbation that erases the lesion", erase_rows, caption=f"Targeted PGD-{erase_steps} towards the label "
               "map without the lesion (cross-entropy over the lesion and a 2-pixel margin), eps searched on "
               f"{', '.join(f'{e:g}' for e in p['erase_eps'])} HU; erased: no lesion pixel predicted within the "
               "margin; NaN: not erased within the grid. The lesion-organ contrast is 600 HU (0.3 in phantom units).")
