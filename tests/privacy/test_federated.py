@@ -201,6 +201,19 @@ def test_history_records_every_round_and_the_bytes_sent():
     assert fedavg(nn.Linear(4, 3), (x, y), [list(range(60))], rounds=1, lr=0.1, progress=False).accuracy == [None]
 
 
+def test_regression_with_mse_records_the_test_loss_only():
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(40, 3, generator=g)
+    y = x @ torch.tensor([[1.0], [-2.0], [0.5]])
+    net = nn.Linear(3, 1)
+    h = fedsgd(net, (x, y), partition((x, torch.zeros(40, dtype=torch.long)), num_clients=4), rounds=30,
+               fraction=1.0, lr=0.3, loss=nn.MSELoss(), metrics=(), test_data=(x, y), progress=False)
+    assert h.accuracy == [None] * 30
+    assert h.loss[-1] < 0.01 * h.loss[0]
+    with pytest.raises(ValueError, match="test accuracy"):
+        rounds_to_accuracy(h, 0.5)
+
+
 def test_secure_aggregation_matches_plain_averaging_or_says_it_is_missing(monkeypatch):
     x, y = data()
     parts = partition((x, y), num_clients=4, seed=0)
@@ -282,6 +295,10 @@ def test_bad_parts_optimizer_and_model():
         call(parts=[[0, 12]])
     with pytest.raises(ValueError, match="parts"):
         call(parts=[])
+    with pytest.raises(ValueError, match="test_data"):
+        call(test_data=3.0)
+    with pytest.raises(ValueError, match="batch_size"):
+        call(batch_size="full")
     with pytest.raises(ValueError, match="optimizer"):
         call(optimizer="lbfgs")
     with pytest.raises(ValueError, match="model"):

@@ -29,12 +29,12 @@ def _is_xy(dataset: Any) -> bool:
             and len(dataset[0]) == len(dataset[1]))
 
 
-def as_dataset(dataset: Any) -> Dataset:
+def as_dataset(dataset: Any, name: str = "dataset") -> Dataset:
     """A ``Dataset``: ``dataset`` itself, or a ``TensorDataset`` of an ``(x, y)`` pair of tensors."""
     if _is_xy(dataset):
         return TensorDataset(torch.as_tensor(dataset[0]), torch.as_tensor(dataset[1]))
     if not (hasattr(dataset, "__len__") and hasattr(dataset, "__getitem__")):
-        raise ValueError(f"dataset must be a Dataset of (x, y) pairs or an (x, y) pair of tensors, "
+        raise ValueError(f"{name} must be a Dataset of (x, y) pairs or an (x, y) pair of tensors, "
                          f"got {type(dataset).__name__}")
     return dataset
 

@@ -214,6 +214,7 @@ def fedavg(
     proximal_mu: float = 0.0,
     optimizer: str | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] = "sgd",
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
+    metrics: Any = ("accuracy",),
     device: str | torch.device = "cpu",
 ) -> FLHistory:
     r"""Federated Averaging (McMahan et al. 2017, Algorithm 1), with FedProx as an option.
@@ -270,6 +271,10 @@ def fedavg(
         (then ``lr`` is not used); a fresh optimiser per client and round.
     loss
         ``(output, target) -> scalar``; default ``nn.CrossEntropyLoss()``.
+    metrics
+        Passed to :func:`mlimaging.training.evaluate` on ``test_data``; ``FLHistory.accuracy``
+        records its ``"accuracy"`` (``None`` without it: use ``()`` for a model that is not a
+        classifier, then only the test loss is recorded).
     device
         Where the clients train.
 
@@ -321,7 +326,7 @@ def fedavg(
         raise ValueError(f"loss must be a callable (output, target) -> scalar tensor, got {type(loss).__name__}")
     data = as_dataset(dataset)
     parts = _check_parts(parts, len(data))
-    test = as_dataset(test_data) if test_data is not None else None
+    test = as_dataset(test_data, "test_data") if test_data is not None else None
     secure_sum = _secure_sum() if secure else None
     device = torch.device(device)
     model.to(device)
@@ -370,8 +375,8 @@ def fedavg(
             seconds = t2 - t0
             acc = test_loss = None
             if test is not None:
-                res = evaluate(model, test, metrics=("accuracy",), loss=loss, device=device)
-                acc, test_loss = res["accuracy"], res["loss"]
+                res = evaluate(model, test, metrics=metrics, loss=loss, device=device)
+                acc, test_loss = res.get("accuracy"), res["loss"]
             history.round.append(r)
             history.accuracy.append(acc)
             history.loss.append(test_loss)
@@ -399,6 +404,7 @@ def fedsgd(
     secure: bool = False,
     progress: bool = True,
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
+    metrics: Any = ("accuracy",),
     device: str | torch.device = "cpu",
 ) -> FLHistory:
     r"""Federated SGD (McMahan et al. 2017, FedSGD): one full-batch gradient per client per round.
@@ -414,7 +420,7 @@ def fedsgd(
 
     Parameters
     ----------
-    model, dataset, parts, rounds, fraction, test_data, seed, secure, progress, loss, device
+    model, dataset, parts, rounds, fraction, test_data, seed, secure, progress, loss, metrics, device
         As in :func:`fedavg`.
     lr
         :math:`\eta`, the server (= client) learning rate.
@@ -442,7 +448,7 @@ def fedsgd(
     """
     return fedavg(model, dataset, parts, rounds=rounds, fraction=fraction, local_epochs=1, batch_size=None,
                   lr=lr, test_data=test_data, seed=seed, secure=secure, progress=progress, proximal_mu=0.0,
-                  optimizer="sgd", loss=loss, device=device)
+                  optimizer="sgd", loss=loss, metrics=metrics, device=device)
 
 
 # ----------------------------------------------------------------------------------- helpers
