@@ -592,10 +592,9 @@ def secure_sum(
         p_j = \sum_{c} s_{c,j}, \qquad
         \sum_c x_c \approx \operatorname{dec}\Big(\sum_{j=1}^{n} p_j \bmod 2^{64}\Big),
 
-    exact up to the encoding: the error per element is at most
-    :math:`C \cdot 2^{-f-1}` for :math:`C` clients. No coalition of :math:`n - 1` parties
-    learns anything beyond the sum (Beaver, 1991; the additive-sharing aggregation of
-    Bonawitz et al., 2017, Sec. 3).
+    exact up to the encoding: the error per element is at most :math:`C \cdot 2^{-f-1}` for
+    :math:`C` clients. No coalition of :math:`n - 1` parties learns anything beyond the sum
+    (secure aggregation for federated learning: Bonawitz et al., 2017, arXiv:1611.04482).
 
     Parameters
     ----------
@@ -713,7 +712,7 @@ def pairwise_masked_sum(
     ----------
     updates : list
         One update per client (tensor or list/tuple/dict of tensors), at least 2 clients.
-    dropped : iterable of int, optional
+    dropped : int or iterable of int, optional
         Indices of clients that drop out.
     threshold : int, optional
         Shamir threshold :math:`t` (default :math:`\lfloor C/2 \rfloor + 1`), ``1 <= t <= C``;
@@ -750,7 +749,7 @@ def pairwise_masked_sum(
     if t > n:
         raise ValueError(f"threshold must be <= the number of clients {n}, got {t}")
     drop = []
-    for k in dropped:
+    for k in [dropped] if isinstance(dropped, int) else dropped:
         k = _check_int(k, "dropped", low=0, high=n - 1)
         if k in drop:
             raise ValueError(f"dropped must not repeat a client, got {k} twice")
