@@ -231,6 +231,11 @@ def test_secure_aggregation_matches_plain_averaging_or_says_it_is_missing(monkey
         # 67 float32 entries; 4 clients = 4 parties: the model down to each, each keeps one share and
         # sends 3 (8 bytes per entry), each party sends its partial sum to the server
         assert hp.bytes[0] == 2 * 4 * 67 * 4 and hs.bytes[0] == 4 * 67 * 4 + (4 * 3 + 4) * 67 * 8
+        bn = [nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 3)) for _ in range(2)]
+        bn[1].load_state_dict(bn[0].state_dict())
+        fedavg(bn[0], (x, y), parts, **kw)
+        fedavg(bn[1], (x, y), parts, secure=True, **kw)
+        assert_same_weights(bn[0], bn[1], atol=1e-4)  # running stats too; num_batches_tracked exact
     monkeypatch.setitem(sys.modules, "mlimaging.privacy.smpc", None)  # as if not written yet
     with pytest.raises(NotImplementedError, match="smpc"):
         fedsgd(mlp(), (x, y), parts, rounds=1, lr=0.1, secure=True, progress=False)

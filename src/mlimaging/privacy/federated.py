@@ -288,6 +288,13 @@ def fedavg(
         entries and sends one to each other party; each party sends its sum of shares to the
         server), plus the integer buffers in plain.
 
+    Notes
+    -----
+    The weights are normalised over the selected clients (:math:`n_{S_t}`; Algorithm 1 writes
+    :math:`n`, the same when :math:`C = 1`), so the update is a convex combination. ``round``
+    is Python's (half to even). Each client's ``fit`` is seeded from ``(seed, round, client)``
+    and, as ``fit`` does, re-seeds the global Python/NumPy/torch generators.
+
     References
     ----------
     McMahan B. et al. (2017). Communication-Efficient Learning of Deep Networks from
