@@ -1,18 +1,12 @@
-r"""Secure multi-party computation: additive secret sharing, Beaver multiplication, secure
-aggregation with pairwise masks (Bonawitz et al., 2017).
+r"""Secure multi-party computation: additive secret sharing over :math:`\mathbb{Z}_{2^{64}}`,
+Beaver multiplication, secure sum and pairwise-mask secure aggregation.
 
-Values live in the ring :math:`\mathbb{Z}_{2^{64}}`, stored as ``torch.int64`` tensors: torch's
-int64 addition, subtraction, multiplication, sums and matmuls wrap around modulo
-:math:`2^{64}` (two's complement), which is exactly ring arithmetic. Reals are embedded with a
-fixed-point encoding with ``frac_bits`` fractional bits (16 by default).
-
-**Shares** are a stacked ``int64`` tensor of shape ``(n_parties, *x.shape)``: ``shares[j]`` is
-what party ``j`` holds, and the secret is ``shares.sum(0)`` in the ring.
-
-Papers: D. Beaver, "Efficient multiparty protocols using circuit randomization", CRYPTO 1991;
-P. Mohassel and Y. Zhang, "SecureML", IEEE S&P 2017 (truncation error analysis);
-A. Shamir, "How to share a secret", 1979; K. Bonawitz et al., "Practical secure aggregation
-for privacy-preserving machine learning", CCS 2017, arXiv:1611.04482.
+Ring elements are ``torch.int64`` tensors: torch's int64 add, subtract, multiply, sum and
+matmul wrap modulo :math:`2^{64}` (two's complement), which is ring arithmetic. Reals use a
+fixed-point encoding with ``frac_bits`` fractional bits (16 by default). **Shares** are a
+stacked ``int64`` tensor ``(n_parties, *x.shape)``: party ``j`` holds ``shares[j]`` and the
+secret is ``shares.sum(0)`` in the ring. Papers: Beaver (1991), Shamir (1979), Mohassel &
+Zhang (SecureML, 2017), Bonawitz et al. (2017, arXiv:1611.04482); see each function.
 """
 
 from __future__ import annotations
@@ -225,6 +219,11 @@ class TruncationPair:
         ``int64`` shares, shape ``(n_parties, *shape)``.
     frac_bits : int
         The :math:`f` used for ``r_trunc``.
+
+    Examples
+    --------
+    >>> truncation_pair((5,), 2, generator=None, frac_bits=8).r_trunc.shape
+    torch.Size([2, 5])
     """
 
     r: torch.Tensor
@@ -243,6 +242,11 @@ class BeaverTriple:
         ``int64`` shares, shape ``(n_parties, *shape)``.
     trunc : TruncationPair
         Truncation pair of the same shape.
+
+    Examples
+    --------
+    >>> beaver_triple((4,), 3, generator=None).c.shape
+    torch.Size([3, 4])
     """
 
     a: torch.Tensor
@@ -310,8 +314,7 @@ def truncate(z_shares: torch.Tensor, pair: TruncationPair) -> torch.Tensor:
 
     References
     ----------
-    P. Mohassel and Y. Zhang, "SecureML: A system for scalable privacy-preserving machine
-    learning", IEEE S&P 2017. DOI: 10.1109/SP.2017.12.
+    P. Mohassel, Y. Zhang, "SecureML", IEEE S&P 2017. DOI: 10.1109/SP.2017.12.
 
     Examples
     --------
@@ -419,13 +422,8 @@ def mul(x_shares: torch.Tensor, y_shares: torch.Tensor, triple: BeaverTriple) ->
 
 
 def secure_linear(
-    x_shares: torch.Tensor,
-    weight,
-    bias=None,
-    *,
-    pair: TruncationPair | None = None,
-    generator: torch.Generator | None = None,
-    frac_bits: int = 16,
+    x_shares: torch.Tensor, weight, bias=None, *, pair: TruncationPair | None = None,
+    generator: torch.Generator | None = None, frac_bits: int = 16,
 ) -> torch.Tensor:
     r"""Secure inference of a linear layer on shared inputs with plaintext (model-owner) weights.
 
@@ -564,8 +562,13 @@ class SecureSumTranscript:
     partial_sums : torch.Tensor
         ``int64`` ``(n_parties, D)``: what each party sends to the aggregator.
     bytes_sent : int
-        Bytes on the wire: every share (8 bytes per element, counted even when a client is
-        its own party) plus the partial sums.
+        Every share (also a client's share to itself) and partial sum, 8 bytes per element.
+
+    Examples
+    --------
+    >>> _, tr = secure_sum([torch.ones(2)] * 3, return_transcript=True)
+    >>> tr.views.shape, tr.partial_sums.shape, tr.bytes_sent
+    (torch.Size([3, 3, 2]), torch.Size([3, 2]), 192)
     """
 
     views: torch.Tensor
@@ -574,12 +577,8 @@ class SecureSumTranscript:
 
 
 def secure_sum(
-    updates,
-    *,
-    generator: torch.Generator | None = None,
-    frac_bits: int = 16,
-    n_parties: int | None = None,
-    return_transcript: bool = False,
+    updates, *, generator: torch.Generator | None = None, frac_bits: int = 16,
+    n_parties: int | None = None, return_transcript: bool = False,
 ):
     r"""Sum the clients' updates with additive secret sharing; only the sum is ever opened.
 
@@ -668,8 +667,13 @@ class MaskedSumTranscript:
     recovered_secret_keys : dict
         Dropped client -> its key-agreement secret, rebuilt from ``threshold`` Shamir shares.
     bytes_sent : int
-        Masked vectors (8 bytes per element) plus public keys and Shamir shares
-        (8 bytes per field element).
+        Masked vectors, public keys and Shamir shares, 8 bytes per element.
+
+    Examples
+    --------
+    >>> _, tr = pairwise_masked_sum([torch.ones(2)] * 3, dropped=[0], return_transcript=True)
+    >>> tr.survivors, tr.masked_inputs.shape
+    ((1, 2), torch.Size([2, 2]))
     """
 
     masked_inputs: torch.Tensor
@@ -680,13 +684,8 @@ class MaskedSumTranscript:
 
 
 def pairwise_masked_sum(
-    updates,
-    *,
-    dropped=(),
-    threshold: int | None = None,
-    generator: torch.Generator | None = None,
-    frac_bits: int = 16,
-    return_transcript: bool = False,
+    updates, *, dropped=(), threshold: int | None = None, generator: torch.Generator | None = None,
+    frac_bits: int = 16, return_transcript: bool = False,
 ):
     r"""Secure aggregation with pairwise masks and dropout recovery (Bonawitz et al., 2017).
 
@@ -731,8 +730,7 @@ def pairwise_masked_sum(
 
     References
     ----------
-    K. Bonawitz, V. Ivanov, B. Kreuter, A. Marcedone, H. B. McMahan, S. Patel, D. Ramage,
-    A. Segal, K. Seth, "Practical secure aggregation for privacy-preserving machine
+    K. Bonawitz et al., "Practical secure aggregation for privacy-preserving machine
     learning", ACM CCS 2017. arXiv:1611.04482.
 
     Examples
