@@ -195,3 +195,23 @@ def test_bad_points_and_dropouts():
         pairwise_masked_sum([torch.ones(2)])
     with pytest.raises(ValueError, match="frac_bits"):
         pairwise_masked_sum(ups, frac_bits=31)
+
+
+# ------------------------------------------------------------------------ oracles (SymPy)
+def test_shamir_reconstruct_matches_sympy_interpolation():
+    sympy = pytest.importorskip("sympy")
+    g = torch.Generator().manual_seed(7)
+    for secret, n, t in [(0, 4, 2), (PRIME - 1, 5, 4), (2**40 + 17, 7, 5)]:
+        pts = shamir_share(secret, n, t, generator=g)
+        subset = pts[n - t :]
+        z = sympy.Symbol("z")
+        value = sympy.Rational(sympy.interpolate([(x, y) for x, y in subset], z).subs(z, 0))
+        oracle = int(value.p) * sympy.mod_inverse(int(value.q), PRIME) % PRIME
+        assert shamir_reconstruct(subset) == oracle == secret
+
+
+def test_field_constants_match_sympy():
+    sympy = pytest.importorskip("sympy")
+    assert sympy.isprime(PRIME) and PRIME == 2**61 - 1
+    assert sympy.is_primitive_root(DH_GENERATOR, PRIME)
+    assert sympy.primitive_root(PRIME) == DH_GENERATOR  # the smallest one
