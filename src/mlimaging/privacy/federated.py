@@ -360,16 +360,13 @@ def fedavg(
             global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
             states, sizes, losses = [], [], []
             for c in chosen:
-                local.load_state_dict(global_state)
-                client_data = _subset(data, parts[c])
-                n_k = len(parts[c])
-                step = ProximalStep(loss, mu=proximal_mu, anchor=model) if proximal_mu > 0 else None
-                h = fit(local, client_data, loss=None if step else loss, step=step, optimizer=factory,
-                        epochs=local_epochs, batch_size=n_k if batch_size in (None, "all") else batch_size,
-                        seed=_client_seed(seed, r, c), metrics=(), progress=False, device=device)
-                states.append({k: v.detach().clone() for k, v in local.state_dict().items()})
+                state, n_k, last = _train_client(local, model, global_state, _subset(data, parts[c]), loss=loss,
+                                                 proximal_mu=proximal_mu, factory=factory,
+                                                 local_epochs=local_epochs, batch_size=batch_size,
+                                                 seed=_client_seed(seed, r, c), device=device)
+                states.append(state)
                 sizes.append(n_k)
-                losses.append(h["loss"][-1])
+                losses.append(last)
             weights = [n / sum(sizes) for n in sizes]
             t1 = time.perf_counter()
             if secure_sum is None:
@@ -463,6 +460,24 @@ def _check_int(value: Any, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
     return int(value)
+
+
+def _train_client(local: nn.Module, anchor: nn.Module, global_state: Mapping[str, torch.Tensor], client_data: Any,
+                  *, loss: Callable[[Any, Any], torch.Tensor], proximal_mu: float,
+                  factory: Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer], local_epochs: int,
+                  batch_size: int | str | None, seed: int, device: torch.device
+                  ) -> tuple[dict[str, torch.Tensor], int, float]:
+    """One client's local update: load ``global_state`` into ``local``, train it with ``fit``.
+
+    Returns the trained state (cloned), the client's sample count and its last-epoch loss.
+    """
+    local.load_state_dict(global_state)
+    n_k = len(client_data)
+    step = ProximalStep(loss, mu=proximal_mu, anchor=anchor) if proximal_mu > 0 else None
+    h = fit(local, client_data, loss=None if step else loss, step=step, optimizer=factory,
+            epochs=local_epochs, batch_size=n_k if batch_size in (None, "all") else batch_size,
+            seed=seed, metrics=(), progress=False, device=device)
+    return {k: v.detach().clone() for k, v in local.state_dict().items()}, n_k, h["loss"][-1]
 
 
 def _client_seed(seed: int, rnd: int, client: int) -> int:
