@@ -194,3 +194,22 @@ def test_view_models_and_in_place_inputs_work(name):
     before = x1.clone()
     out = attribute(_InPlaceInput().eval(), x1, 2, method=name, **kw)
     assert torch.equal(x1, before) and out.shape == x1.shape
+
+
+@pytest.mark.parametrize("dims", [2, 3])
+@pytest.mark.parametrize("name", METHODS)
+def test_channels_last_inputs_give_the_contiguous_maps(name, dims):
+    # volumes of a scan arrive in any memory layout; the maps must not depend on it
+    conv = torch.nn.Conv2d if dims == 2 else torch.nn.Conv3d
+    torch.manual_seed(0)
+    net = torch.nn.Sequential(conv(2, 4, 3, padding=1), torch.nn.ReLU(), conv(4, 3, 1)).eval()
+    x = torch.rand((2, 2) + (6,) * dims, generator=torch.Generator().manual_seed(2))
+    mask = torch.zeros((6,) * dims, dtype=torch.bool)
+    mask[1:4, 1:4] = True
+    kw = {"grad_cam": {"layer": "0"}, "guided_grad_cam": {"layer": "0"}, "occlusion": {"window": 2, "stride": 2},
+          "smoothgrad": {"samples": 3, "seed": 0}, "integrated_gradients": {"steps": 4},
+          "feature_ablation": {"segments": torch.arange(6 ** dims).view((6,) * dims) // 8}}.get(name, {})
+    layout = torch.channels_last if dims == 2 else torch.channels_last_3d
+    plain = attribute(net, x, (1, mask), method=name, **kw)
+    last = attribute(net, x.contiguous(memory_format=layout), (1, mask), method=name, **kw)
+    torch.testing.assert_close(last, plain, rtol=1e-5, atol=1e-7)

@@ -322,7 +322,8 @@ def integrated_gradients(model: nn.Module, x: torch.Tensor, target: Any, *,
             sl = slice(start, start + chunk)
             grads[sl] = _grad(run, path[sl], tgt.take(rows[sl]))
     w = torch.as_tensor(weights, dtype=x.dtype, device=x.device)
-    total = torch.tensordot(w, grads.view(m, -1), dims=1).view_as(x0)
+    # reshape, not view: a channels-last input gives channels-last gradients
+    total = torch.tensordot(w, grads.reshape(m, -1), dims=1).reshape(x0.shape)
     return (total * delta).detach()
 
 
