@@ -1,0 +1,173 @@
+"""Federated-learning targets of issue 14: FedAvg against FedSGD, secure aggregation cost, Flower.
+
+==============  ===================================================================  ==============
+case            what is measured                                                     target
+==============  ===================================================================  ==============
+fedavg-rounds   IID, 10 clients, C = 1 (every client every round), LeNet on          <= 0.10
+                mnist5k (3,500 training / 1,000 test digits): rounds for FedAvg
+                (E = 5, B = 10, SGD lr 0.2) to reach 95% test accuracy, divided by
+                FedSGD's rounds (one full-batch gradient per client, lr 0.3). Each
+                run stops at the target or at its cap (FedAvg 30, FedSGD 300
+                rounds). When FedSGD never reaches 95% the ratio is reported as an
+                upper bound, FedAvg's rounds / FedSGD's cap (FedSGD's true count
+                is larger); it passes only if that bound is measured <= 0.10.
+secure-agg      a FedAvg round of 10 clients (E = 1, B = 10, LeNet-size updates,     <= 2.0x
+                61,706 floats) with secure aggregation (additive secret sharing
+                over Z_2^64) against plain weighted averaging: whole-round wall
+                time (local training + aggregation), alternating repeats, same
+                seeds and initial weights; median ratio. Bytes per round and the
+                aggregation seconds alone are recorded beside.
+flower          Flower deployment of 4 clients x 5 rounds: same accuracy as the      +-0.5 pt,
+                simulation and <= 2x its time                                        <= 2x
+==============  ===================================================================  ==============
+
+By default torch uses one thread (a 2-core machine shared with other jobs). ``--quick`` uses a tenth
+of the digits, caps of 3 / 10 rounds and one timing repeat (the targets are then not expected to be met).
+
+Writes ``benchmarks/results/federated.json`` (``federated-quick.json`` with ``--quick``) and prints a table.
+
+Run: ``python benchmarks/federated.py`` (``--quick`` for a short check).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import platform
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from _common import alternate, print_targets  # benchmarks/ is on sys.path when a script runs
+from mlimaging.experiments.federated import load_mnist
+from mlimaging.models import create_model
+from mlimaging.privacy import fedavg, fedsgd, partition
+from mlimaging.utils import package_versions
+
+RESULTS = Path(__file__).resolve().parent / "results" / "federated.json"
+TARGET_ACC, RATIO, SECURE = 0.95, 0.10, 2.0
+FEDAVG = {"local_epochs": 5, "batch_size": 10, "lr": 0.2, "cap": 30}
+FEDSGD = {"lr": 0.3, "cap": 300}
+
+
+def until_target(algorithm: str, data: tuple, parts: list[list[int]], *, cap: int, seed: int = 0
+                 ) -> dict[str, Any]:
+    """Run ``algorithm`` one round at a time (every client each round, C = 1) from a seeded LeNet until
+    the test accuracy reaches the target or ``cap`` rounds; round ``t`` uses seed ``seed + t`` for the
+    clients' data order (FedSGD's full batches do not depend on it)."""
+    xtr, ytr, xte, yte = data
+    model = create_model("lenet", num_classes=10, seed=seed)
+    acc, seconds, reached = [], 0.0, None
+    for t in range(1, cap + 1):
+        common = dict(rounds=1, fraction=1.0, test_data=(xte, yte), seed=seed + t, progress=False)
+        if algorithm == "fedsgd":
+            h = fedsgd(model, (xtr, ytr), parts, lr=FEDSGD["lr"], **common)
+        else:
+            h = fedavg(model, (xtr, ytr), parts, local_epochs=FEDAVG["local_epochs"], batch_size=FEDAVG["batch_size"],
+                       lr=FEDAVG["lr"], **common)
+        acc.append(float(h.accuracy[0]))
+        seconds += h.seconds[0]
+        if acc[-1] >= TARGET_ACC:
+            reached = t
+            break
+    return {"rounds": reached, "cap": cap, "accuracy": acc, "train_seconds": seconds}
+
+
+def rounds_case(data: tuple, *, quick: bool) -> dict[str, Any]:
+    parts = partition((data[0], data[1]), num_clients=10, scheme="iid", seed=0)
+    avg = until_target("fedavg", data, parts, cap=3 if quick else FEDAVG["cap"])
+    sgd = until_target("fedsgd", data, parts, cap=10 if quick else FEDSGD["cap"])
+    if avg["rounds"] is None:
+        ratio, bound, passed = None, "FedAvg did not reach the target", False
+    elif sgd["rounds"] is None:
+        ratio, bound = avg["rounds"] / sgd["cap"], "upper bound (FedSGD did not reach the target within its cap)"
+        passed = ratio <= RATIO
+    else:
+        ratio, bound = avg["rounds"] / sgd["rounds"], "measured"
+        passed = ratio <= RATIO
+    return {"case": "fedavg-rounds", "ratio": ratio, "ratio_kind": bound, "target": RATIO, "passed": passed,
+            "fedavg": {**avg, **{k: v for k, v in FEDAVG.items() if k != "cap"}},
+            "fedsgd": {**sgd, "lr": FEDSGD["lr"]}, "clients": 10, "fraction": 1.0, "target_accuracy": TARGET_ACC}
+
+
+def secure_case(data: tuple, *, repeats: int) -> dict[str, Any]:
+    xtr, ytr, _, _ = data
+    parts = partition((xtr, ytr), num_clients=10, scheme="iid", seed=0)
+    init = create_model("lenet", num_classes=10, seed=0).state_dict()
+    last: dict[str, Any] = {}
+
+    def one_round(secure: bool) -> None:
+        model = create_model("lenet", num_classes=10, seed=0)
+        model.load_state_dict(init)
+        last[secure] = fedavg(model, (xtr, ytr), parts, rounds=1, fraction=1.0, local_epochs=1, batch_size=10,
+                              lr=FEDAVG["lr"], seed=0, secure=secure, progress=False)
+
+    cpu, wall = alternate({"plain": lambda: one_round(False), "secure": lambda: one_round(True)}, repeats=repeats)
+    ratios = [s / p for s, p in zip(wall["secure"], wall["plain"], strict=True)]
+    ratio = statistics.median(ratios)
+    return {"case": "secure-agg", "ratio": ratio, "target": SECURE, "passed": ratio <= SECURE, "ratios": ratios,
+            "wall_plain": wall["plain"], "wall_secure": wall["secure"], "cpu_plain": cpu["plain"],
+            "cpu_secure": cpu["secure"], "aggregate_seconds_plain": last[False].aggregate_seconds[0],
+            "aggregate_seconds_secure": last[True].aggregate_seconds[0], "bytes_plain": last[False].bytes[0],
+            "bytes_secure": last[True].bytes[0],
+            "parameters": sum(v.numel() for v in init.values() if v.is_floating_point()), "clients": 10}
+
+
+def flower_case() -> dict[str, Any]:
+    """Not run here: the Flower deployment (``mlimaging fl deploy``) is another piece of issue 14."""
+    has_flwr = importlib.util.find_spec("flwr") is not None
+    why = ("Flower deployment not built yet" if has_flwr else
+           "Flower deployment not built yet (flwr is not installed)")
+    return {"case": "flower", "ratio": None, "target": "+-0.5 pt, <= 2x", "passed": False, "note": f"not run: {why}"}
+
+
+def _cells(r: dict[str, Any]) -> tuple[str, str, str]:
+    if r["case"] == "fedavg-rounds":
+        a, s = r["fedavg"], r["fedsgd"]
+        shown = "-" if r["ratio"] is None else (f"< {r['ratio']:.3f}" if r["ratio_kind"].startswith("upper")
+                                                else f"{r['ratio']:.3f}")
+        sgd = s["rounds"] if s["rounds"] is not None else f"> {s['cap']} (best acc {max(s['accuracy']):.3f})"
+        return shown, f"<= {RATIO:.2f}", (f"FedAvg {a['rounds'] or '> ' + str(a['cap'])} rounds "
+                                           f"({a['train_seconds']:.0f} s), FedSGD {sgd} ({s['train_seconds']:.0f} s); "
+                                           f"{r['ratio_kind']}")
+    if r["case"] == "secure-agg":
+        return (f"{r['ratio']:.2f}x", f"<= {SECURE:.1f}x",
+                f"round {statistics.median(r['wall_plain']):.2f} s plain / {statistics.median(r['wall_secure']):.2f} "
+                f"s secure; aggregation {r['aggregate_seconds_plain'] * 1e3:.1f} / "
+                f"{r['aggregate_seconds_secure'] * 1e3:.0f} ms; {r['bytes_plain'] / 1e6:.1f} / "
+                f"{r['bytes_secure'] / 1e6:.1f} MB per round")
+    return "-", str(r["target"]), r["note"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="short check: a tenth of the digits, small caps")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument("--output", type=Path, default=None,
+                        help=f"default {RESULTS.name} (federated-quick.json with --quick)")
+    args = parser.parse_args()
+    if args.output is None:
+        args.output = RESULTS.with_name("federated-quick.json") if args.quick else RESULTS
+    torch.set_num_threads(args.threads)
+    started = time.perf_counter()
+    data = load_mnist(n_train=350 if args.quick else None, n_test=100 if args.quick else None, seed=0)
+    rows = [rounds_case(data, quick=args.quick), secure_case(data, repeats=1 if args.quick else 5), flower_case()]
+    report = {"benchmark": "federated", "quick": args.quick, "torch_threads": torch.get_num_threads(),
+              "n_train": len(data[1]), "n_test": len(data[3]), "rows": rows,
+              "all_passed": all(r["passed"] for r in rows), "seconds": time.perf_counter() - started,
+              "cpu_seconds": time.process_time(), "platform": platform.platform(),
+              "processor": platform.processor(), "versions": package_versions(("mlimaging", "torch", "numpy"))}
+    args.output.parent.mkdir(parents=True, exist_ok=True)
+    args.output.write_text(json.dumps(report, indent=2, default=float))
+    print_targets(f"Federated learning (issue 14){' --quick' if args.quick else ''}: mnist5k ({len(data[1])} train, "
+                  f"{len(data[3])} test), {torch.get_num_threads()} torch thread(s)", rows, _cells,
+                  summary=f"{'all targets met' if report['all_passed'] else 'some targets NOT met'}; wrote "
+                          f"{args.output} ({report['seconds']:.0f} s, {report['cpu_seconds']:.0f} CPU s)", width=180)
+
+
+if __name__ == "__main__":
+    main()
