@@ -22,7 +22,9 @@ ntxent-speed       forward + backward of ``nt_xent`` on a 512 x 128 batch pair  
 
 Pretraining recipes are those of :mod:`mlimaging.cli.pretrain` (the encoders and method settings
 of ``mlimaging pretrain``) with the epochs, learning rates and CPU budgets of :data:`RECIPES` (each
-method stops after the epoch that reaches its budget of process CPU time). The probes and baselines
+method stops after the epoch that reaches its budget of process CPU time). SimCLR's views keep the
+horizontal flip here (``build_method``'s default, as measured in ``results/selfsupervised.json``), where
+``mlimaging pretrain`` now leaves it out for the digit datasets. The probes and baselines
 are :func:`mlimaging.selfsupervised.evaluation.label_efficiency` with its default settings (the same
 stratified, nested subsets for every method; equal optimiser steps on every fraction). By default torch
 uses one thread (the benchmark was written on a 2-core machine shared with other jobs; process CPU
