@@ -1,0 +1,151 @@
+"""The Flower deployment (mlimaging.privacy.flower, `mlimaging fl deploy`).
+
+The deployment tests need Flower (``pip install "mlimaging[fl]"``) and are skipped without it;
+the lazy-import and bad-input tests run everywhere. Each deployment test starts real
+processes on 127.0.0.1 and is bounded by ``deploy``'s own ``timeout``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from typer.testing import CliRunner
+
+from mlimaging.privacy import fedavg
+from mlimaging.privacy.flower import _config, _data, _proc_table, alive, deploy, initial_model
+
+SMALL = {"n_train": 150, "n_test": 60, "seed": 0, "lr": 0.05, "batch_size": 10, "local_epochs": 1}
+FLOWER_EXES = {"flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp", "flwr"}
+
+
+def _flower_processes() -> set[tuple[int, str]]:
+    """Live processes running a Flower executable (argv[0] or the script python runs)."""
+    found = set()
+    for pid, (_, started) in _proc_table().items():
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0")[:2]]
+        except OSError:
+            continue
+        if any(os.path.basename(a) in FLOWER_EXES for a in argv):
+            found.add((pid, started))
+    return found
+
+
+def _simulate(clients: int, rounds: int) -> tuple[torch.nn.Module, object]:
+    train, test, parts = _data(_config({"num-clients": clients, "n-train": SMALL["n_train"],
+                                        "n-test": SMALL["n_test"], "seed": SMALL["seed"]}))
+    model = initial_model(SMALL["seed"])
+    h = fedavg(model, train, parts, rounds=rounds, fraction=1.0, local_epochs=1, batch_size=SMALL["batch_size"],
+               lr=SMALL["lr"], seed=SMALL["seed"], test_data=test, progress=False)
+    return model, h
+
+
+def _assert_all_stopped(out, before: set) -> None:
+    rec = json.loads((out / "processes.json").read_text())
+    assert len(rec["processes"]) >= 3  # at least the SuperLink, the SuperNodes and `flwr run`
+    assert rec["alive_after_stop"] == []
+    assert alive({int(p): s for p, s in rec["processes"]}) == []
+    assert _flower_processes() - before == set()
+
+
+def test_deploy_matches_the_simulation(tmp_path):
+    """Oracle: 2 clients x 2 rounds on Flower reach the in-process fedavg's weights (atol 1e-5).
+
+    Every client takes part in every round (fraction 1), trains with the seed
+    ``(seed, round, partition id)`` as fedavg does, and the server sorts the replies by
+    partition id before our float64 weighted mean, so Flower's arrival order does not matter.
+    """
+    pytest.importorskip("flwr")
+    before = _flower_processes()
+    out = tmp_path / "dep"
+    h = deploy(clients=2, rounds=2, out=out, round_timeout=150, timeout=420, progress=False, **SMALL)
+    model, hs = _simulate(2, 2)
+    dep = torch.load(out / "model.pt", weights_only=True)
+    assert set(dep) == set(model.state_dict())
+    for k, v in model.state_dict().items():
+        torch.testing.assert_close(dep[k], v, atol=1e-5, rtol=0)
+    assert h.clients == hs.clients == [[0, 1], [0, 1]]
+    for a, b in zip(h.loss, hs.loss, strict=True):
+        assert math.isclose(a, b, abs_tol=1e-5)
+    assert h.accuracy == pytest.approx(hs.accuracy, abs=1e-6)
+    _assert_all_stopped(out, before)
+
+
+def test_deploy_survives_a_killed_supernode(tmp_path):
+    """SuperLink + 3 SuperNodes, 2 rounds, node 1 SIGKILLed in round 2: the run completes with
+    the other two in round 2, and no process of the deployment is left."""
+    pytest.importorskip("flwr")
+    before = _flower_processes()
+    out = tmp_path / "kill"
+    t0 = time.monotonic()
+    h = deploy(clients=3, rounds=2, out=out, round_timeout=45, timeout=420, kill=(1, 2), progress=False, **SMALL)
+    assert time.monotonic() - t0 < 420
+    assert h.round == [1, 2]
+    assert h.clients == [[0, 1, 2], [0, 2]]
+    assert all(0 <= a <= 1 for a in h.accuracy) and all(math.isfinite(x) for x in h.loss)
+    assert (out / "model.pt").is_file()
+    _assert_all_stopped(out, before)
+
+
+def test_flwr_is_imported_lazily():
+    code = ("import sys, mlimaging.cli, mlimaging.privacy.flower, mlimaging.cli.fl_deploy; "
+            "assert not [m for m in sys.modules if m.split('.')[0] == 'flwr'], 'flwr imported at module level'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+def test_missing_flower_names_the_extra(monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "flwr", None)  # import flwr -> ImportError
+    from mlimaging.privacy.flower import make_client_app, make_server_app
+
+    for build in (make_client_app, make_server_app, lambda: deploy(clients=1, rounds=1, out=tmp_path)):
+        with pytest.raises(ImportError, match=r'mlimaging\[fl\]'):
+            build()
+    res = CliRunner().invoke(_cli_app(), ["fl", "deploy", "--clients", "2", "--out", str(tmp_path / "x")])
+    assert res.exit_code == 2 and "mlimaging[fl]" in res.output
+
+
+def _cli_app():
+    from mlimaging.cli import app
+
+    return app
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"clients": 0}, "clients"), ({"rounds": 0}, "rounds"), ({"lr": 0.0}, "lr"), ({"lr": float("nan")}, "lr"),
+    ({"batch_size": 0}, "batch_size"), ({"scheme": "zipf"}, "scheme"), ({"proximal_mu": -1.0}, "proximal_mu"),
+    ({"round_timeout": 0}, "round_timeout"), ({"kill": (3, 1)}, "kill"), ({"kill": (0, 9)}, "kill"),
+    ({"kill": 1}, "kill"), ({"n_train": 0}, "n_train"), ({"clients": True}, "clients"),
+])
+def test_deploy_rejects_bad_input(tmp_path, kw, match):
+    args = {"clients": 2, "rounds": 1, "out": tmp_path / "o", **kw}
+    with pytest.raises(ValueError, match=match):
+        deploy(**args)
+    assert not (tmp_path / "o").exists()  # nothing written, nothing started
+
+
+@settings(max_examples=25, deadline=None)
+@given(clients=st.integers(-5, 0) | st.floats(allow_nan=True) | st.text(max_size=3))
+def test_deploy_rejects_any_bad_clients(clients):
+    with pytest.raises(ValueError, match="clients"):
+        deploy(clients=clients, rounds=1, out="/nonexistent/never-created")
+
+
+@pytest.mark.parametrize("args, word", [
+    (["--clients", "0"], "--clients"), (["--rounds", "0"], "--rounds"), (["--scheme", "zipf"], "--scheme"),
+    (["--mu", "-1"], "--mu"), (["--batch-size", "0"], "--batch-size"),
+])
+def test_cli_bad_input_is_one_red_line(tmp_path, args, word):
+    res = CliRunner().invoke(_cli_app(), ["fl", "deploy", *args, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert word in res.output and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists()
