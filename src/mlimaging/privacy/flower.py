@@ -40,6 +40,7 @@ from mlimaging.privacy.federated import (
     _train_client,
     _weighted_average,
 )
+from mlimaging.utils import set_torch_threads
 
 __all__ = ["deploy", "initial_model", "make_client_app", "make_server_app"]
 
@@ -128,7 +129,7 @@ def make_client_app() -> Any:
     @app.train()
     def train(msg: Any, context: Any) -> Any:
         cfg = _config(context.run_config)
-        torch.set_num_threads(int(cfg["threads"]))
+        set_torch_threads(int(cfg["threads"]))
         pid = int(context.node_config["partition-id"])
         rnd = int(msg.content["config"]["server-round"])
         data, _, parts = _data(cfg)
@@ -221,7 +222,7 @@ def make_server_app() -> Any:
     @app.main()
     def main(grid: Any, context: Any) -> None:
         cfg = _config(context.run_config)
-        torch.set_num_threads(int(cfg["threads"]))
+        set_torch_threads(int(cfg["threads"]))
         out = Path(str(cfg["out-dir"]))
         out.mkdir(parents=True, exist_ok=True)
         _, test, _ = _data(cfg)
