@@ -175,7 +175,9 @@ def _strategy_class() -> type:
             states = [c["arrays"].to_torch_state_dict() for c in recs]
             sizes = [int(c["metrics"]["num-examples"]) for c in recs]
             weights = [n / sum(sizes) for n in sizes]
+            t_agg = time.perf_counter()
             new_state = _weighted_average(states, weights)
+            self.history.aggregate_seconds.append(time.perf_counter() - t_agg)
             train_loss = float(sum(w * float(c["metrics"]["train-loss"]) for w, c in zip(weights, recs, strict=True)))
             self.history.round.append(int(server_round))
             self.history.train_loss.append(train_loss)
@@ -593,6 +595,7 @@ def deploy(
         h.train_loss.append(row["train_loss"])
         h.clients.append(ids)
         h.seconds.append(row["seconds"])
+        h.aggregate_seconds.append(row["aggregate_seconds"])
         h.bytes.append(row["bytes"])
     for row in h.to_rows():
         say(f"round {row['round']}: accuracy={row['accuracy']:.4f} clients={row['clients']}")
