@@ -91,7 +91,7 @@ def nt_xent(z1: torch.Tensor, z2: torch.Tensor, *, temperature: float = 0.5) -> 
     True
     >>> g = torch.Generator().manual_seed(0)
     >>> z1 = torch.randn(16, 32, generator=g)
-    >>> bool(nt_xent(z1, z1 + 0.01, temperature=0.1) < nt_xent(z1, torch.randn(16, 32), temperature=0.1))
+    >>> bool(nt_xent(z1, z1 + 0.01, temperature=0.1) < nt_xent(z1, torch.randn(16, 32, generator=g), temperature=0.1))
     True
     """
     tau = _check_temperature(temperature)
