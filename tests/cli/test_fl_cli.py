@@ -61,7 +61,9 @@ def test_existing_out_needs_force(tmp_path):
     out = tmp_path / "x"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    _one_red_line(runner.invoke(app, [*BASE, "--out", str(out)]))
+    result = runner.invoke(app, [*BASE, "--out", str(out)])
+    _one_red_line(result)
+    assert "--force" in result.output and "--resume" not in result.output  # fl simulate has no --resume
 
 
 @pytest.mark.parametrize(("args", "needle"), [

@@ -35,8 +35,10 @@ def check_positive(value: Any, option: str, *, integer: bool = False) -> None:
         raise ValueError(f"{option} must be a positive {'integer' if integer else 'number'}, got {value}")
 
 
-def prepare_out(out: Path, *, resume: bool, force: bool, command: str) -> tuple[dict[str, Any] | None, bool]:
+def prepare_out(out: Path, *, resume: bool, force: bool, command: str, resumable: bool = True
+                ) -> tuple[dict[str, Any] | None, bool]:
     """Settings of the run to resume (None for a fresh run), and whether ``out`` must be cleared first.
+    ``resumable=False``: the command has no ``--resume``, and its messages do not offer one.
 
     Raises
     ------
@@ -65,7 +67,8 @@ def prepare_out(out: Path, *, resume: bool, force: bool, command: str) -> tuple[
     if not out.exists() or not any(out.iterdir()):
         return None, out.exists()
     if not force:
-        raise FileExistsError(f"--out {out} already exists; pass --force to overwrite it or --resume to continue it")
+        hint = " or --resume to continue it" if resumable else ""
+        raise FileExistsError(f"--out {out} already exists; pass --force to overwrite it{hint}")
     foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES)
     if foreign:
         raise ValueError(f"--force: {out} holds files that {command} did not write ({', '.join(foreign[:5])}); "

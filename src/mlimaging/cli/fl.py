@@ -129,7 +129,7 @@ def simulate_cmd(
     b = parse_batch_size(batch_size)
     if algorithm == "fedsgd":
         local_epochs, b = 1, "all"
-    _, clear = prepare_out(out, resume=False, force=force, command="fl simulate")
+    _, clear = prepare_out(out, resume=False, force=force, command="fl simulate", resumable=False)
 
     xtr, ytr, xte, yte = _load(dataset, seed)
     if clients > len(ytr):
