@@ -328,3 +328,37 @@ def test_fedavg_on_mnist5k_learns_above_chance():
                test_data=(xt, yt), progress=False)
     assert len(h) == 2 and h.accuracy[-1] > 0.3  # chance is 0.1
     assert h.train_loss[-1] < h.train_loss[0]
+
+
+# ----------------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("algorithm", ["fedavg", "fedsgd"])
+def test_resumed_run_ends_with_the_weights_of_an_uninterrupted_one(tmp_path, algorithm):
+    x, y = data(n=90)
+    parts = partition((x, y), num_clients=6, scheme="shards", seed=1)
+    run = fedavg if algorithm == "fedavg" else fedsgd
+    kw = dict(fraction=0.5, lr=0.3, test_data=(x, y), seed=3, progress=False)
+    if algorithm == "fedavg":
+        kw.update(local_epochs=2, batch_size=8)
+    whole = mlp(0)
+    h_whole = run(whole, (x, y), parts, rounds=4, **kw)
+    first = mlp(0)
+    run(first, (x, y), parts, rounds=2, checkpoint_dir=tmp_path, **kw)
+    resumed = mlp(7)  # another initialisation: the checkpoint's weights replace it
+    h = run(resumed, (x, y), parts, rounds=4, checkpoint_dir=tmp_path, resume=True, **kw)
+    for a, b in zip(whole.state_dict().values(), resumed.state_dict().values(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+    assert h.round == [1, 2, 3, 4] and h.clients == h_whole.clients and h.accuracy == h_whole.accuracy
+
+
+def test_resume_checks_its_checkpoint(tmp_path):
+    x, y = data()
+    parts = partition((x, y), num_clients=4, seed=0)
+    fedavg(mlp(0), (x, y), parts, rounds=1, fraction=0.5, lr=0.1, seed=0, progress=False, checkpoint_dir=tmp_path)
+    with pytest.raises(ValueError, match="checkpoint_dir"):
+        fedavg(mlp(0), (x, y), parts, rounds=2, lr=0.1, progress=False, resume=True)
+    with pytest.raises(ValueError, match="comes from a run with"):  # another seed
+        fedavg(mlp(0), (x, y), parts, rounds=2, fraction=0.5, lr=0.1, seed=1, progress=False,
+               checkpoint_dir=tmp_path, resume=True)
+    with pytest.raises(FileNotFoundError):
+        fedavg(mlp(0), (x, y), parts, rounds=2, lr=0.1, progress=False, checkpoint_dir=tmp_path / "none",
+               resume=True)

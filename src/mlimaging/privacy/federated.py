@@ -12,9 +12,11 @@ from __future__ import annotations
 import copy
 import math
 import numbers
+import os
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -28,7 +30,7 @@ from mlimaging.privacy._partition import (
     partition_summary,
     plot_partition,
 )
-from mlimaging.training import SupervisedStep, evaluate, fit
+from mlimaging.training import SupervisedStep, evaluate, fit, load_checkpoint, save_checkpoint
 from mlimaging.training._data import split_batch
 
 __all__ = ["FLHistory", "ProximalStep", "fedavg", "fedsgd", "partition", "partition_summary",
@@ -216,6 +218,8 @@ def fedavg(
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
     metrics: Any = ("accuracy",),
     device: str | torch.device = "cpu",
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> FLHistory:
     r"""Federated Averaging (McMahan et al. 2017, Algorithm 1), with FedProx as an option.
 
@@ -277,6 +281,15 @@ def fedavg(
         classifier, then only the test loss is recorded).
     device
         Where the clients train.
+    checkpoint_dir
+        Folder of ``last.pt``, written atomically after every round: the global weights, the
+        history and the run's settings.
+    resume
+        Continue from ``checkpoint_dir/last.pt`` (``model`` gets its weights; rounds done are
+        not run again) up to ``rounds``. The client draws are replayed from ``seed``, and each
+        client's training is seeded by ``(seed, round, client)``, so a resumed run ends with
+        the weights of an uninterrupted one. The checkpoint must come from a run with the same
+        seed, number of clients and clients per round.
 
     Returns
     -------
@@ -352,9 +365,19 @@ def fedavg(
     else:
         round_bytes = 2 * m * state_bytes
     history = FLHistory()
+    ckpt = None
+    if resume:
+        if checkpoint_dir is None:
+            raise ValueError("resume=True needs the checkpoint_dir of the run to continue")
+        history = _restore(Path(checkpoint_dir) / "last.pt", model, {"seed": seed, "clients": k_total, "per_round": m})
+        for _ in history.round:  # replay the client draws of the rounds done
+            rng.choice(k_total, size=m, replace=False)
+    if checkpoint_dir is not None:
+        ckpt = Path(checkpoint_dir)
+        ckpt.mkdir(parents=True, exist_ok=True)
     bar = _RoundProgress(rounds, enabled=progress)
     try:
-        for r in range(1, rounds + 1):
+        for r in range(len(history) + 1, rounds + 1):
             t0 = time.perf_counter()
             chosen = sorted(int(c) for c in rng.choice(k_total, size=m, replace=False))
             global_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -389,6 +412,9 @@ def fedavg(
             history.seconds.append(seconds)
             history.aggregate_seconds.append(t2 - t1)
             history.bytes.append(int(round_bytes))
+            if ckpt is not None:
+                save_checkpoint({"round": r, "model": model.state_dict(), "history": asdict(history),
+                                 "settings": {"seed": seed, "clients": k_total, "per_round": m}}, ckpt / "last.pt")
             bar.update(history)
     finally:
         bar.close()
@@ -410,6 +436,8 @@ def fedsgd(
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
     metrics: Any = ("accuracy",),
     device: str | torch.device = "cpu",
+    checkpoint_dir: str | os.PathLike | None = None,
+    resume: bool = False,
 ) -> FLHistory:
     r"""Federated SGD (McMahan et al. 2017, FedSGD): one full-batch gradient per client per round.
 
@@ -424,7 +452,7 @@ def fedsgd(
 
     Parameters
     ----------
-    model, dataset, parts, rounds, fraction, test_data, seed, secure, progress, loss, metrics, device
+    model, dataset, parts, rounds, fraction, test_data, seed, secure, progress, loss, metrics, device, checkpoint_dir, resume
         As in :func:`fedavg`.
     lr
         :math:`\eta`, the server (= client) learning rate.
@@ -452,10 +480,22 @@ def fedsgd(
     """
     return fedavg(model, dataset, parts, rounds=rounds, fraction=fraction, local_epochs=1, batch_size=None,
                   lr=lr, test_data=test_data, seed=seed, secure=secure, progress=progress, proximal_mu=0.0,
-                  optimizer="sgd", loss=loss, metrics=metrics, device=device)
+                  optimizer="sgd", loss=loss, metrics=metrics, device=device, checkpoint_dir=checkpoint_dir,
+                  resume=resume)
 
 
 # ----------------------------------------------------------------------------------- helpers
+def _restore(path: Path, model: nn.Module, settings: dict[str, int]) -> FLHistory:
+    """Load ``path`` (a checkpoint of :func:`fedavg`) into ``model``; its history."""
+    state = load_checkpoint(path)
+    if not {"model", "history", "settings"} <= set(state):
+        raise ValueError(f"{path} is not a checkpoint of fedavg/fedsgd (it lacks model, history or settings)")
+    if state["settings"] != settings:
+        raise ValueError(f"{path} comes from a run with {state['settings']}; this run has {settings}")
+    model.load_state_dict(state["model"])
+    return FLHistory(**state["history"])
+
+
 def _check_int(value: Any, name: str, low: int) -> int:
     if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < low:
         raise ValueError(f"{name} must be an integer >= {low}, got {value!r}")
