@@ -6,6 +6,7 @@ import csv
 import json
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from mlimaging.cli import app
@@ -61,9 +62,31 @@ def test_existing_out_needs_force(tmp_path):
     out = tmp_path / "x"
     out.mkdir()
     (out / "keep.txt").write_text("x")
-    result = runner.invoke(app, [*BASE, "--out", str(out)])
-    _one_red_line(result)
-    assert "--force" in result.output and "--resume" not in result.output  # fl simulate has no --resume
+    _one_red_line(runner.invoke(app, [*BASE, "--out", str(out)]))
+
+
+def _history(out):
+    return json.loads((out / "history.json").read_text())
+
+
+def test_resume_continues_to_the_weights_of_an_uninterrupted_run(tmp_path):
+    whole, part = tmp_path / "whole", tmp_path / "part"
+    more = ["--rounds", "3"]
+    assert runner.invoke(app, [*BASE, *more, "--out", str(whole)]).exit_code == 0
+    assert runner.invoke(app, [*BASE, "--out", str(part)]).exit_code == 0  # 2 rounds, then 3 with --resume
+    result = runner.invoke(app, ["fl", "simulate", *more, "--out", str(part), "--resume"])
+    assert result.exit_code == 0, result.output
+    a, b = _history(whole), _history(part)
+    assert [r["round"] for r in b["history"]] == [1, 2, 3] and b["clients"] == a["clients"]
+    assert [r["accuracy"] for r in b["history"]] == [r["accuracy"] for r in a["history"]]
+    wa = torch.load(whole / "checkpoints" / "last.pt", weights_only=True)["model"]
+    wb = torch.load(part / "checkpoints" / "last.pt", weights_only=True)["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    changed = runner.invoke(app, ["fl", "simulate", "--clients", "7", "--out", str(part), "--resume"])
+    _one_red_line(changed)
+    assert "--clients 7 (the run used 5)" in changed.output
+    _one_red_line(runner.invoke(app, [*BASE, "--out", str(tmp_path / "none"), "--resume"]))
+    assert runner.invoke(app, [*BASE, "--out", str(whole), "--force"]).exit_code == 0  # its own folder: history.json
 
 
 @pytest.mark.parametrize(("args", "needle"), [

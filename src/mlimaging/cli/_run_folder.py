@@ -22,9 +22,9 @@ from typing import Any
 
 __all__ = ["RUN_ENTRIES", "ExportBest", "check_positive", "open_run", "prepare_out", "resolve_settings"]
 
-#: What a run folder of a ``train`` command may hold; ``--force`` deletes nothing else.
+#: What a run folder of a ``train`` command (or ``fl simulate``) may hold; ``--force`` deletes nothing else.
 RUN_ENTRIES = frozenset({"config.json", "metrics.json", "report.html", "figures", "tables", "checkpoints",
-                         "model.pt", ".config.json.tmp", ".metrics.json.tmp"})
+                         "model.pt", "history.json", ".config.json.tmp", ".metrics.json.tmp"})
 
 
 def check_positive(value: Any, option: str, *, integer: bool = False) -> None:
@@ -35,10 +35,8 @@ def check_positive(value: Any, option: str, *, integer: bool = False) -> None:
         raise ValueError(f"{option} must be a positive {'integer' if integer else 'number'}, got {value}")
 
 
-def prepare_out(out: Path, *, resume: bool, force: bool, command: str, resumable: bool = True
-                ) -> tuple[dict[str, Any] | None, bool]:
+def prepare_out(out: Path, *, resume: bool, force: bool, command: str) -> tuple[dict[str, Any] | None, bool]:
     """Settings of the run to resume (None for a fresh run), and whether ``out`` must be cleared first.
-    ``resumable=False``: the command has no ``--resume``, and its messages do not offer one.
 
     Raises
     ------
@@ -67,8 +65,7 @@ def prepare_out(out: Path, *, resume: bool, force: bool, command: str, resumable
     if not out.exists() or not any(out.iterdir()):
         return None, out.exists()
     if not force:
-        hint = " or --resume to continue it" if resumable else ""
-        raise FileExistsError(f"--out {out} already exists; pass --force to overwrite it{hint}")
+        raise FileExistsError(f"--out {out} already exists; pass --force to overwrite it or --resume to continue it")
     foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES)
     if foreign:
         raise ValueError(f"--force: {out} holds files that {command} did not write ({', '.join(foreign[:5])}); "

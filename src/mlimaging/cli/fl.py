@@ -78,6 +78,7 @@ def _command(s: dict[str, Any], out: Path) -> str:
 
 @command("simulate", typer_app=fl_app)
 def simulate_cmd(
+    ctx: typer.Context,  # tells the options given on the command line from defaults (for --resume)
     out: Path = typer.Option(..., "--out", help="Run folder (report, history, figures)."),
     clients: int = typer.Option(10, "--clients", help="Number of simulated clients K."),
     scheme: str = typer.Option("iid", "--scheme", help="Partition: iid, shards (2 label shards per client) or "
@@ -99,6 +100,8 @@ def simulate_cmd(
     dataset: str = typer.Option("mnist5k", "--dataset", help="mnist5k or digits."),
     seed: int = typer.Option(0, "--seed", help="Seed of the split, partition, initialisation and client sampling."),
     force: bool = typer.Option(False, "--force", help="Delete an existing --out run folder and start again."),
+    resume: bool = typer.Option(False, "--resume", help="Continue the run in --out after its last finished round, "
+                                "up to --rounds (a checkpoint is written after every round)."),
 ) -> None:
     """Simulate federated training (FedSGD, FedAvg, FedProx) over partitioned clients; report in --out."""
     from rich.table import Table
@@ -129,7 +132,20 @@ def simulate_cmd(
     b = parse_batch_size(batch_size)
     if algorithm == "fedsgd":
         local_epochs, b = 1, "all"
-    _, clear = prepare_out(out, resume=False, force=force, command="fl simulate", resumable=False)
+    stored, clear = prepare_out(out, resume=resume, force=force, command="fl simulate")
+    if stored is not None:  # the run's own settings; --rounds may extend it
+        # by name: typer may carry its own copy of click, whose ParameterSource is another enum
+        given = {k for k in ctx.params if getattr(ctx.get_parameter_source(k), "name", "") == "COMMANDLINE"}
+        now = {"dataset": dataset, "clients": clients, "scheme": scheme, "algorithm": algorithm, "fraction": fraction,
+               "local_epochs": local_epochs, "batch_size": b, "lr": lr, "mu": mu, "alpha": alpha, "secure": secure,
+               "target": target, "seed": seed}
+        changed = [f"--{k.replace('_', '-')} {now[k]} (the run used {stored.get(k)})" for k in sorted(given & set(now))
+                   if now[k] != stored.get(k)]
+        if changed:
+            raise ValueError("--resume continues the run with its own settings; these differ: " + "; ".join(changed))
+        dataset, clients, scheme, algorithm = stored["dataset"], stored["clients"], stored["scheme"], stored["algorithm"]
+        fraction, local_epochs, b, lr = stored["fraction"], stored["local_epochs"], stored["batch_size"], stored["lr"]
+        mu, alpha, secure, target, seed = stored["mu"], stored["alpha"], stored["secure"], stored["target"], stored["seed"]
 
     xtr, ytr, xte, yte = _load(dataset, seed)
     if clients > len(ytr):
@@ -138,13 +154,15 @@ def simulate_cmd(
     s = {"dataset": dataset, "clients": clients, "scheme": scheme, "algorithm": algorithm, "rounds": rounds,
          "fraction": fraction, "local_epochs": local_epochs, "batch_size": b, "lr": LR[algorithm] if lr is None else lr,
          "mu": mu, "alpha": alpha, "secure": secure, "target": target, "seed": seed, "model": "lenet"}
-    run = open_run(out, "fl-simulate", s, stored=None, clear=clear, command=_command(s, out), console=err_console)
+    run = open_run(out, "fl-simulate", s, stored=stored, clear=clear, command=_command(s, out), console=err_console)
     try:
         h = simulate(algorithm, (xtr, ytr), parts, rounds=rounds, fraction=fraction, local_epochs=local_epochs,
-                     batch_size=b, lr=s["lr"], mu=mu, secure=secure, test=(xte, yte), seed=seed, progress=True)
+                     batch_size=b, lr=s["lr"], mu=mu, secure=secure, test=(xte, yte), seed=seed, progress=True,
+                     checkpoint_dir=out / "checkpoints", resume=stored is not None)
     except KeyboardInterrupt:
-        run.finish(error="interrupted")
-        err_console.print(f"interrupted; the partial run folder is {out}", highlight=False, soft_wrap=True)
+        run.finish(error="interrupted; continue with --resume")
+        err_console.print(f"interrupted: continue with `{_command(s, out)} --resume` (a checkpoint per round in "
+                          f"{out / 'checkpoints'})", highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
     reached = rounds_to_accuracy(h, target) if target is not None else None
     summary = partition_summary((xtr, ytr), parts)

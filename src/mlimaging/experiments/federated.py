@@ -154,15 +154,16 @@ def load_mnist(*, n_train: int | None = None, n_test: int | None = None, seed: i
 def simulate(algorithm: str, train: tuple[torch.Tensor, torch.Tensor], parts: list[list[int]], *, rounds: int,
              fraction: float, local_epochs: int = 1, batch_size: int | str = 10, lr: float | None = None,
              mu: float = 0.1, secure: bool = False, test: Any = None, seed: int = 0, model: str = "lenet",
-             progress: bool = False) -> Any:
+             progress: bool = False, checkpoint_dir: Any = None, resume: bool = False) -> Any:
     r"""One federated run of a fresh, seeded registry ``model`` (default LeNet) on ``train`` split by ``parts``.
 
     ``"fedsgd"`` is :func:`~mlimaging.privacy.fedsgd` (one full-batch gradient per client,
     :math:`w^{t+1} = w^t - \eta \sum_k \frac{n_k}{n} g_k`); ``"fedavg"`` is
     :func:`~mlimaging.privacy.fedavg` with :math:`E` = ``local_epochs`` and :math:`B` =
     ``batch_size``; ``"fedprox"`` adds the proximal term :math:`\frac{\mu}{2}\lVert w - w^t\rVert^2`
-    (Li et al. 2020). ``lr`` defaults to :data:`LR`. Shared by the experiment, ``mlimaging fl
-    simulate`` and the benchmark (McMahan et al. 2017).
+    (Li et al. 2020). ``lr`` defaults to :data:`LR`. ``checkpoint_dir`` and ``resume`` are those of
+    :func:`~mlimaging.privacy.fedavg`. Shared by the experiment, ``mlimaging fl simulate`` and the
+    benchmark (McMahan et al. 2017).
 
     Returns
     -------
@@ -184,7 +185,8 @@ def simulate(algorithm: str, train: tuple[torch.Tensor, torch.Tensor], parts: li
         raise ValueError(f"algorithm must be one of {', '.join(ALGORITHMS)}, got {algorithm!r}")
     net = _make_model(model, seed)
     lr = LR[algorithm] if lr is None else lr
-    common = dict(rounds=rounds, fraction=fraction, lr=lr, test_data=test, seed=seed, secure=secure, progress=progress)
+    common = dict(rounds=rounds, fraction=fraction, lr=lr, test_data=test, seed=seed, secure=secure, progress=progress,
+                  checkpoint_dir=checkpoint_dir, resume=resume)
     if algorithm == "fedsgd":
         return fedsgd(net, train, parts, **common)
     return fedavg(net, train, parts, local_epochs=local_epochs, batch_size=batch_size,
