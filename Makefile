@@ -8,6 +8,10 @@ TORCH  ?= torch==2.13.0
 # Oracles (timm, segment-anything) pull torchvision: pin the release made for that torch, or pip
 # replaces the CPU torch with a newer CUDA one. `make TORCH=torch TORCHVISION=torchvision` lifts both.
 TORCHVISION ?= torchvision==0.28.0
+# torchattacks (oracle of the robustness tests) pins requests~=2.25.1, which it never imports, and Flower
+# needs requests>=2.31: pip cannot resolve both, so it is installed without its dependencies (torch,
+# torchvision, scipy and tqdm come with the other extras).
+TORCHATTACKS ?= torchattacks==3.5.1
 PYTEST_ARGS ?= -n 2
 
 .PHONY: demo test bench lint clean help
@@ -30,6 +34,7 @@ $(VENV)/.stamp-base: pyproject.toml | $(PY)
 # Development install: tests, oracles, benchmarks and lint.
 $(VENV)/.stamp-dev: pyproject.toml $(VENV)/.stamp-base
 	$(PIP) install -e ".[test,bench,lint]" "$(TORCH)" "$(TORCHVISION)"
+	$(PIP) install --no-deps "$(TORCHATTACKS)"
 	touch $@
 
 demo: $(VENV)/.stamp-base
