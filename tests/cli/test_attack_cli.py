@@ -164,3 +164,12 @@ def test_fast_adversarial_training_differs_from_standard(lenet, tmp_path):
 def test_bad_adversarial_options_give_one_red_line(tmp_path, extra):
     _one_red_line(_train_adv(tmp_path / "x", "--epochs", "1", *extra))
     assert not (tmp_path / "x").exists()
+
+
+def test_another_dataset_than_the_models_is_a_warning(lenet, tmp_path):
+    result = runner.invoke(app, ["attack", "fgsm", "--checkpoint", str(lenet), "--dataset", "mnist5k", "--n", "20",
+                                 "--eps", "0.1", "--out", str(tmp_path / "shift")], terminal_width=200)
+    assert result.exit_code == 0, result.output
+    assert "warning: --dataset mnist5k is not the model's training dataset (digits)" in result.output
+    same = _attack("fgsm", lenet, tmp_path / "same", "--eps", "0.1", "--n", "20")
+    assert same.exit_code == 0 and "warning" not in same.output

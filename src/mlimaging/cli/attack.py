@@ -176,6 +176,10 @@ def attack_cmd(
     model, meta = _load_classifier(checkpoint)
     data_name = dataset or meta.get("dataset") or "mnist5k"
     x, y = _images(data_name, split, root, seed, meta, n)
+    if meta.get("dataset") and data_name != meta["dataset"]:  # legitimate (a shift study), but never silent
+        err_console.print(f"[yellow]warning:[/] --dataset {data_name} is not the model's training dataset "
+                          f"({meta['dataset']}): the clean accuracy measures that shift too", highlight=False,
+                          soft_wrap=True)
     if out.exists():
         shutil.rmtree(out)
     settings = {"method": method, "checkpoint": str(checkpoint), "dataset": data_name, "split": split, "eps": budgets,
