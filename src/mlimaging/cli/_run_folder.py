@@ -20,7 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_ENTRIES", "ExportBest", "check_positive", "open_run", "prepare_out", "resolve_settings"]
+__all__ = ["RUN_ENTRIES", "ExportBest", "check_positive", "open_run", "prepare_out", "read_checkpoint", "resolve_settings",
+           "run_config"]
 
 #: What a run folder of a ``train`` command (or ``fl simulate``) may hold; ``--force`` deletes nothing else.
 RUN_ENTRIES = frozenset({"config.json", "metrics.json", "report.html", "figures", "tables", "checkpoints",
@@ -103,6 +104,25 @@ def open_run(out: Path, name: str, config: Mapping[str, Any], *, stored: Mapping
     if (out / "metrics.json").is_file():
         run.metrics = json.loads((out / "metrics.json").read_text())
     return run
+
+
+def read_checkpoint(path: Path, written_by: str) -> dict[str, Any]:
+    """:func:`~mlimaging.training.load_checkpoint` of ``--checkpoint path``, its ``ValueError`` turned into
+    one line that names the command writing such files (``written_by``)."""
+    from mlimaging.training import load_checkpoint
+
+    try:
+        return load_checkpoint(path)
+    except ValueError:
+        raise ValueError(f"--checkpoint {path} is not a checkpoint readable with torch.load(weights_only=True); "
+                         f"use the model.pt written by {written_by}") from None
+
+
+def run_config(checkpoint: Path) -> dict[str, Any]:
+    """The ``config.json`` of the run folder that holds ``checkpoints/<checkpoint>`` (``{}`` when there is
+    none): fit's ``last.pt`` / ``best.pt`` carry no metadata, their run folder does."""
+    cfg = checkpoint.resolve().parent.parent / "config.json"
+    return json.loads(cfg.read_text()) if cfg.is_file() else {}
 
 
 class ExportBest:

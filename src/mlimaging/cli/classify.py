@@ -27,7 +27,6 @@ then ``mlimaging predict --checkpoint runs/lenet/model.pt digit.png``.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,7 +37,9 @@ from mlimaging.cli._run_folder import (
     check_positive,
     open_run,
     prepare_out,
+    read_checkpoint,
     resolve_settings,
+    run_config,
 )
 from mlimaging.cli.app import command, console, err_console
 from mlimaging.cli.train import train_app
@@ -284,18 +285,10 @@ def _adversarial_step(s: dict[str, Any], loss: Any) -> Any:
 
 
 def _load_classifier(path: Path) -> tuple[nn.Module, dict[str, Any]]:
-    from mlimaging.training import load_checkpoint
-
-    try:
-        ckpt = load_checkpoint(path)
-    except ValueError:
-        raise ValueError(f"--checkpoint {path} is not a checkpoint readable with torch.load(weights_only=True); "
-                         "use the model.pt written by `mlimaging train classifier`") from None
+    ckpt = read_checkpoint(path, "`mlimaging train classifier`")
     meta = ckpt.get("classifier")
     if meta is None:  # fit's last.pt / best.pt: the settings live in the run folder above checkpoints/
-        cfg = path.resolve().parent.parent / "config.json"
-        if cfg.is_file():
-            meta = json.loads(cfg.read_text()).get("config", {}).get("meta")
+        meta = run_config(path).get("config", {}).get("meta")
     if not isinstance(meta, dict) or "model" not in ckpt:
         raise ValueError(f"--checkpoint {path} does not say how to rebuild the model; use the model.pt written by "
                          "`mlimaging train classifier`")

@@ -30,7 +30,6 @@ then ``mlimaging dream --checkpoint runs/lenet/model.pt photo.png --layer conv2 
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -93,20 +92,14 @@ def _default_layer(model: nn.Module) -> str:
 
 
 def _checkpoint_kind(path: Path) -> str:
-    from mlimaging.training import load_checkpoint
+    from mlimaging.cli._run_folder import read_checkpoint, run_config
 
-    try:
-        ckpt = load_checkpoint(path)
-    except ValueError:
-        raise ValueError(f"--checkpoint {path} is not a checkpoint readable with torch.load(weights_only=True); use "
-                         "the model.pt written by `mlimaging train classifier` or `train segmenter`") from None
+    ckpt = read_checkpoint(path, "`mlimaging train classifier` or `train segmenter`")
     for kind in ("segmenter", "classifier"):
         if kind in ckpt:
             return kind
-    cfg = path.resolve().parent.parent / "config.json"  # fit's checkpoints/last.pt: the run folder says
-    if cfg.is_file() and json.loads(cfg.read_text()).get("experiment") == "train-segmenter":
-        return "segmenter"
-    return "classifier"
+    # fit's checkpoints/last.pt: the run folder says
+    return "segmenter" if run_config(path).get("experiment") == "train-segmenter" else "classifier"
 
 
 class _Padded:

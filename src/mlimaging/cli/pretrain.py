@@ -40,7 +40,13 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlimaging.cli._run_folder import check_positive, open_run, prepare_out, resolve_settings
+from mlimaging.cli._run_folder import (
+    check_positive,
+    open_run,
+    prepare_out,
+    read_checkpoint,
+    resolve_settings,
+)
 from mlimaging.cli.app import command, console, err_console
 
 if TYPE_CHECKING:  # torch is imported inside the commands: `mlimaging --help` stays fast
@@ -152,13 +158,7 @@ def build_method(method: str, *, channels: int, image_size: int, patch_size: int
 
 def load_encoder(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     """The encoder saved in a ``model.pt`` of ``mlimaging pretrain`` (eval mode) and its metadata."""
-    from mlimaging.training import load_checkpoint
-
-    try:
-        ckpt = load_checkpoint(path)
-    except ValueError:
-        raise ValueError(f"--checkpoint {path} is not a checkpoint readable with torch.load(weights_only=True); "
-                         "use the model.pt written by `mlimaging pretrain`") from None
+    ckpt = read_checkpoint(path, "`mlimaging pretrain`")
     meta = ckpt.get("pretrain")
     if not isinstance(meta, dict) or "encoder" not in ckpt or meta.get("method") not in METHODS:
         raise ValueError(f"--checkpoint {path} is not an encoder written by `mlimaging pretrain` (no 'pretrain' "

@@ -24,7 +24,6 @@ Examples
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -37,6 +36,7 @@ from mlimaging.cli._run_folder import (
     open_run,
     prepare_out,
     resolve_settings,
+    run_config,
 )
 from mlimaging.cli.app import app, command, console, err_console
 from mlimaging.cli.train import train_app
@@ -384,9 +384,7 @@ def _load_segmenter(checkpoint: Path) -> tuple[Any, dict]:
     ckpt = load_checkpoint(checkpoint)
     meta = ckpt.get("segmenter")
     if meta is None:  # fit's last.pt / best.pt: the settings live in the run folder above checkpoints/
-        cfg = checkpoint.resolve().parent.parent / "config.json"
-        if cfg.is_file():
-            meta = json.loads(cfg.read_text()).get("config", {}).get("meta")
+        meta = run_config(checkpoint).get("config", {}).get("meta")
     if not isinstance(meta, dict) or "model" not in ckpt or "spatial_dims" not in meta:
         raise ValueError(f"--checkpoint {checkpoint} is not a segmenter checkpoint (model name, settings, normalisation "
                          "and window size are missing); use the model.pt written by `mlimaging train segmenter`")
