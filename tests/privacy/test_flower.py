@@ -149,3 +149,19 @@ def test_cli_bad_input_is_one_red_line(tmp_path, args, word):
     assert res.exit_code == 2
     assert word in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
+
+
+def test_cli_out_folder_rules(tmp_path):
+    """An existing --out needs --force (no --resume is offered), which deletes only what fl deploy writes."""
+    pytest.importorskip("flwr")  # the checks run once Flower is known to be there
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("x")
+    res = CliRunner().invoke(_cli_app(), ["fl", "deploy", "--out", str(out)])
+    assert res.exit_code == 2 and "pass --force to overwrite it" in res.output and "--resume" not in res.output
+    res = CliRunner().invoke(_cli_app(), ["fl", "deploy", "--out", str(out), "--force"])
+    assert res.exit_code == 2 and "fl deploy did not write (keep.txt)" in res.output
+    assert (out / "keep.txt").is_file()
+    (tmp_path / "f").write_text("x")
+    res = CliRunner().invoke(_cli_app(), ["fl", "deploy", "--out", str(tmp_path / "f")])
+    assert res.exit_code == 2 and "is a file" in res.output

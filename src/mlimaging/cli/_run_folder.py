@@ -36,8 +36,12 @@ def check_positive(value: Any, option: str, *, integer: bool = False) -> None:
         raise ValueError(f"{option} must be a positive {'integer' if integer else 'number'}, got {value}")
 
 
-def prepare_out(out: Path, *, resume: bool, force: bool, command: str) -> tuple[dict[str, Any] | None, bool]:
+def prepare_out(out: Path, *, resume: bool, force: bool, command: str, entries: frozenset[str] = RUN_ENTRIES,
+                resumable: bool = True) -> tuple[dict[str, Any] | None, bool]:
     """Settings of the run to resume (None for a fresh run), and whether ``out`` must be cleared first.
+
+    ``entries`` are the names ``command`` writes in a run folder (``--force`` deletes a folder holding
+    nothing else); ``resumable=False`` for a command without ``--resume`` (its messages offer none).
 
     Raises
     ------
@@ -66,8 +70,9 @@ def prepare_out(out: Path, *, resume: bool, force: bool, command: str) -> tuple[
     if not out.exists() or not any(out.iterdir()):
         return None, out.exists()
     if not force:
-        raise FileExistsError(f"--out {out} already exists; pass --force to overwrite it or --resume to continue it")
-    foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES)
+        hint = " or --resume to continue it" if resumable else ""
+        raise FileExistsError(f"--out {out} already exists; pass --force to overwrite it{hint}")
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in entries)
     if foreign:
         raise ValueError(f"--force: {out} holds files that {command} did not write ({', '.join(foreign[:5])}); "
                          "refusing to delete them, choose another --out")

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import typer
 
-from mlimaging.cli._run_folder import RUN_ENTRIES, check_positive
+from mlimaging.cli._run_folder import RUN_ENTRIES, check_positive, prepare_out
 from mlimaging.cli.app import command, console, err_console
 from mlimaging.cli.fl import SCHEMES, fl_app, parse_batch_size
 
@@ -83,16 +83,9 @@ def deploy_cmd(
         import flwr  # noqa: F401
     except ImportError:
         _fail('fl deploy needs Flower, which is not installed: pip install "mlimaging[fl]"', 2)
-    if out.exists() and not out.is_dir():
-        raise ValueError(f"--out {out} is a file; give a folder")
-    if out.exists() and any(out.iterdir()):
-        if not force:
-            raise FileExistsError(f"--out {out} already exists; pass --force to overwrite it")
-        foreign = sorted(p.name for p in out.iterdir() if p.name not in RUN_ENTRIES | DEPLOY_ENTRIES)
-        if foreign:
-            raise ValueError(f"--force: {out} holds files that fl deploy did not write ({', '.join(foreign[:5])}); "
-                             "refusing to delete them, choose another --out")
-    if out.exists():
+    _, clear = prepare_out(out, resume=False, force=force, command="fl deploy", entries=RUN_ENTRIES | DEPLOY_ENTRIES,
+                           resumable=False)
+    if clear:
         shutil.rmtree(out)
     s = {"clients": clients, "rounds": rounds, "scheme": scheme, "local_epochs": local_epochs, "batch_size": b,
          "lr": lr, "mu": mu, "round_timeout": round_timeout, "seed": seed, "model": "lenet", "dataset": "mnist5k"}
