@@ -14,7 +14,7 @@ import math
 from collections.abc import Sequence
 
 import numpy as np
-from scipy import integrate, special
+from scipy import fft, integrate, special
 
 _U_MAX = 40.0  # standard-normal mass beyond 40 sigma is below 1e-300
 
@@ -110,17 +110,19 @@ def compose_epsilon(history: Sequence[tuple[float, float, int]], delta: float, *
         size += 1
     if np.finfo(np.float64).eps * size > delta - delta_error:
         raise ValueError(f"delta={delta} is too small for a grid of {size} points (float64 rounding would dominate)")
-    spectrum = np.ones(size // 2 + 1, dtype=complex)
+    # circular convolution on a zero-padded ring of a fast FFT length (>= size: aliasing only gets rarer)
+    ring = fft.next_fast_len(size, real=True)
+    spectrum = np.ones(ring // 2 + 1, dtype=complex)
     total_shift, total_steps = 0.0, 0
     for sigma, q, n in history:
         pmf, shift = _discretise(q, sigma, t_min, mesh, size)
-        spectrum *= np.fft.rfft(pmf) ** n
+        spectrum *= fft.rfft(pmf, n=ring) ** n
         total_shift += n * shift
         total_steps += n
-    composed = np.fft.irfft(spectrum, n=size)
-    # the sum of N variables on t_min + k*mesh lies on N*t_min + K*mesh: roll it back into the window
+    circular = fft.irfft(spectrum, n=ring)
+    # the sum of N variables on t_min + k*mesh lies on N*t_min + J*mesh; window index i holds J = i - (N-1)*t_min/mesh
     offset = int(round(t_min / mesh))
-    composed = np.roll(composed, ((total_steps - 1) * offset) % size)
+    composed = circular[(np.arange(size) - (total_steps - 1) * offset) % ring]
     ts = t_min + mesh * np.arange(size) + total_shift
     upper = _epsilon_at(ts, composed, delta - delta_error) + eps_error
     lower = _epsilon_at(ts, composed, delta + delta_error) - eps_error

@@ -284,7 +284,7 @@ def rdp_to_epsilon(rdp: Sequence[float], orders: Sequence[float], delta: float) 
 
 
 # --------------------------------------------------------------------------- histories
-History = list[tuple[float, float, int]]
+_Entries = list[tuple[float, float, int]]
 
 
 def _rdp_of_history(history: Iterable[tuple[float, float, int]], orders: np.ndarray,
@@ -472,7 +472,7 @@ class _Accountant:
     name = ""
 
     def __init__(self) -> None:
-        self.history: History = []
+        self.history: _Entries = []
 
     def step(self, *, noise_multiplier: float, sample_rate: float, num_steps: int = 1) -> None:
         """Record ``num_steps`` steps at ``noise_multiplier`` and ``sample_rate`` (merged with the last entry
@@ -504,7 +504,7 @@ class _Accountant:
             raise ValueError(f"state must be a mapping with a 'history' entry, got {state!r}")
         if state.get("accountant", self.name) != self.name:
             raise ValueError(f"state is from a {state['accountant']!r} accountant, not {self.name!r}")
-        history: History = []
+        history: _Entries = []
         for entry in state["history"]:
             if len(entry) != 3:
                 raise ValueError(f"state history entries must be [noise_multiplier, sample_rate, steps], got {entry!r}")
