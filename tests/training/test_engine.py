@@ -259,6 +259,27 @@ def test_callback_hooks_and_stop_training(data):
                      ("fit_end", 2)]
 
 
+def test_on_epoch_record_adds_values_to_history_and_checkpoint(tmp_path, data):
+    """A callback's on_epoch_record value is in the history, in that epoch's checkpoint and in
+    the record the run logs, and comes back on resume."""
+    import torch
+
+    train, _ = data
+
+    class Budget(Callback):
+        def on_epoch_record(self, state):
+            state.logs["budget"] = 10.0 * state.epoch + state.logs["loss"]
+
+    h = fit(make_mlp(), train, loss=CE, optimizer=sgd(), epochs=2, callbacks=[Budget()],
+            checkpoint_dir=tmp_path, progress=False)
+    assert h["budget"] == [10.0 + h["loss"][0], 20.0 + h["loss"][1]]
+    ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
+    assert [e["budget"] for e in ckpt["history"]] == h["budget"]
+    h2 = fit(make_mlp(), train, loss=CE, optimizer=sgd(), epochs=3, callbacks=[Budget()],
+             checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert h2["budget"][:2] == h["budget"] and h2["budget"][2] == 30.0 + h2["loss"][2]
+
+
 def test_run_gets_history_each_epoch(tmp_path, data):
     from mlimaging.reporting import Run
 

@@ -621,9 +621,9 @@ class EpsilonCallback:
     At the end of each epoch it reads ``accountant.get_epsilon(delta)`` (the accountant the
     DP-SGD step advances) and writes it as ``"epsilon"`` into that epoch's record, so
     ``history["epsilon"]`` lists the budget spent after each epoch; the values are also kept
-    in :attr:`epsilons`. ``fit`` writes the epoch's checkpoint just before ``on_epoch_end``,
-    so a checkpoint lacks the last epoch's value: after a resume, :meth:`on_epoch_start` fills
-    it in from the restored accountant (whose state is exactly that of the end of that epoch).
+    in :attr:`epsilons`. It writes through ``fit``'s ``on_epoch_record`` hook, before the
+    record enters the history, the epoch's checkpoint and the progress line, so a resumed run
+    has every earlier epoch's value.
 
     Parameters
     ----------
@@ -670,15 +670,7 @@ class EpsilonCallback:
     def _epsilon(self) -> float:
         return float(self.accountant.get_epsilon(self.delta))
 
-    def on_epoch_start(self, state: Any) -> None:
-        epochs = getattr(getattr(state, "history", None), "epochs", None)
-        if epochs and "epsilon" not in epochs[-1]:
-            epochs[-1]["epsilon"] = self._epsilon()
-
-    def on_epoch_end(self, state: Any) -> None:
+    def on_epoch_record(self, state: Any) -> None:
         eps = self._epsilon()
         self.epsilons.append(eps)
         state.logs["epsilon"] = eps
-        epochs = getattr(getattr(state, "history", None), "epochs", None)
-        if epochs:
-            epochs[-1]["epsilon"] = eps

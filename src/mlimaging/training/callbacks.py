@@ -76,6 +76,11 @@ class Callback:
     def on_batch_end(self, state: TrainState) -> None:
         """Called after each optimiser step."""
 
+    def on_epoch_record(self, state: TrainState) -> None:
+        """Called when the epoch's record (``state.logs``: losses, validation metrics, lr, seconds)
+        is complete, before it enters the history, the checkpoint and the progress line: a callback
+        may add scalar values to it (the privacy budget spent, a custom metric)."""
+
     def on_epoch_end(self, state: TrainState) -> None:
         """Called after validation, the scheduler step and checkpointing of each epoch."""
 

@@ -111,8 +111,9 @@ def fit(
         whole validation set at each epoch end and recorded as ``val_<name>``. Named metrics
         use argmax labels (``output > 0`` for one logit). Use ``()`` for non-classifiers.
     callbacks
-        Objects with any of ``on_epoch_start``, ``on_batch_end``, ``on_epoch_end``,
-        ``on_fit_end`` (see :class:`~mlimaging.training.callbacks.Callback`).
+        Objects with any of ``on_epoch_start``, ``on_batch_end``, ``on_epoch_record`` (may add
+        values to the epoch's record before it enters the history, checkpoint and progress line),
+        ``on_epoch_end``, ``on_fit_end`` (see :class:`~mlimaging.training.callbacks.Callback`).
     checkpoint_dir
         Folder for ``last.pt`` (every epoch) and ``best.pt`` (when ``monitor`` improves);
         written atomically, readable with ``torch.load(weights_only=True)``.
@@ -287,6 +288,8 @@ def fit(
             record["lr"] = float(lr)
             record["seconds"] = time.perf_counter() - t0
             record = D.broadcast_object(record)
+            state.logs = record
+            call(callbacks, "on_epoch_record", state)  # may add values (e.g. privacy spent) to the record
             history.epochs.append(record)
             if plateau and scheduler_interval == "epoch":
                 scheduler.step(record[monitor])
