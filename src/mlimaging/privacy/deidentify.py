@@ -348,14 +348,14 @@ def deidentify_dicom(src: str | Path, dst: str | Path, *, force: bool = False, c
     cleaner = _Cleaner(_key(uid_key), conformance)
     summary = DeidentificationSummary()
     for i, (path, target) in enumerate(plan, 1):
-        ds = read_dicom(path)
-        if ds is None:
-            summary.skipped.append(path)
-        else:
-            _deidentify_in_place(ds, cleaner)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            ds.save_as(target, enforce_file_format=False)
-            summary.written.append(target)
+        with warnings.catch_warnings():  # pydicom's notes on the input's own invalid values (kept as they are)
+            warnings.filterwarnings("ignore", category=UserWarning, module="pydicom")
+            ds = read_dicom(path)
+            if ds is not None:
+                _deidentify_in_place(ds, cleaner)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                ds.save_as(target, enforce_file_format=False)
+        (summary.skipped if ds is None else summary.written).append(path if ds is None else target)
         if progress is not None:
             progress(i, len(plan), path)
     if not summary.written:
