@@ -10,7 +10,7 @@ all). The gradient of a layer's weight for sample :math:`i` is then a function o
   \lVert b_i \rVert^2` (the "ghost norm", Goodfellow 2015, Li et al. 2021 arXiv:2110.05679) and
   the clipped sum :math:`\sum_i c_i G_i = (c \odot B)^\top A` is one matrix product: the
   per-sample gradients are never materialised (book-keeping, Bu et al. 2022 arXiv:2210.00038).
-- Conv: :math:`G_i = b_i\, \mathrm{unfold}(a_i)^\top` (a batched matrix product over positions).
+- Conv: :math:`G_i[o, c] = a_i[c] \star b_i[o]`, one grouped convolution over the batch.
 - GroupNorm / LayerNorm / InstanceNorm: :math:`\partial \gamma = \sum_{\text{positions}} b_i
   \odot \hat a_i`, :math:`\partial \beta = \sum b_i`, with :math:`\hat a_i` the normalised input.
 - Embedding: :math:`G_i[v] = \sum_{t: x_{it} = v} b_{it}` (scatter-add).
@@ -104,6 +104,39 @@ def _conv_unfold(m: nn.Module, a: torch.Tensor) -> torch.Tensor:
     return F.unfold(a, m.kernel_size, dilation=m.dilation, padding=padding, stride=m.stride)
 
 
+def _conv_weight_samples(m: nn.Module, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    r"""Per-sample weight gradients of a Conv1d/Conv2d, ``(B, *weight.shape)``.
+
+    With one group: one grouped convolution of the inputs (samples as channels) with the
+    output gradients as kernels, :math:`G_i[o, c] = a_i[c] \star b_i[o]` (stride and dilation
+    swap roles), about twice as fast on CPU as ``unfold`` + batched matrix product, which is
+    used for grouped convolutions.
+    """
+    n = b.shape[0]
+    if m.groups > 1:
+        cols = _conv_unfold(m, a)  # (B, C_in k, T)
+        g = m.groups
+        bb = b.reshape(n, g, m.out_channels // g, -1)
+        cc = cols.reshape(n, g, cols.shape[1] // g, -1)
+        return torch.einsum("ngot,ngkt->ngok", bb, cc).reshape(n, *m.weight.shape)
+    if isinstance(m.padding, str) or m.padding_mode != "zeros":
+        if m.padding != "valid":
+            mode = "constant" if m.padding_mode == "zeros" else m.padding_mode
+            a = F.pad(a, m._reversed_padding_repeated_twice, mode=mode)
+        padding: tuple[int, ...] = (0,) * len(m.kernel_size)
+    else:
+        padding = tuple(m.padding)
+    kernel, stride, dilation = tuple(m.kernel_size), tuple(m.stride), tuple(m.dilation)
+    if isinstance(m, nn.Conv1d):
+        a, b = a.unsqueeze(2), b.unsqueeze(2)
+        kernel, stride, dilation, padding = (1, *kernel), (1, *stride), (1, *dilation), (0, *padding)
+    cin, out = a.shape[1], b.shape[1]
+    g = F.conv2d(a.transpose(0, 1), b.reshape(n * out, 1, *b.shape[2:]), padding=padding, stride=dilation,
+                 dilation=stride, groups=n)  # (C_in, B * out, >= kh, >= kw)
+    g = g[:, :, : kernel[0], : kernel[1]].reshape(cin, n, out, *kernel).permute(1, 2, 0, 3, 4)
+    return g.reshape(n, *m.weight.shape)
+
+
 def layer_grad_samples(m: nn.Module, a: torch.Tensor, b: torch.Tensor) -> dict[str, torch.Tensor]:
     """Per-sample gradients ``{param name: (B, *shape)}`` of layer ``m`` from input ``a``, output grad ``b``."""
     out: dict[str, torch.Tensor] = {}
@@ -117,11 +150,7 @@ def layer_grad_samples(m: nn.Module, a: torch.Tensor, b: torch.Tensor) -> dict[s
             out["bias"] = b.reshape(n, -1, b.shape[-1]).sum(1)
     elif isinstance(m, (nn.Conv1d, nn.Conv2d)):
         if w.requires_grad:
-            cols = _conv_unfold(m, a)  # (B, C_in k, T)
-            g = m.groups
-            bb = b.reshape(n, g, m.out_channels // g, -1)
-            cc = cols.reshape(n, g, cols.shape[1] // g, -1)
-            out["weight"] = torch.einsum("ngot,ngkt->ngok", bb, cc).reshape(n, *w.shape)
+            out["weight"] = _conv_weight_samples(m, a, b)
         if bias is not None and bias.requires_grad:
             out["bias"] = b.reshape(n, m.out_channels, -1).sum(2)
     elif isinstance(m, _NORMS):
