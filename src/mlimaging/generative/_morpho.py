@@ -216,9 +216,10 @@ def bounding_parallelogram(img: np.ndarray, shear: np.ndarray, y_mid: np.ndarray
     first = np.clip(np.floor(u).astype(np.int64) + 1, 0, w)
     idx = first + (w + 1) * np.arange(n)[:, None, None]
     hist = np.bincount(idx.ravel(), weights=img.ravel(), minlength=n * (w + 1)).reshape(n, w + 1)
-    hcdf = np.cumsum(hist, axis=1)[:, :w] / total[:, None]
+    safe = np.where(total > 0, total, 1.0)[:, None]
+    hcdf = np.cumsum(hist, axis=1)[:, :w] / safe
     row_mass = img.sum(axis=2)
-    vcdf = np.concatenate([np.zeros((n, 1)), np.cumsum(row_mass, axis=1)[:, :-1]], axis=1) / total[:, None]
+    vcdf = np.concatenate([np.zeros((n, 1)), np.cumsum(row_mass, axis=1)[:, :-1]], axis=1) / safe
     half = frac / 2.0
     locs_w, locs_h = np.arange(w, dtype=np.float64), np.arange(h, dtype=np.float64)
     left, right, top, bottom = (np.full(n, np.nan) for _ in range(4))
@@ -238,8 +239,9 @@ def offset_render(sdf: np.ndarray, radius: np.ndarray) -> np.ndarray:
     """The stroke moved outwards by ``radius`` (negative: inwards) high-resolution pixels,
     rendered with a one-pixel linear ramp: ``clip(sdf + radius + 1/2, 0, 1)``.
 
-    For a whole ``radius`` r its pixels equal to 1 are exactly the binary dilation (r > 0) or
-    erosion (r < 0) by ``skimage.morphology.disk(|r|)``; the ramp keeps sub-pixel radii.
+    For a whole ``radius`` r > 0 its pixels equal to 1 are exactly the binary dilation by
+    ``skimage.morphology.disk(r)``; for r < 0 its pixels above 0 are exactly the binary
+    erosion by ``disk(|r|)``. The ramp keeps sub-pixel radii.
     """
     return np.clip(sdf + radius[:, None, None] + 0.5, 0.0, 1.0)
 

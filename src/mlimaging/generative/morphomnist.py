@@ -34,9 +34,11 @@ Morphometrics (:func:`measure`), in pixels of the original image
 Where this differs from the reference code (``morphomnist``)
 ------------------------------------------------------------
 * The skeleton is Zhang and Suen's thinning (``skimage.morphology.skeletonize``), not the
-  medial axis: ~50x faster and free of the medial axis's boundary spurs (which bias the
-  mean distance down). On mnist5k the thickness agrees with the medial-axis version to a
-  median 0.1 px.
+  medial axis (``skimage.morphology.medial_axis``): ~20x faster. On 300 mnist5k test digits
+  the thickness differs from the medial-axis one by a median -0.02 px (median absolute
+  0.04 px, correlation 0.994). The lengths differ more: the medial axis keeps short
+  branches into the corners of a stroke, Zhang's thinning stops about half a thickness
+  before a stroke's end.
 * The upsampled image is used in floating point, clipped to its input range; the reference
   casts it to ``uint8`` first.
 
@@ -46,8 +48,9 @@ All work on the upsampled binary image :math:`B` and return the image downsample
 ``pyramid_reduce(order=3)``, strokes at full intensity (the input's grey levels are not
 kept, as in the reference). Erosion and dilation by a disk of radius :math:`r` are done on
 the signed distance :math:`\delta` to the outline (positive inside): the new stroke is
-:math:`\mathrm{clip}(\delta + r + \tfrac12, 0, 1)`, exactly the binary dilation/erosion by
-``disk(r)`` for a whole :math:`r`, and with a one-pixel ramp that keeps sub-pixel radii
+:math:`\mathrm{clip}(\delta + r + \tfrac12, 0, 1)`: for a whole :math:`r > 0` its pixels at 1
+are exactly the binary dilation by ``disk(r)``, for :math:`r < 0` its pixels above 0 are
+exactly the binary erosion by ``disk(|r|)``, and the one-pixel ramp keeps sub-pixel radii
 (the reference rounds :math:`r` down to whole pixels at :math:`s = 4`, steps of 0.5 px of
 thickness; Pawlowski et al. use :math:`s = 16` for that reason).
 
