@@ -1,7 +1,9 @@
 """DICOM PS3.15 Annex E, Table E.1-1: the Basic Application Level Confidentiality Profile.
 
 The attributes of the table with their action in the *Basic Profile* column, as data
-(keyword as in PS3.6 / pydicom's dictionary -> action code). Action codes (Table E.1-1a):
+(keyword as in PS3.6 / pydicom's dictionary -> action code), written from the standard's
+recent editions (2023-2024); the rows for command-group attributes (``0000,xxxx``), which
+never occur in stored instances, are left out. Action codes (Table E.1-1a):
 
 - ``D``: replace with a non-zero length value that may be a dummy value, consistent with the VR;
 - ``Z``: replace with a zero length value (or a dummy value consistent with the VR);
@@ -46,9 +48,10 @@ AdmittingDiagnosesCodeSequence X
 AdmittingDiagnosesDescription X
 AdmittingTime X
 Allergies X
-Arbitrary X
 ApprovalStatusDateTime X
+Arbitrary X
 AuthorObserverSequence X
+BarcodeValue X
 BranchOfService X
 CassetteID X
 CertificateOfSigner X
@@ -70,8 +73,12 @@ ClinicalTrialTimePointID Z
 CommentsOnRadiationDose X
 CommentsOnThePerformedProcedureStep X
 ConcatenationUID U
+ConceptualVolumeUID U
 ConfidentialityConstraintOnPatientDataDescription X
+ConsultingPhysicianIdentificationSequence X
+ConsultingPhysicianName X
 ContainerComponentID X
+ContainerDescription X
 ContainerIdentifier Z
 ContentCreatorIdentificationCodeSequence X
 ContentCreatorName Z
@@ -86,6 +93,7 @@ ContributionDateTime X/D
 ContributionDescription X
 CountryOfResidence X
 CreatorVersionUID U
+CurrentObserverTrial X
 CurrentPatientLocation X
 CurveDate X
 CurveTime X
@@ -104,20 +112,23 @@ DetectorID X/D
 DeviceDescription X
 DeviceSerialNumber X/Z/D
 DeviceUID U
-DigitalSignatureUID X
 DigitalSignaturesSequence X
+DigitalSignatureUID X
 DimensionOrganizationUID U
 DischargeDate X
 DischargeDiagnosisDescription X
 DischargeTime X
 DistributionAddress X
 DistributionName X
+DoseReferenceDescription X
 DoseReferenceUID U
+DosimetricObjectiveUID U
 EndAcquisitionDateTime X/D
 EthnicGroup X
 FailedSOPInstanceUIDList U
 FiducialUID U
 FillerOrderNumberImagingServiceRequest Z
+FractionGroupDescription X
 FrameAcquisitionDateTime X/D
 FrameComments X
 FrameOfReferenceUID U
@@ -138,10 +149,10 @@ InstanceCreationDate X/D
 InstanceCreationTime X/Z/D
 InstanceCreatorUID U
 InstitutionAddress X
-InstitutionCodeSequence X/Z/D
-InstitutionName X/Z/D
 InstitutionalDepartmentName X
 InstitutionalDepartmentTypeCodeSequence X
+InstitutionCodeSequence X/Z/D
+InstitutionName X/Z/D
 InsurancePlanIdentification X
 IntendedRecipientsOfResultsIdentificationSequence X
 InterpretationApproverSequence X
@@ -163,7 +174,9 @@ IssuerOfTheContainerIdentifierSequence Z
 IssuerOfTheSpecimenIdentifierSequence Z
 LargePaletteColorLookupTableUID U
 LastMenstrualDate X
+LongDeviceDescription X
 MAC X
+ManufacturerDeviceClassUID U
 MediaStorageSOPInstanceUID U
 MedicalAlerts X
 MedicalRecordLocator X
@@ -212,6 +225,7 @@ PatientName Z
 PatientPrimaryLanguageCodeSequence X
 PatientPrimaryLanguageModifierCodeSequence X
 PatientReligiousPreference X
+PatientSetupUID U
 PatientSex Z
 PatientSexNeutered X/Z
 PatientSize X
@@ -242,22 +256,28 @@ PhysicianApprovingInterpretation X
 PhysiciansOfRecord X
 PhysiciansOfRecordIdentificationSequence X
 PhysiciansReadingStudyIdentificationSequence X
+PixelDataProviderURL X
 PlacerOrderNumberImagingServiceRequest Z
 PlateID X
-PreMedication X
 PregnancyStatus X
+PreMedication X
+PrescriptionDescription X
 ProcedureCodeSequence X/Z
 ProductExpirationDateTime X
 ProtocolName X/D
+RadiopharmaceuticalAdministrationEventUID U
 RadiopharmaceuticalStartDateTime X/D
 RadiopharmaceuticalStartTime X/D
 RadiopharmaceuticalStopDateTime X/D
 RadiopharmaceuticalStopTime X/D
 ReasonForStudy X
 ReasonForTheImagingServiceRequest X
+ReasonForVisit X
+ReasonForVisitCodeSequence X
 ReferencedColorPaletteInstanceUID U
 ReferencedDateTime X/D
 ReferencedDigitalSignatureSequence X
+ReferencedDoseReferenceUID U
 ReferencedFrameOfReferenceUID U
 ReferencedGeneralPurposeScheduledProcedureStepTransactionUID U
 ReferencedImageSequence X/Z/U*
@@ -290,6 +310,12 @@ ResultsComments X
 ResultsDistributionListSequence X
 ResultsIDIssuer X
 ReviewerName X/Z
+ROIDescription X
+ROIGenerationDescription X
+ROIInterpreter Z
+RTPlanDescription X
+RTPlanLabel D
+RTPlanName X
 ScheduledAdmissionDate X
 ScheduledAdmissionTime X
 ScheduledDischargeDate X
@@ -301,6 +327,7 @@ ScheduledPerformingPhysicianName X
 ScheduledProcedureStepDescription X
 ScheduledProcedureStepEndDate X
 ScheduledProcedureStepEndTime X
+ScheduledProcedureStepID X
 ScheduledProcedureStepLocation X
 ScheduledProcedureStepStartDate X
 ScheduledProcedureStepStartTime X
@@ -323,7 +350,9 @@ ServiceEpisodeID X
 SlideIdentifier X
 SmokingStatus X
 SOPInstanceUID U
+SourceConceptualVolumeUID U
 SourceImageSequence X/Z/U*
+SourceSerialNumber X
 SpecialNeeds X
 SpecimenDetailedDescription X
 SpecimenIdentifier Z
@@ -331,7 +360,10 @@ SpecimenShortDescription X
 SpecimenUID U
 StartAcquisitionDateTime X/D
 StationName X/Z/D
+StorageMediaFileSetID X
 StorageMediaFileSetUID U
+StructureSetLabel D
+StructureSetName X
 StudyArrivalDate X
 StudyArrivalTime X
 StudyComments X
@@ -352,6 +384,7 @@ TemplateExtensionCreatorUID U
 TemplateExtensionOrganizationUID U
 TextComments X
 TextString X
+TextValue X
 TimezoneOffsetFromUTC X
 TopicAuthor X
 TopicKeywords X
@@ -359,7 +392,10 @@ TopicSubject X
 TopicTitle X
 TrackingUID U
 TransactionUID U
+TreatmentSessionUID U
+UDISequence X
 UID U
+UniqueDeviceIdentifier X
 VerifyingObserverIdentificationCodeSequence Z
 VerifyingObserverName D
 VerifyingObserverSequence D

@@ -3,7 +3,7 @@ r"""DICOM de-identification: the Basic Application Level Confidentiality Profile
 What :func:`deidentify_dicom` does to every instance, wherever an attribute occurs (top level,
 file meta information, or nested in sequence items):
 
-- each attribute of Table E.1-1 (:mod:`mlimaging.privacy._dicom_profile`, 338 attributes)
+- each attribute of Table E.1-1 (:mod:`mlimaging.privacy._dicom_profile`, 372 attributes)
   gets its Basic Profile action: ``X`` removed, ``Z`` emptied, ``D`` replaced by a dummy value
   of its VR (``ANONYMIZED``, ``19000101``, ``000000``, ``0``; a sequence by one empty item),
   ``U`` replaced by a new UID, ``K`` kept, ``C`` (clean) treated as ``D``;
