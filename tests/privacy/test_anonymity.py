@@ -306,6 +306,11 @@ def test_empty_and_other_bad_tables():
         generalize(t, {"age": age_hierarchy()}, {"age": 9})
     with pytest.raises(ValueError, match="Oslo"):
         generalize(pd.DataFrame({"site": ["Oslo"]}), {"site": site_hierarchy()}, {"site": 1})
+    with pytest.raises(ValueError, match="hierarchies is empty"):
+        generalize_to_k(t, {}, 1)
+    with pytest.raises(ValueError, match="levels"):
+        generalize(t, {}, {"nope": 1})
+    assert generalize(t, {}, {}).equals(t)
     with pytest.raises(ValueError, match="divide"):
         age_hierarchy((5, 8))
     with pytest.raises(ValueError, match="no generalisation"):

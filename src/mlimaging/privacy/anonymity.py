@@ -313,7 +313,8 @@ def generalize(df: pd.DataFrame, hierarchies: Mapping[Hashable, Hierarchy],
     >>> generalize(t, {"age": age_hierarchy()}, {"age": 2})["age"].tolist()
     ['30-39', '30-39', '30-39']
     """
-    _check_table(df, list(levels) or ["?"], "levels", allow_empty=True)
+    if levels:
+        _check_table(df, list(levels), "levels", allow_empty=True)
     out = df.copy()
     for col, level in levels.items():
         if col not in hierarchies:
@@ -363,7 +364,7 @@ def generalize_to_k(df: pd.DataFrame, hierarchies: Mapping[Hashable, Hierarchy],
     >>> k_anonymity(anon, list(h)) >= 5, len(anon) >= 190
     (True, True)
     """
-    qi = _check_table(df, list(hierarchies) or ["?"], "hierarchies")
+    qi = _check_table(df, list(hierarchies), "hierarchies")
     k = _check_k(k, len(df))
     if not 0.0 <= max_suppression < 1.0:
         raise ValueError(f"max_suppression must be a fraction in [0, 1), got {max_suppression}")
@@ -404,7 +405,8 @@ def mondrian(df: pd.DataFrame, quasi_identifiers: Sequence[Hashable], k: int, *,
     without hierarchy is cut in its sorted order of values; with a hierarchy it is split into
     the children of its current node, every child group needing ``k`` rows). When no QI
     allows a cut the partition is final, and its values are generalised: numbers to
-    ``"lo-hi"`` (or the single value), categories to ``"{a,b}"``, hierarchies to the node.
+    ``"lo-hi"`` (or the single value), categories to ``"{a,b}"``, hierarchies to the lowest node
+    covering the partition's values.
 
     Parameters
     ----------
@@ -483,8 +485,11 @@ def mondrian(df: pd.DataFrame, quasi_identifiers: Sequence[Hashable], k: int, *,
     for c in qi:
         col = np.empty(len(df), dtype=object)
         for rows, node in final:
-            if c in hierarchies:
-                col[rows] = levels[c][node[c]][rows[0]]
+            if c in hierarchies:  # the lowest node that still covers the partition's values
+                lv = node[c]
+                while lv > 0 and len(pd.unique(levels[c][lv - 1][rows])) == 1:
+                    lv -= 1
+                col[rows] = levels[c][lv][rows[0]]
             elif numeric[c]:
                 lo, hi = df[c].to_numpy()[rows].min(), df[c].to_numpy()[rows].max()
                 col[rows] = _fmt(lo) if lo == hi else f"{_fmt(lo)}-{_fmt(hi)}"
