@@ -40,6 +40,7 @@ __all__ = [
     "class_fractions",
     "extract_features",
     "fid",
+    "fid_baselines",
     "frechet_distance",
     "gaussian_frechet_distance",
     "mnist_feature_extractor",
@@ -261,6 +262,65 @@ def fid(real: Any, fake: Any, *, feature_extractor: Callable[[torch.Tensor], tor
     fr = extract_features(real, feature_extractor, batch_size=batch_size, device=device)
     ff = extract_features(fake, feature_extractor, batch_size=batch_size, device=device)
     return frechet_distance(fr, ff)
+
+
+def fid_baselines(real: Any, fake: Any, *, feature_extractor: Callable[[torch.Tensor], torch.Tensor],
+                  seed: int = 0, k: int = 3) -> dict[str, float]:
+    r"""FID of generated images beside its two baselines, at equal set sizes, plus precision and recall.
+
+    ``real`` is split into interleaved halves :math:`A` (even indices) and :math:`B` (odd). With
+    :math:`n = |B|`:
+
+    - ``fid``: :math:`\mathrm{FID}(B, \text{fake}_{1..n})`, the generated images against real ones;
+    - ``real_vs_real``: :math:`\mathrm{FID}(A, B)`, the floor a perfect generator reaches at
+      this :math:`n` (the estimator's bias);
+    - ``noise``: :math:`\mathrm{FID}(B, N)` for :math:`n` images of Gaussian noise with the real
+      pixels' mean and standard deviation, clipped to [0, 1] (a generator that learnt nothing);
+    - ``precision``, ``recall``: :func:`precision_recall` of the fakes against :math:`B`.
+
+    Parameters
+    ----------
+    real, fake
+        Images ``(N, C, H, W)`` in [0, 1]; ``fake`` holds at least ``len(real) // 2`` images.
+    feature_extractor
+        As for :func:`fid`.
+    seed
+        Seed of the noise images.
+    k
+        Neighbourhood size of precision and recall.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> g = torch.Generator().manual_seed(0)
+    >>> real = torch.rand(200, 1, 8, 8, generator=g) ** 2
+    >>> fake = torch.rand(100, 1, 8, 8, generator=g) ** 2  # a perfect generator
+    >>> quantiles = lambda x: x.flatten(1).sort(dim=1).values[:, ::8]  # 8 features per image
+    >>> r = fid_baselines(real, fake, feature_extractor=quantiles)
+    >>> r["fid"] < 2 * r["real_vs_real"] < 0.1 * r["noise"], r["n"]
+    (True, 100)
+    """
+    if isinstance(real, np.ndarray):
+        real = torch.from_numpy(real)
+    if isinstance(fake, np.ndarray):
+        fake = torch.from_numpy(fake)
+    for t, name in ((real, "real"), (fake, "fake")):
+        if not isinstance(t, torch.Tensor) or t.ndim != 4:
+            got = tuple(t.shape) if isinstance(t, torch.Tensor) else type(t).__name__
+            raise ValueError(f"{name} must be images (N, C, H, W), got {got}")
+    half_a, half_b = real[0::2].float(), real[1::2].float()
+    n = len(half_b)
+    if n < k + 1 or len(fake) < n:
+        raise ValueError(f"fake must hold at least len(real) // 2 = {n} images and real at least {2 * (k + 1)}, "
+                         f"got {len(fake)} and {len(real)}")
+    g = torch.Generator().manual_seed(seed)
+    noise = (real.float().mean() + real.float().std() * torch.randn(half_b.shape, generator=g)).clamp(0, 1)
+    fa, fb = (extract_features(x, feature_extractor) for x in (half_a, half_b))
+    ff, fn = (extract_features(x, feature_extractor) for x in (fake[:n].float(), noise))
+    pr = precision_recall(fb, ff, k=k)
+    return {"fid": frechet_distance(fb, ff), "real_vs_real": frechet_distance(fa, fb),
+            "noise": frechet_distance(fb, fn), "precision": pr.precision, "recall": pr.recall, "n": n}
 
 
 # ------------------------------------------------------------------------------------ precision / recall
