@@ -206,12 +206,13 @@ def _data(n=32, labels=False):
     return TensorDataset(x, torch.arange(n) % 10) if labels else TensorDataset(x)
 
 
-def _train(epochs, *, kind="non_saturating", ckpt=None, resume=False, n_critic=1, conditional=False, seed=0):
+def _train(epochs, *, kind="non_saturating", ckpt=None, resume=False, n_critic=1, conditional=False, seed=0,
+           ema=None):
     torch.manual_seed(seed)
     k = 10 if conditional else None
     G = DCGANGenerator(latent_dim=8, width=4, num_classes=k)
     D = DCGANDiscriminator(width=4, num_classes=k, norm="layer" if kind == "wgan_gp" else "batch")
-    step = GANStep(D, loss=kind, n_critic=n_critic, seed=seed,
+    step = GANStep(D, loss=kind, n_critic=n_critic, seed=seed, ema=ema,
                    d_optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.5, 0.9)))
     h = fit(G, _data(labels=conditional), step=step, metrics=(), epochs=epochs, batch_size=16, progress=False,
             optimizer=lambda p: torch.optim.Adam(p, lr=1e-3, betas=(0.5, 0.9)), checkpoint_dir=ckpt, resume=resume,
@@ -231,17 +232,22 @@ def test_step_logs_the_losses_and_discriminator_outputs(kind):
     assert (last["gp"] > 0) == (kind == "wgan_gp")
 
 
-@pytest.mark.parametrize("kind,conditional", [("non_saturating", False), ("wgan_gp", True)])
-def test_resume_through_fit_is_exact(tmp_path, kind, conditional):
-    G_full, step_full, h_full = _train(3, kind=kind, conditional=conditional, n_critic=2)
-    _train(2, kind=kind, ckpt=tmp_path, conditional=conditional, n_critic=2)
-    G_res, step_res, h_res = _train(3, kind=kind, ckpt=tmp_path, resume=True, conditional=conditional, n_critic=2)
+@pytest.mark.parametrize("kind,conditional,ema", [("non_saturating", False, 0.9), ("wgan_gp", True, None)])
+def test_resume_through_fit_is_exact(tmp_path, kind, conditional, ema):
+    G_full, step_full, h_full = _train(3, kind=kind, conditional=conditional, n_critic=2, ema=ema)
+    _train(2, kind=kind, ckpt=tmp_path, conditional=conditional, n_critic=2, ema=ema)
+    G_res, step_res, h_res = _train(3, kind=kind, ckpt=tmp_path, resume=True, conditional=conditional, n_critic=2,
+                                    ema=ema)
     for a, b in zip(G_full.state_dict().values(), G_res.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     for a, b in zip(step_full.discriminator.state_dict().values(), step_res.discriminator.state_dict().values(),
                     strict=True):
         assert torch.equal(a, b)
     assert step_res.calls == step_full.calls == 3 * 2
+    if ema is not None:
+        for a, b in zip(step_full.ema_generator.state_dict().values(), step_res.ema_generator.state_dict().values(),
+                        strict=True):
+            assert torch.equal(a, b)
     assert h_res["g_loss"] == h_full["g_loss"]
     ckpt = torch.load(tmp_path / "last.pt", weights_only=True)
     assert set(ckpt["step"]) >= {"discriminator", "d_optimizer", "generator", "calls"}
@@ -263,6 +269,23 @@ def test_n_critic_updates_the_generator_every_nth_batch():
         assert any(not torch.equal(a, b) for a, b in zip(d_before, step.discriminator.parameters(), strict=True))
         before = now
     assert changed == [False, False, True, False, False, True]
+
+
+def test_ema_generator_is_the_running_average_of_the_iterates():
+    torch.manual_seed(0)
+    G = DCGANGenerator(latent_dim=8, width=4)
+    step = GANStep(DCGANDiscriminator(width=4), ema=0.75)
+    opt = torch.optim.SGD(G.parameters(), lr=0.5)
+    x = torch.rand(8, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    step(G, (x,), optimizer=opt)
+    first = [p.detach().clone() for p in G.parameters()]
+    assert all(torch.equal(a, b) for a, b in zip(step.ema_generator.parameters(), first, strict=True))
+    step(G, (x,), optimizer=opt)
+    for avg, p1, p2 in zip(step.ema_generator.parameters(), first, G.parameters(), strict=True):
+        torch.testing.assert_close(avg, 0.75 * p1 + 0.25 * p2)
+    assert not step.ema_generator.training
+    with pytest.raises(ValueError, match="ema"):
+        GANStep(DCGANDiscriminator(width=4), ema=1.0)
 
 
 def test_a_conditional_step_needs_labels():

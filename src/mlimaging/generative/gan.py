@@ -469,6 +469,11 @@ class GANStep(TrainStep):
         :math:`\lambda` of the gradient penalty (``wgan_gp`` only).
     seed
         Seed of the step's random generator (latents and penalty mixing weights).
+    ema
+        Keep an exponential moving average of the generator's weights,
+        :math:`\bar\theta \leftarrow \beta \bar\theta + (1 - \beta)\theta` after every generator
+        update (buffers copied), in :attr:`ema_generator` (Yazıcı et al. 2019, arXiv:1806.04498:
+        the average of the iterates samples better than the last iterate); ``None`` keeps none.
 
     Examples
     --------
@@ -488,7 +493,7 @@ class GANStep(TrainStep):
 
     def __init__(self, discriminator: nn.Module, *, loss: str | GANLoss = "non_saturating",
                  d_optimizer: torch.optim.Optimizer | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] | None = None,
-                 n_critic: int = 1, gp_weight: float = 10.0, seed: int = 0) -> None:
+                 n_critic: int = 1, gp_weight: float = 10.0, seed: int = 0, ema: float | None = None) -> None:
         if not isinstance(discriminator, nn.Module):
             raise ValueError(f"discriminator must be an nn.Module, got {type(discriminator).__name__}")
         self.loss = loss if isinstance(loss, GANLoss) else gan_loss(loss)
@@ -514,6 +519,11 @@ class GANStep(TrainStep):
         self.d_optimizer = d_optimizer
         self.generator = torch.Generator().manual_seed(self.seed)
         self.calls = 0
+        if ema is not None and not (isinstance(ema, float) and 0.0 < ema < 1.0):
+            raise ValueError(f"ema must be a decay in (0, 1) or None, got {ema!r}")
+        self.ema = ema
+        self.ema_generator: nn.Module | None = None
+        self._pending_ema: Mapping[str, Any] | None = None
 
     # -------------------------------------------------------------------- one batch
     def __call__(self, model: nn.Module, batch: Any, *, optimizer: torch.optim.Optimizer,
@@ -560,12 +570,29 @@ class GANStep(TrainStep):
             if grad_clip is not None:
                 nn.utils.clip_grad_norm_(_params(optimizer), grad_clip)
             optimizer.step()
+            if self.ema is not None:
+                self._update_ema(G)
         else:
             g_loss = self.loss.generator(d_fake.detach())
         show = torch.sigmoid if self.loss.probabilities else (lambda t: t)
         extras = {"d_loss": d_loss.detach(), "g_loss": g_loss.detach(), "D(x)": show(d_real.detach()).mean(),
                   "D(G(z))": show(d_fake.detach()).mean(), "gp": gp.detach()}
         return g_loss.detach(), extras
+
+    def _update_ema(self, G: nn.Module) -> None:
+        if self.ema_generator is None:
+            import copy
+
+            self.ema_generator = copy.deepcopy(G).eval().requires_grad_(False)
+            pending, self._pending_ema = self._pending_ema, None
+            if pending is None:  # the first update: the average starts at the iterate
+                return
+            self.ema_generator.load_state_dict(pending)
+        with torch.no_grad():
+            for avg, p in zip(self.ema_generator.parameters(), G.parameters(), strict=True):
+                avg.lerp_(p, 1.0 - self.ema)
+            for avg, b in zip(self.ema_generator.buffers(), G.buffers(), strict=True):
+                avg.copy_(b)
 
     def _to(self, device: torch.device) -> None:
         """Move the discriminator and its optimiser's state to ``device`` (once, at the first batch)."""
@@ -582,7 +609,9 @@ class GANStep(TrainStep):
     def state_dict(self) -> dict[str, Any]:
         return {"discriminator": {k: v.detach().cpu() for k, v in self.discriminator.state_dict().items()},
                 "d_optimizer": self.d_optimizer.state_dict(), "generator": self.generator.get_state(),
-                "calls": self.calls, "loss": self.loss.kind, "n_critic": self.n_critic}
+                "calls": self.calls, "loss": self.loss.kind, "n_critic": self.n_critic,
+                "ema": None if self.ema_generator is None else
+                {k: v.detach().cpu() for k, v in self.ema_generator.state_dict().items()}}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
         if state.get("loss", self.loss.kind) != self.loss.kind:
@@ -592,6 +621,13 @@ class GANStep(TrainStep):
         self.d_optimizer.load_state_dict(state["d_optimizer"])
         self.generator.set_state(state["generator"])
         self.calls = int(state["calls"])
+        if state.get("ema") is not None:
+            if self.ema is None:
+                raise ValueError("the checkpoint holds an EMA generator, this step keeps none: pass ema=")
+            if self.ema_generator is None:  # built from the generator at the next update
+                self._pending_ema = state["ema"]
+            else:
+                self.ema_generator.load_state_dict(state["ema"])
 
 
 # ------------------------------------------------------------------------------------ sample grids
