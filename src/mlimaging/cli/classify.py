@@ -27,6 +27,7 @@ then ``mlimaging predict --checkpoint runs/lenet/model.pt digit.png``.
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -54,8 +55,12 @@ __all__ = ["predict_cmd", "train_classifier_cmd"]
 RUN_NAME = "train-classifier"
 DEFAULTS: dict[str, Any] = {"dataset": "mnist5k", "model": "lenet", "lr": 1e-3, "batch_size": 64, "seed": 0,
                             "size": None, "augment_shift": 0, "root": None, "adversarial": None, "eps": None,
-                            "adv_steps": None}
+                            "adv_steps": None, "dp": False, "epsilon": None, "sigma": None, "delta": None,
+                            "max_grad_norm": None, "max_physical_batch": None, "dp_fix_model": False,
+                            "noise_multiplier": None, "dp_epochs": None}
 ADVERSARIAL = ("fgsm", "pgd")
+#: The options that only ``--dp`` takes (``noise_multiplier`` and ``dp_epochs`` are resolved, not given).
+DP_OPTIONS = ("epsilon", "sigma", "delta", "max_grad_norm", "max_physical_batch", "dp_fix_model")
 
 
 # ------------------------------------------------------------------------------ data
@@ -130,13 +135,17 @@ def _figures(run: Any, history: Any, cm: np.ndarray, classes: list[str], seed: i
 
     from mlimaging.reporting.figures import plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    private = "epsilon" in history.keys()
+    fig, axes = plt.subplots(1, 3 if private else 2, figsize=(13 if private else 9, 3.2))
     axes[0].plot(history["epoch"], history["loss"], "o-", ms=3, label="train")
     axes[0].plot(history["epoch"], history["val_loss"], "s--", ms=3, label="validation")
     axes[0].set(xlabel="epoch", ylabel="cross-entropy")
     axes[0].legend()
     axes[1].plot(history["epoch"], history["val_accuracy"], "o-", ms=3)
     axes[1].set(xlabel="epoch", ylabel="validation accuracy")
+    if private:  # DP-SGD: the privacy spent after each epoch (EpsilonCallback)
+        axes[2].plot(history["epoch"], history["epsilon"], "o-", ms=3, color="C3")
+        axes[2].set(xlabel="epoch", ylabel="epsilon spent", ylim=(0, None))
     for ax in axes:
         ax.grid(alpha=0.3)
     fig.suptitle(f"Learning curves (seed {seed})")
@@ -175,11 +184,26 @@ def train_classifier_cmd(
                                      "default 0.3)."),
     adv_steps: int | None = typer.Option(None, "--adv-steps", help="PGD steps of --adversarial pgd (default 7; step "
                                          "size 2.5 eps / steps)."),
+    dp: bool = typer.Option(False, "--dp", help="Differentially private training (DP-SGD, Abadi et al. 2016): "
+                            "Poisson batches of expected size --batch-size, each image's gradient clipped to "
+                            "--max-grad-norm, Gaussian noise; epsilon spent printed per epoch."),
+    target_epsilon: float | None = typer.Option(None, "--epsilon", help="--dp: the budget epsilon of the whole "
+                                                "run (--epochs); the noise multiplier is solved for it."),
+    sigma: float | None = typer.Option(None, "--sigma", help="--dp: the noise multiplier (noise std / clipping "
+                                       "norm) instead of --epsilon."),
+    delta: float | None = typer.Option(None, "--delta", help="--dp: delta of the guarantee (default 1e-5)."),
+    max_grad_norm: float | None = typer.Option(None, "--max-grad-norm", help="--dp: clipping norm C of each "
+                                               "image's gradient (default 1.0)."),
+    max_physical_batch: int | None = typer.Option(None, "--max-physical-batch", help="--dp: most images per "
+                                                  "forward/backward (bounds memory; same update)."),
+    dp_fix_model: bool = typer.Option(False, "--dp-fix-model", help="--dp: replace BatchNorm layers by GroupNorm."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps ..."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Delete an existing --out run folder and start again."),
 ) -> None:
-    """Train an image classifier with the training engine; checkpoints, model.pt and a report in --out."""
+    """Train an image classifier with the training engine; checkpoints, model.pt and a report in --out.
+
+    With --dp it trains with DP-SGD and reports the privacy spent (epsilon at --delta)."""
     import torch
     from rich.table import Table
     from torch import nn
@@ -206,9 +230,13 @@ def train_classifier_cmd(
         raise ValueError("--adv-steps needs --adversarial pgd (fast adversarial training takes one FGSM step)")
     check_positive(eps, "--eps")
     check_positive(adv_steps, "--adv-steps", integer=True)
+    dp_given = {"epsilon": target_epsilon, "sigma": sigma, "delta": delta, "max_grad_norm": max_grad_norm,
+                "max_physical_batch": max_physical_batch, "dp_fix_model": dp_fix_model or None}
     stored, clear = prepare_out(out, resume=resume, force=force, command="train classifier")
+    _check_dp(dp or bool(stored and stored.get("dp")), adversarial, dp_given)
     given = {"dataset": dataset, "model": model, "lr": lr, "batch_size": batch_size, "seed": seed, "size": size,
-             "augment_shift": augment_shift, "root": root, "adversarial": adversarial, "eps": eps, "adv_steps": adv_steps}
+             "augment_shift": augment_shift, "root": root, "adversarial": adversarial, "eps": eps, "adv_steps": adv_steps,
+             "dp": dp or None, **dp_given}
     s = resolve_settings(given, stored, DEFAULTS)
     step = _adversarial_step(s, nn.CrossEntropyLoss())
 
@@ -217,6 +245,8 @@ def train_classifier_cmd(
     classes = [str(c) for c in (getattr(splits["train"], "classes", None) or range(int(ytr.max()) + 1))]
     c, native = int(xtr.shape[1]), (int(xtr.shape[2]), int(xtr.shape[3]))
     net, kwargs, hw = _fit_model(s["model"], len(classes), c, native, s["size"], s["seed"])
+    if s["dp"]:
+        _check_batchnorm(net, s)
     xtr, xva, xte = (resize_images(x, hw) for x in (xtr, xva, xte))
     if hasattr(net, "fit_standardizer"):
         net.fit_standardizer(xtr)
@@ -224,20 +254,28 @@ def train_classifier_cmd(
     meta = {"model": s["model"], "model_kwargs": kwargs, "classes": classes, "dataset": s["dataset"],
             "preprocess": {"channels": c, "size": list(hw), "range": [0.0, 1.0], "resize": "bilinear",
                            "background": "light" if light else "dark"}}
+    train = ShiftAugment(xtr, ytr, max_shift=s["augment_shift"]) if s["augment_shift"] else TensorDataset(xtr, ytr)
+    optimizer: Any = lambda p: torch.optim.Adam(p, lr=s["lr"])  # noqa: E731
+    callbacks: list[Any] = [ExportBest(out / "model.pt", "classifier", meta)]
+    private = None
+    if s["dp"]:
+        private = _make_private(net, optimizer, train, s, epochs)
+        meta["privacy"] = _privacy_meta(s, private)
+        train, step, optimizer = private.train_data, private.step, private.optimizer
+        callbacks = [*private.callbacks, _ExportPrivate(out / "model.pt", "classifier", meta)]
     run = open_run(out, RUN_NAME, {**s, "meta": meta}, stored=stored, clear=clear,
                    command=_command(s, epochs, out), console=err_console)
-    train = ShiftAugment(xtr, ytr, max_shift=s["augment_shift"]) if s["augment_shift"] else TensorDataset(xtr, ytr)
     try:
         history = fit(net, train, TensorDataset(xva, yva), loss=nn.CrossEntropyLoss(),
-                      optimizer=lambda p: torch.optim.Adam(p, lr=s["lr"]), epochs=epochs, batch_size=s["batch_size"],
+                      optimizer=optimizer, epochs=epochs, batch_size=s["batch_size"],
                       seed=s["seed"], checkpoint_dir=out / "checkpoints", resume=stored is not None, run=run,
-                      monitor="val_accuracy", callbacks=[ExportBest(out / "model.pt", "classifier", meta)], device=device,
-                      step=step)
+                      monitor="val_accuracy", callbacks=callbacks, device=device, step=step)
     except KeyboardInterrupt:
         run.finish(error="interrupted; continue with --resume")
         err_console.print(f"interrupted: continue with the same command and --resume (checkpoints in {out})")
         raise typer.Exit(130) from None
     net.load_state_dict(load_checkpoint(out / "model.pt")["model"])
+    spent = _finish_private(private, out / "model.pt", run) if private is not None else None
     test = evaluate(net, TensorDataset(xte, yte), metrics=("accuracy", "f1_score"), loss=nn.CrossEntropyLoss())
     with torch.no_grad():
         pred = torch.cat([net.eval()(xte[i:i + 512].to(device)).argmax(1).cpu() for i in range(0, len(xte), 512)])
@@ -246,17 +284,25 @@ def train_classifier_cmd(
             test_f1_macro=test["f1_score"], test_loss=test["loss"], confusion_matrix=cm, classes=classes)
     run.section("Training", f"{s['model']} on {s['dataset']} ({len(ytr)} training, {len(yva)} validation, {len(yte)} "
                 f"test images, {c} x {hw[0]} x {hw[1]}), Adam lr {s['lr']}, batch {s['batch_size']}, seed {s['seed']}"
-                + (f"; adversarial training {s['adversarial']} at eps {s['eps']:g}" if step is not None else "") + ".")
-    run.table("Result", [{"model": s["model"], "epochs": len(history), "best epoch": history.best_epoch,
-                          "val accuracy (best)": history.best_value, "test accuracy": accuracy(pred, yte),
-                          "test F1 (macro)": test["f1_score"], "seed": s["seed"]}],
-              caption=f"Test scores of the best epoch's weights (model.pt); seed {s['seed']}.")
+                + (f"; adversarial training {s['adversarial']} at eps {s['eps']:g}" if s["adversarial"] else "")
+                + (f"; {_dp_text(s)}" if s["dp"] else "") + ".")
+    result = {"model": s["model"], "epochs": len(history), "best epoch": history.best_epoch,
+              "val accuracy (best)": history.best_value, "test accuracy": accuracy(pred, yte),
+              "test F1 (macro)": test["f1_score"], "seed": s["seed"]}
+    if spent is not None:
+        result.update({"epsilon (model.pt)": spent[0], "epsilon (run)": spent[1], "delta": s["delta"]})
+    run.table("Result", [result], caption=f"Test scores of the best epoch's weights (model.pt); seed {s['seed']}."
+              + (" Epsilon: privacy spent up to the exported epoch, and by the whole run." if spent else ""))
     _figures(run, history, cm, classes, s["seed"])
     report = run.finish()
-    table = Table("model", "dataset", "epochs", "best epoch", "val accuracy", "test accuracy", title="train classifier")
+    columns = ["model", "dataset", "epochs", "best epoch", "val accuracy", "test accuracy"]
+    table = Table(*columns, *(["epsilon"] if spent else []), title="train classifier")
     table.add_row(s["model"], s["dataset"], str(len(history)), str(history.best_epoch), f"{history.best_value:.4f}",
-                  f"{accuracy(pred, yte):.4f}")
+                  f"{accuracy(pred, yte):.4f}", *([f"{spent[1]:.4g}"] if spent else []))
     console.print(table)
+    if spent is not None:
+        console.print(f"privacy: epsilon {spent[1]:.4g} at delta {s['delta']:g} spent by the run ({spent[0]:.4g} "
+                      f"up to the exported epoch {history.best_epoch}); {_dp_text(s)}", highlight=False, soft_wrap=True)
     console.print(f"model: {out / 'model.pt'}\nreport: {report}", soft_wrap=True)
 
 
@@ -267,7 +313,114 @@ def _command(s: dict[str, Any], epochs: int, out: Path) -> str:
     for key in ("root", "size", "augment_shift", "adversarial", "eps", "adv_steps"):
         if s[key]:
             parts += [f"--{key.replace('_', '-')}", str(s[key])]
+    if s["dp"]:
+        parts.append("--dp")
+        for key in ("epsilon", "sigma", "delta", "max_grad_norm", "max_physical_batch"):
+            if s[key] is not None:
+                parts += [f"--{key.replace('_', '-')}", str(s[key])]
+        if s["dp_fix_model"]:
+            parts.append("--dp-fix-model")
     return " ".join(parts)
+
+
+# ------------------------------------------------------------------------------ differential privacy
+def _check_dp(dp: bool, adversarial: str | None, given: dict[str, Any]) -> None:
+    """Bad combinations of the ``--dp`` options: one ``ValueError`` naming them."""
+    named = [f"--{k.replace('_', '-')}" for k, v in given.items() if v is not None]
+    if not dp:
+        if named:
+            raise ValueError(f"{', '.join(named)} {'needs' if len(named) == 1 else 'need'} --dp (differentially "
+                             "private training)")
+        return
+    if adversarial is not None:
+        raise ValueError("--dp and --adversarial exclude each other: choose private or adversarial training")
+    if given["epsilon"] is not None and given["sigma"] is not None:
+        raise ValueError("give one of --epsilon (the budget; sigma is solved for it) and --sigma (the noise), not both")
+    check_positive(given["epsilon"], "--epsilon")
+    check_positive(given["max_grad_norm"], "--max-grad-norm")
+    check_positive(given["max_physical_batch"], "--max-physical-batch", integer=True)
+    if given["sigma"] is not None and not (math.isfinite(given["sigma"]) and given["sigma"] > 0):
+        raise ValueError(f"--sigma must be a positive number, got {given['sigma']}")
+    if given["delta"] is not None and not 0 < given["delta"] < 1:
+        raise ValueError(f"--delta must be in (0, 1), got {given['delta']}")
+
+
+def _check_batchnorm(net: nn.Module, s: dict[str, Any]) -> None:
+    """A model with BatchNorm is one line suggesting ``--dp-fix-model`` (unless given)."""
+    from torch import nn
+
+    if s["dp_fix_model"]:
+        return
+    names = [name for name, m in net.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    if names:
+        more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+        raise ValueError(f"--dp: model {s['model']!r} has BatchNorm layers ({', '.join(names[:3])}{more}), which mix "
+                         "the images of a batch so DP-SGD cannot clip each image's gradient; pass --dp-fix-model to "
+                         "replace them by GroupNorm, or choose a model without BatchNorm (e.g. --model lenet)")
+
+
+def _make_private(net: nn.Module, optimizer: Any, train: Any, s: dict[str, Any], epochs: int) -> Any:
+    """:func:`~mlimaging.privacy.dp.make_private` with the run's settings; fills in the defaults and, on a fresh
+    run, the noise multiplier solved for ``--epsilon`` (kept in the settings so a resumed run adds the same noise)."""
+    from torch import nn
+
+    from mlimaging.privacy.dp import make_private
+
+    s["delta"] = 1e-5 if s["delta"] is None else float(s["delta"])
+    s["max_grad_norm"] = 1.0 if s["max_grad_norm"] is None else float(s["max_grad_norm"])
+    if s["epsilon"] is None and s["sigma"] is None:
+        raise ValueError("--dp needs --epsilon E (the budget of the run) or --sigma S (the noise multiplier)")
+    if s["batch_size"] > len(train):
+        raise ValueError(f"--batch-size {s['batch_size']} is larger than the {len(train)} training images")
+    if s["noise_multiplier"] is None:
+        budget = {"target_epsilon": s["epsilon"]} if s["sigma"] is None else {"noise_multiplier": float(s["sigma"])}
+        s["dp_epochs"] = epochs
+    else:  # resumed: the noise of the original run
+        budget = {"noise_multiplier": float(s["noise_multiplier"])}
+        if s["epsilon"] is not None and epochs > s["dp_epochs"]:
+            err_console.print(f"[yellow]warning:[/] the noise was set for epsilon {s['epsilon']:g} over "
+                              f"{s['dp_epochs']} epochs; {epochs} epochs spend more", highlight=False, soft_wrap=True)
+    private = make_private(net, optimizer, train, batch_size=s["batch_size"], **budget, target_delta=s["delta"],
+                           max_grad_norm=s["max_grad_norm"], epochs=epochs, max_physical_batch_size=s["max_physical_batch"],
+                           fix_model=bool(s["dp_fix_model"]), loss=nn.CrossEntropyLoss(), seed=s["seed"])
+    s["noise_multiplier"] = private.noise_multiplier
+    return private
+
+
+def _privacy_meta(s: dict[str, Any], private: Any) -> dict[str, Any]:
+    return {"mechanism": "DP-SGD", "accountant": "rdp", "noise_multiplier": private.noise_multiplier,
+            "max_grad_norm": s["max_grad_norm"], "sample_rate": private.sample_rate,
+            "steps_per_epoch": private.steps_per_epoch, "delta": s["delta"], "target_epsilon": s["epsilon"],
+            "groupnorm": bool(s["dp_fix_model"])}
+
+
+def _dp_text(s: dict[str, Any]) -> str:
+    budget = f"target epsilon {s['epsilon']:g}, " if s["epsilon"] is not None else ""
+    return (f"DP-SGD ({budget}noise multiplier {s['noise_multiplier']:.4g}, clipping norm {s['max_grad_norm']:g}, "
+            f"delta {s['delta']:g}, Poisson batches of expected size {s['batch_size']})")
+
+
+class _ExportPrivate(ExportBest):
+    """:class:`ExportBest` that also writes the epsilon spent up to the exported epoch into the metadata."""
+
+    def on_epoch_end(self, state: Any) -> None:
+        self.meta["privacy"] = {**self.meta["privacy"], "epsilon": state.logs.get("epsilon")}
+        super().on_epoch_end(state)
+
+
+def _finish_private(private: Any, path: Path, run: Any) -> tuple[float, float]:
+    """Write the run's total epsilon into ``model.pt`` and the metrics; (epsilon of model.pt, of the run)."""
+    from mlimaging.training import load_checkpoint, save_checkpoint
+
+    ckpt = load_checkpoint(path)
+    total = private.epsilon()
+    meta = ckpt["classifier"]
+    meta["privacy"] = {**meta["privacy"], "epsilon_run": total, "steps_run": private.accountant.steps}
+    save_checkpoint(ckpt, path)
+    exported = float(meta["privacy"].get("epsilon") or total)
+    run.log(epsilon=total, epsilon_model=exported, delta=private.delta, noise_multiplier=private.noise_multiplier,
+            sample_rate=private.sample_rate, dp_steps=private.accountant.steps)
+    return exported, total
 
 
 def _adversarial_step(s: dict[str, Any], loss: Any) -> Any:
@@ -293,6 +446,10 @@ def _load_classifier(path: Path) -> tuple[nn.Module, dict[str, Any]]:
         raise ValueError(f"--checkpoint {path} does not say how to rebuild the model; use the model.pt written by "
                          "`mlimaging train classifier`")
     model = _build(meta["model"], meta["model_kwargs"])
+    if meta.get("privacy", {}).get("groupnorm"):  # trained with --dp --dp-fix-model: BatchNorm became GroupNorm
+        from mlimaging.privacy.dp import to_groupnorm
+
+        to_groupnorm(model)
     try:
         model.load_state_dict(ckpt["model"])
     except RuntimeError as exc:
