@@ -1,9 +1,56 @@
 """Privacy-preserving machine learning: federated learning (FedSGD, FedAvg, FedProx) and
-client partitions; secure multi-party computation for secure aggregation.
+client partitions; secure multi-party computation for secure aggregation; differential
+privacy (DP-SGD and its accountants); anonymisation of metadata (k-anonymity, l-diversity,
+local DP) and de-identification of DICOM files.
 """
 
 from __future__ import annotations
 
+from mlimaging.privacy.accounting import (
+    DEFAULT_ORDERS,
+    EpsilonCallback,
+    PRVAccountant,
+    RDPAccountant,
+    epsilon,
+    make_accountant,
+    noise_multiplier_for,
+    rdp_sampled_gaussian,
+    rdp_to_epsilon,
+)
+from mlimaging.privacy.anonymity import (
+    Hierarchy,
+    age_hierarchy,
+    discernibility_metric,
+    generalize,
+    generalize_to_k,
+    k_anonymity,
+    l_diversity,
+    laplace_estimates,
+    laplace_mechanism,
+    mondrian,
+    normalized_certainty_penalty,
+    randomized_response,
+    randomized_response_frequencies,
+    site_hierarchy,
+    suppress,
+    synthetic_metadata,
+)
+from mlimaging.privacy.deidentify import (
+    BASIC_PROFILE,
+    DeidentificationSummary,
+    deidentify_dataset,
+    deidentify_dicom,
+    resolve_action,
+)
+from mlimaging.privacy.dp import (
+    DPSGDStep,
+    PoissonBatchSampler,
+    PrivateTraining,
+    check_model,
+    make_private,
+    per_sample_gradients,
+    to_groupnorm,
+)
 from mlimaging.privacy.federated import (
     FLHistory,
     ProximalStep,
@@ -60,4 +107,41 @@ __all__ = [
     "share",
     "truncate",
     "truncation_pair",
+    "DEFAULT_ORDERS",
+    "EpsilonCallback",
+    "PRVAccountant",
+    "RDPAccountant",
+    "epsilon",
+    "make_accountant",
+    "noise_multiplier_for",
+    "rdp_sampled_gaussian",
+    "rdp_to_epsilon",
+    "DPSGDStep",
+    "PoissonBatchSampler",
+    "PrivateTraining",
+    "check_model",
+    "make_private",
+    "per_sample_gradients",
+    "to_groupnorm",
+    "Hierarchy",
+    "age_hierarchy",
+    "discernibility_metric",
+    "generalize",
+    "generalize_to_k",
+    "k_anonymity",
+    "l_diversity",
+    "laplace_estimates",
+    "laplace_mechanism",
+    "mondrian",
+    "normalized_certainty_penalty",
+    "randomized_response",
+    "randomized_response_frequencies",
+    "site_hierarchy",
+    "suppress",
+    "synthetic_metadata",
+    "BASIC_PROFILE",
+    "DeidentificationSummary",
+    "deidentify_dataset",
+    "deidentify_dicom",
+    "resolve_action",
 ]
