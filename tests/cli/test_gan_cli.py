@@ -84,10 +84,13 @@ def test_resume_continues_to_the_weights_of_an_uninterrupted_run(gan_run, tmp_pa
 
 def test_conditional_wgan_gp_run_and_labelled_samples(tmp_path):
     out = tmp_path / "cgan"
-    result = _train(out, "--epochs", "1", "--conditional", "--loss", "wgan_gp", "--n-critic", "2")
+    result = _train(out, "--epochs", "1", "--conditional", "--loss", "wgan_gp", "--n-critic", "2", "--ema", "0.5")
     assert result.exit_code == 0, result.output
-    meta = torch.load(out / "model.pt", weights_only=True)["gan"]
-    assert meta["num_classes"] == 10 and meta["norm"] == "layer" and meta["loss"] == "wgan_gp"
+    ckpt = torch.load(out / "model.pt", weights_only=True)
+    meta = ckpt["gan"]
+    assert meta["num_classes"] == 10 and meta["norm"] == "layer" and meta["loss"] == "wgan_gp" and meta["ema"] == 0.5
+    assert ckpt["generator"].keys() == ckpt["generator_last"].keys()  # the average and the last weights
+    assert any(not torch.equal(ckpt["generator"][k], ckpt["generator_last"][k]) for k in ckpt["generator"])
     res = runner.invoke(app, ["sample", "--checkpoint", str(out / "model.pt"), "--n", "4", "--label", "7",
                               "--out", str(tmp_path / "sevens.png")])
     assert res.exit_code == 0, res.output
@@ -102,6 +105,7 @@ def test_conditional_wgan_gp_run_and_labelled_samples(tmp_path):
     ["--size", "128"],
     ["--lr", "-1"],
     ["--n-critic", "0"],
+    ["--ema", "1.5"],
     ["--dataset", "cifar"],
     ["--dataset", "image-folder"],
 ])

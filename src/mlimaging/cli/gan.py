@@ -9,6 +9,7 @@
     OUT/figures/losses.png, samples.png     loss curves, D outputs; the last samples
     OUT/checkpoints/last.pt                 fit's checkpoint (the step holds D and its optimiser)
     OUT/model.pt                            generator + discriminator after the last epoch
+                                            (with --ema: the generator is the weights' moving average)
 
 ``model.pt`` holds ``{"generator": state_dict, "discriminator": state_dict, "gan": meta,
 "epoch": ...}`` (``meta``: latent size, image size and channels, widths, classes, loss, data
@@ -51,7 +52,7 @@ RUN_NAME = "gan"
 LOSSES = ("minimax", "non_saturating", "hinge", "wgan_gp")
 DEFAULTS: dict[str, Any] = {"dataset": "mnist5k", "root": None, "size": None, "loss": "non_saturating",
                             "conditional": False, "n_critic": None, "latent_dim": 100, "width": 64, "lr": None,
-                            "batch_size": 64, "seed": 0}
+                            "batch_size": 64, "seed": 0, "ema": None}
 #: Adam as DCGAN (lr 2e-4, beta1 0.5) and as WGAN-GP (lr 1e-4, betas (0, 0.9), 5 critic steps per G step).
 ADAM = {"wgan_gp": (1e-4, (0.0, 0.9))}
 FID_SAMPLES = 1000  # real test images (two halves of 500) and 500 samples
@@ -107,7 +108,9 @@ class ExportGAN:
         if state.rank == 0:
             g = getattr(state.model, "module", state.model)
             cpu = lambda m: {k: v.detach().cpu() for k, v in m.state_dict().items()}  # noqa: E731
-            save_checkpoint({"generator": cpu(g), "discriminator": cpu(self.step.discriminator), "gan": self.meta,
+            ema = self.step.ema_generator
+            weights = {"generator": cpu(g)} if ema is None else {"generator": cpu(ema), "generator_last": cpu(g)}
+            save_checkpoint({**weights, "discriminator": cpu(self.step.discriminator), "gan": self.meta,
                              "epoch": state.epoch, "g_loss": state.logs.get("g_loss"),
                              "d_loss": state.logs.get("d_loss")}, self.path)
 
@@ -121,6 +124,8 @@ def _command(s: dict[str, Any], epochs: int, out: Path) -> str:
             parts += [f"--{key}", str(s[key])]
     if s["conditional"]:
         parts.append("--conditional")
+    if s["ema"]:
+        parts += ["--ema", str(s["ema"])]
     return " ".join(parts)
 
 
@@ -147,6 +152,9 @@ def train_gan_cmd(
     batch_size: int | None = typer.Option(None, "--batch-size", help="Real images per step (default: 64)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the split, initialisation, batch order and z "
                                     "(default: 0)."),
+    ema: float | None = typer.Option(None, "--ema", help="Also keep an exponential moving average of the generator's "
+                                     "weights with this decay (e.g. 0.999); model.pt's generator is then the average "
+                                     "(generator_last: the last weights). Default: none."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps ..."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Delete an existing --out run folder and start again."),
@@ -165,6 +173,8 @@ def train_gan_cmd(
                           (width, "--width"), (batch_size, "--batch-size"), (size, "--size")):
         check_positive(value, option, integer=True)
     check_positive(lr, "--lr")
+    if ema is not None and not 0.0 < ema < 1.0:
+        raise ValueError(f"--ema must be a decay in (0, 1), got {ema}")
     if seed is not None and seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
     if size is not None and not (28 <= size <= 64 and size % 4 == 0):
@@ -172,7 +182,7 @@ def train_gan_cmd(
     stored, clear = prepare_out(out, resume=resume, force=force, command="train gan")
     given = {"dataset": dataset, "root": root, "size": size, "loss": loss, "conditional": conditional,
              "n_critic": n_critic, "latent_dim": latent_dim, "width": width, "lr": lr, "batch_size": batch_size,
-             "seed": seed}
+             "seed": seed, "ema": ema}
     kind = loss or (stored or {}).get("loss") or DEFAULTS["loss"]
     lr_default, betas = ADAM.get(kind, (2e-4, (0.5, 0.999)))
     s = resolve_settings(given, stored, {**DEFAULTS, "lr": lr_default, "n_critic": 5 if kind == "wgan_gp" else 1})
@@ -183,11 +193,12 @@ def train_gan_cmd(
         raise ValueError(f"--conditional needs at least two classes; --dataset {s['dataset']} has {k}")
     meta = {"latent_dim": s["latent_dim"], "image_size": int(xtr.shape[-1]), "channels": int(xtr.shape[1]),
             "width": s["width"], "num_classes": k, "norm": "layer" if s["loss"] == "wgan_gp" else "batch",
-            "loss": s["loss"], "dataset": s["dataset"], "split_seed": s["seed"]}
+            "loss": s["loss"], "dataset": s["dataset"], "split_seed": s["seed"], "ema": s["ema"]}
     torch.manual_seed(s["seed"])
     generator, discriminator = _networks(meta)
     adam = lambda p: torch.optim.Adam(p, lr=s["lr"], betas=betas)  # noqa: E731
-    step = GANStep(discriminator, loss=s["loss"], d_optimizer=adam, n_critic=s["n_critic"], seed=s["seed"])
+    step = GANStep(discriminator, loss=s["loss"], d_optimizer=adam, n_critic=s["n_critic"], seed=s["seed"],
+                   ema=s["ema"])
     run = open_run(out, RUN_NAME, {**s, "epochs": epochs, "meta": meta}, stored=stored, clear=clear,
                    command=_command(s, epochs, out), console=err_console)
     grids = SampleGrid(out / "figures", n=100 if k == 10 else 64, ncols=k if k and k <= 16 else 8, seed=s["seed"])
@@ -213,7 +224,7 @@ def train_gan_cmd(
               caption="Per-epoch means: generator and discriminator losses, D on real and generated images "
                       "(probabilities for minimax and non-saturating, critic values otherwise), gradient penalty.")
     _loss_figure(run, history, s["loss"])
-    generator.eval()
+    generator = (step.ema_generator if step.ema_generator is not None else generator).eval()
     quality = _quality(generator, s, k, device) if s["dataset"] == "mnist5k" else None
     _samples_figure(run, grids.paths[-1] if grids.paths else None)
     if quality is not None:
