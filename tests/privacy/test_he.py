@@ -159,6 +159,13 @@ def test_ckks_linearity_and_roundtrip(ctx):
     assert abs(a - b) < 1e-3
 
 
+def test_public_context_encrypts_but_only_the_client_decrypts(ctx):
+    ex = ckks_encrypt(ctx.public(), [0.25, -4.0])  # anyone with the public key can encrypt
+    np.testing.assert_allclose(ckks_decrypt(ctx, ex), [0.25, -4.0], atol=1e-6)
+    with pytest.raises(ValueError, match="no secret key"):
+        ckks_decrypt(ctx.public(), ex)
+
+
 def test_serialised_ciphertext_decrypts(ctx):
     y = encrypted_dot(ckks_encrypt(ctx, [2.0, 3.0]), np.array([1.0, 1.0]))
     assert abs(ckks_decrypt(ctx, y.serialize())[0] - 5.0) < 1e-3
