@@ -16,7 +16,7 @@ Conventions (the whole module):
 
 Methods: DLG (Zhu, Liu and Han 2019, arXiv:1906.08935), iDLG's label recovery (Zhao, Mopuri and
 Bilen 2020, arXiv:2001.02610), Inverting Gradients (Geiping, Bauermeister, Dröge and Moeller 2020,
-arXiv:2003.14053), the batch label rule of Yin et al. 2021 (arXiv:2104.07586), and the defences
+arXiv:2003.14053), the batch label counts of Geng et al. 2021 (arXiv:2110.09074), and the defences
 DLG evaluates (Gaussian noise, pruning) with DP-style clipping (Abadi et al. 2016).
 """
 
@@ -73,7 +73,7 @@ class InversionResult:
     images
         Reconstructions ``(B, C, H, W)``, inside ``value_range``.
     labels
-        Labels ``(B,)``: given, recovered (iDLG / Yin et al.) or the argmax of DLG's soft label.
+        Labels ``(B,)``: given, recovered (iDLG / Geng et al.) or the argmax of DLG's soft label.
     loss
         Gradient-matching loss of the kept reconstruction (L2 for DLG, cosine for Inverting
         Gradients, without the TV term).
@@ -604,10 +604,16 @@ def defence_curve(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, defence
     For each value :math:`s` of ``strengths`` the shared gradient of ``(x, y)`` goes through
     :func:`defend_gradients` with ``defence`` (``"noise"``: :math:`\sigma`, ``"clip"``:
     :math:`C`, ``"topk"``: fraction kept) set to :math:`s` (None: no defence), on top of the fixed
-    settings ``base`` (e.g. ``{"clip_norm": 1.0}`` for DP noise), then ``method`` (``"dlg"``, labels
-    by iDLG for one image, or ``"ig"``, :func:`inverting_gradients`) reconstructs the batch with
+    settings ``base`` (e.g. ``{"clip_norm": 1.0}`` for DP noise), then ``method`` (``"dlg"``, with the
+    label recovered by iDLG for one image and the true labels given for a batch, or ``"ig"``,
+    :func:`inverting_gradients` with labels recovered) reconstructs the batch with
     ``attack_options`` and the same ``seed``. Rows: ``defence, strength, psnr, ssim, labels_correct,
     loss`` (mean PSNR / SSIM by :func:`reconstruction_quality`, fraction of labels recovered).
+
+    Clipping alone defeats DLG only through the scale: its L2 objective cannot match a rescaled
+    gradient with the true label, while the cosine distance of ``"ig"`` ignores the scale, so clip
+    with ``method="ig"`` (measured on a 28x28 digit, DLG's LeNet: DLG 79 dB unclipped, 3 dB clipped
+    to 1; Inverting Gradients 15.5 and 16.8 dB).
 
     Examples
     --------
