@@ -1,6 +1,7 @@
 """Privacy-preserving machine learning: federated learning (FedSGD, FedAvg, FedProx) and
 client partitions; secure multi-party computation for secure aggregation; differential
-privacy (DP-SGD and its accountants); anonymisation of metadata (k-anonymity, l-diversity,
+privacy (DP-SGD and its accountants); gradient inversion attacks and defences; homomorphic
+encryption (CKKS inference, Paillier aggregation); anonymisation of metadata (k-anonymity, l-diversity,
 local DP) and de-identification of DICOM files.
 """
 
@@ -35,6 +36,20 @@ from mlimaging.privacy.anonymity import (
     suppress,
     synthetic_metadata,
 )
+from mlimaging.privacy.attacks import (
+    InversionResult,
+    ReconstructionQuality,
+    defence_curve,
+    defend_gradients,
+    dlg,
+    dlg_lenet,
+    idlg,
+    idlg_label,
+    inverting_gradients,
+    reconstruction_quality,
+    recover_labels,
+    shared_gradients,
+)
 from mlimaging.privacy.deidentify import (
     BASIC_PROFILE,
     DeidentificationSummary,
@@ -60,6 +75,24 @@ from mlimaging.privacy.federated import (
     partition_summary,
     plot_partition,
     rounds_to_accuracy,
+)
+from mlimaging.privacy.he import (
+    CKKSContext,
+    CryptoNet,
+    HEEvaluation,
+    HEPrediction,
+    PaillierSum,
+    ckks_context,
+    ckks_decrypt,
+    ckks_encrypt,
+    encrypted_cryptonet,
+    encrypted_dot,
+    encrypted_linear,
+    encrypted_logistic_regression,
+    encrypted_predict,
+    evaluate_encrypted,
+    paillier_keypair,
+    paillier_sum,
 )
 from mlimaging.privacy.smpc import (
     BeaverTriple,
@@ -144,4 +177,32 @@ __all__ = [
     "deidentify_dataset",
     "deidentify_dicom",
     "resolve_action",
+    "InversionResult",
+    "ReconstructionQuality",
+    "defence_curve",
+    "defend_gradients",
+    "dlg",
+    "dlg_lenet",
+    "idlg",
+    "idlg_label",
+    "inverting_gradients",
+    "reconstruction_quality",
+    "recover_labels",
+    "shared_gradients",
+    "CKKSContext",
+    "CryptoNet",
+    "HEEvaluation",
+    "HEPrediction",
+    "PaillierSum",
+    "ckks_context",
+    "ckks_decrypt",
+    "ckks_encrypt",
+    "encrypted_cryptonet",
+    "encrypted_dot",
+    "encrypted_linear",
+    "encrypted_logistic_regression",
+    "encrypted_predict",
+    "evaluate_encrypted",
+    "paillier_keypair",
+    "paillier_sum",
 ]
