@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import sys
 
 import pytest
 import torch
@@ -214,31 +213,40 @@ def test_regression_with_mse_records_the_test_loss_only():
         rounds_to_accuracy(h, 0.5)
 
 
-def test_secure_aggregation_matches_plain_averaging_or_says_it_is_missing(monkeypatch):
+def test_secure_aggregation_matches_plain_averaging():
     x, y = data()
     parts = partition((x, y), num_clients=4, seed=0)
     kw = dict(rounds=2, fraction=1.0, batch_size=10, lr=0.3, progress=False)
-    try:
-        from mlimaging.privacy.smpc import secure_sum  # noqa: F401
-    except ImportError:
-        with pytest.raises(NotImplementedError, match="smpc"):
-            fedavg(mlp(), (x, y), parts, secure=True, **kw)
-    else:
-        plain, secret = mlp(), mlp()
-        hp = fedavg(plain, (x, y), parts, **kw)
-        hs = fedavg(secret, (x, y), parts, secure=True, **kw)
-        assert_same_weights(plain, secret, atol=1e-4)
-        # 67 float32 entries; 4 clients = 4 parties: the model down to each, each keeps one share and
-        # sends 3 (8 bytes per entry), each party sends its partial sum to the server
-        assert hp.bytes[0] == 2 * 4 * 67 * 4 and hs.bytes[0] == 4 * 67 * 4 + (4 * 3 + 4) * 67 * 8
-        bn = [nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 3)) for _ in range(2)]
-        bn[1].load_state_dict(bn[0].state_dict())
-        fedavg(bn[0], (x, y), parts, **kw)
-        fedavg(bn[1], (x, y), parts, secure=True, **kw)
-        assert_same_weights(bn[0], bn[1], atol=1e-4)  # running stats too; num_batches_tracked exact
-    monkeypatch.setitem(sys.modules, "mlimaging.privacy.smpc", None)  # as if not written yet
-    with pytest.raises(NotImplementedError, match="smpc"):
-        fedsgd(mlp(), (x, y), parts, rounds=1, lr=0.1, secure=True, progress=False)
+    plain, secret = mlp(), mlp()
+    hp = fedavg(plain, (x, y), parts, **kw)
+    hs = fedavg(secret, (x, y), parts, secure=True, **kw)
+    assert_same_weights(plain, secret, atol=1e-4)
+    # 67 float32 entries; 4 clients = 4 parties: the model down to each, each keeps one share and
+    # sends 3 (8 bytes per entry), each party sends its partial sum to the server
+    assert hp.bytes[0] == 2 * 4 * 67 * 4 and hs.bytes[0] == 4 * 67 * 4 + (4 * 3 + 4) * 67 * 8
+    bn = [nn.Sequential(nn.Linear(4, 5), nn.BatchNorm1d(5), nn.Linear(5, 3)) for _ in range(2)]
+    bn[1].load_state_dict(bn[0].state_dict())
+    fedavg(bn[0], (x, y), parts, **kw)
+    fedavg(bn[1], (x, y), parts, secure=True, **kw)
+    assert_same_weights(bn[0], bn[1], atol=1e-4)  # running stats too; num_batches_tracked exact
+    with pytest.raises(ValueError, match="secure must be"):
+        fedsgd(mlp(), (x, y), parts, rounds=1, lr=0.1, secure="rsa", progress=False)
+
+
+def test_paillier_aggregation_matches_plain_averaging():
+    """secure="paillier": the sum of the weighted updates under Paillier encryption gives the
+    plain FedAvg weights (fixed point 2^-24), and the round's bytes count the ciphertexts."""
+    pytest.importorskip("phe")
+    x, y = data()
+    parts = partition((x, y), num_clients=3, seed=0)
+    kw = dict(rounds=2, fraction=1.0, batch_size=10, lr=0.3, progress=False)
+    plain, enc = mlp(), mlp()
+    enc.load_state_dict(plain.state_dict())
+    hp = fedavg(plain, (x, y), parts, **kw)
+    he = fedavg(enc, (x, y), parts, secure="paillier", **kw)
+    assert_same_weights(plain, enc, atol=1e-6)
+    # 67 float32 entries fit one packed 2048-bit plaintext: one ciphertext (n^2, 512 bytes) per client
+    assert hp.bytes[0] == 2 * 3 * 67 * 4 and he.bytes[0] == 3 * 67 * 4 + 3 * 512
 
 
 # ------------------------------------------------------------------------------ worked examples

@@ -211,7 +211,7 @@ def fedavg(
     lr: float,
     test_data: Any = None,
     seed: int = 0,
-    secure: bool = False,
+    secure: bool | str = False,
     progress: bool = True,
     proximal_mu: float = 0.0,
     optimizer: str | Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer] = "sgd",
@@ -240,6 +240,10 @@ def fedavg(
     :math:`\frac{n_k}{n_{S_t}} (w^{t+1}_k - w^t)` (all floating entries, flattened) is summed
     by :func:`mlimaging.privacy.smpc.secure_sum` (additive secret sharing; the server learns
     only the sum, within fixed-point precision) and :math:`w^{t+1} = w^t + \text{sum}`.
+    With ``secure="paillier"`` the same sum is computed under additively homomorphic
+    encryption instead (:func:`mlimaging.privacy.he.paillier_sum`: each client encrypts its
+    update with the key holder's public key, the server multiplies the ciphertexts, only the
+    sum is decrypted; one 2048-bit key pair per run; needs ``pip install 'mlimaging[he]'``).
 
     Parameters
     ----------
@@ -265,7 +269,8 @@ def fedavg(
         Seeds the client sampling, every client's data order (via ``fit``) and secure
         aggregation; the same seed and initial weights give the same final weights on CPU.
     secure
-        Aggregate through secure multi-party computation.
+        ``True`` or ``"smpc"``: aggregate through secure multi-party computation (additive
+        secret sharing); ``"paillier"``: through Paillier encryption; ``False``: plain.
     progress
         A rich progress bar over rounds and one line per round (local training is silent).
     proximal_mu
@@ -299,7 +304,9 @@ def fedavg(
         :math:`m P b`, plus :math:`(m (p - 1) + p) P_f \cdot 8` for the 64-bit shares with
         :math:`p = \max(m, 2)` parties (each client keeps one share of its :math:`P_f` floating
         entries and sends one to each other party; each party sends its sum of shares to the
-        server), plus the integer buffers in plain.
+        server), plus the integer buffers in plain; Paillier, the download plus each client's
+        ciphertexts (:attr:`~mlimaging.privacy.he.PaillierSum.ciphertext_bytes`) plus the integer
+        buffers in plain.
 
     Notes
     -----
@@ -347,7 +354,8 @@ def fedavg(
     data = as_dataset(dataset)
     parts = _check_parts(parts, len(data))
     test = as_dataset(test_data, "test_data") if test_data is not None else None
-    secure_sum = _secure_sum() if secure else None
+    secure = _check_secure(secure)
+    secure_sum = _secure_sum(secure) if secure else None
     device = torch.device(device)
     model.to(device)
 
@@ -357,11 +365,13 @@ def fedavg(
     local = copy.deepcopy(model)
     state_bytes = sum(v.numel() * v.element_size() for v in model.state_dict().values())
     float_entries = sum(v.numel() for v in model.state_dict().values() if v.is_floating_point())
-    if secure:
-        int_bytes = state_bytes - sum(v.numel() * v.element_size() for v in model.state_dict().values()
-                                      if v.is_floating_point())
+    int_bytes = state_bytes - sum(v.numel() * v.element_size() for v in model.state_dict().values()
+                                  if v.is_floating_point())
+    if secure == "smpc":
         p = max(m, 2)
         round_bytes = m * state_bytes + (m * (p - 1) + p) * float_entries * 8 + m * int_bytes
+    elif secure == "paillier":
+        round_bytes = m * state_bytes + m * int_bytes  # + the ciphertexts, known after the first sum
     else:
         round_bytes = 2 * m * state_bytes
     history = FLHistory()
@@ -411,7 +421,7 @@ def fedavg(
             history.clients.append(chosen)
             history.seconds.append(seconds)
             history.aggregate_seconds.append(t2 - t1)
-            history.bytes.append(int(round_bytes))
+            history.bytes.append(int(round_bytes + m * getattr(secure_sum, "ciphertext_bytes", 0)))
             if ckpt is not None:
                 save_checkpoint({"round": r, "model": model.state_dict(), "history": asdict(history),
                                  "settings": {"seed": seed, "clients": k_total, "per_round": m}}, ckpt / "last.pt")
@@ -431,7 +441,7 @@ def fedsgd(
     lr: float,
     test_data: Any = None,
     seed: int = 0,
-    secure: bool = False,
+    secure: bool | str = False,
     progress: bool = True,
     loss: Callable[[Any, Any], torch.Tensor] | None = None,
     metrics: Any = ("accuracy",),
@@ -568,12 +578,37 @@ def _weighted_average(states: list[Mapping[str, torch.Tensor]], weights: list[fl
     return out
 
 
-def _secure_sum() -> Callable[..., Any]:
-    try:
-        from mlimaging.privacy.smpc import secure_sum
-    except ImportError as e:
-        raise NotImplementedError("secure=True needs mlimaging.privacy.smpc.secure_sum, which is not available "
-                                  f"yet ({e})") from e
+def _check_secure(secure: Any) -> str | bool:
+    if secure is True or secure == "smpc":
+        return "smpc"
+    if secure is False or secure is None:
+        return False
+    if secure == "paillier":
+        return "paillier"
+    raise ValueError(f"secure must be False, True / 'smpc' or 'paillier', got {secure!r}")
+
+
+class _PaillierSum:
+    """``secure_sum`` through Paillier encryption: one key pair per run (the key holder's)."""
+
+    def __init__(self) -> None:
+        from mlimaging.privacy.he import paillier_keypair, paillier_sum
+
+        self._sum = paillier_sum
+        self.keys = paillier_keypair(key_length=2048)
+        self.ciphertext_bytes = 0
+
+    def __call__(self, updates: list[torch.Tensor], *, generator: Any = None) -> torch.Tensor:
+        res = self._sum(updates, keys=self.keys)
+        self.ciphertext_bytes = int(res.ciphertext_bytes)
+        return res.total
+
+
+def _secure_sum(kind: str = "smpc") -> Callable[..., Any]:
+    if kind == "paillier":
+        return _PaillierSum()
+    from mlimaging.privacy.smpc import secure_sum
+
     return secure_sum
 
 
