@@ -383,19 +383,18 @@ def _saturation_section(cfg: GenerativeConfig, p: dict[str, Any], run: Run, xtr:
     fig.tight_layout()
     run.figure(fig, "minimax-vs-non-saturating", caption="Left: D's mean probability on samples of a fixed z, per "
                "batch. Middle and right: the norm of the generator's gradient of each loss at the same networks.")
-    k = max(1, len(next(iter(runs.values()))) // 5)
     rows = []
     for kind, rec in runs.items():
-        early = rec[:k]
-        rows.append({"trained with": kind, "batches": len(rec),
-                     f"D(G(z)), first {k} batches": float(np.mean([r["D(G(z))"] for r in early])),
-                     "D(G(z)), last batch": rec[-1]["D(G(z))"],
-                     f"grad minimax, first {k}": float(np.mean([r["grad_minimax"] for r in early])),
-                     f"grad non-saturating, first {k}": float(np.mean([r["grad_non_saturating"] for r in early])),
-                     "grad ratio ns / minimax, first": float(np.mean([r["grad_non_saturating"] / r["grad_minimax"]
-                                                                      for r in early]))})
-    run.table("Early saturation of the minimax loss", rows, caption="Means over the first fifth of the batches; the "
-              "ratio is 1/D(G(z)) - 1 per sample up to the batch average, so it is large when D rejects the samples.")
+        last = rec[-1]
+        rows.append({"trained with": kind, "batches": len(rec), "D(G(z)) first batch": rec[0]["D(G(z))"],
+                     "D(G(z)) last batch": last["D(G(z))"], "min D(G(z))": min(r["D(G(z))"] for r in rec),
+                     "batches with D(G(z)) < 0.1": sum(r["D(G(z))"] < 0.1 for r in rec),
+                     "grad minimax, last": last["grad_minimax"], "grad non-saturating, last": last["grad_non_saturating"],
+                     "ratio ns / minimax, last": last["grad_non_saturating"] / last["grad_minimax"]})
+    run.table("Early saturation of the minimax loss", rows, caption="D's mean probability on the fixed samples and the "
+              "generator's gradient norm of each loss after the last batch. Per sample the two gradients differ by "
+              "the factors D(G(z)) (minimax) and 1 - D(G(z)) (non-saturating), so the ratio grows as D rejects the "
+              "samples.")
     run.log(saturation=runs)
 
 
@@ -513,7 +512,7 @@ def _scm_section(cfg: GenerativeConfig, p: dict[str, Any], run: Run, model: Any,
             for r, (name, scm) in enumerate((("deep", model), ("true", truth))):
                 out = {"image": x, "t": pa["t"], "i": pa["i"]} if do is None else counterfactual(scm, x, pa, do)
                 for d in range(n):
-                    title = f"{name}: t={float(out['t'][d]):.1f} i={float(out['i'][d]):.0f}"
+                    title = f"{'data' if do is None else name}: t={float(out['t'][d]):.1f} i={float(out['i'][d]):.0f}"
                     _show(axes[2 * d + r, c], out["image"][d, 0], title, fontsize=5)
                 if do is not None:
                     cf_rows.append({"model": name, "do": f"{parent}={list(do.values())[0]:g}",
