@@ -280,6 +280,8 @@ def _epsilon_section(cfg: PrivacyConfig, p: dict[str, Any], run: Run, train: Ten
     axes[0].plot(*zip(*OPACUS_MNIST, strict=True), "x:", color="grey", label="Opacus example, full MNIST (context)")
     axes[0].set(xscale="log", xlabel=f"epsilon (delta = {cfg.delta:g})", ylabel="test accuracy", ylim=(0, 1),
                 title="Accuracy against the privacy budget")
+    axes[0].set_xticks(eps, [f"{e:g}" for e in eps], minor=False)
+    axes[0].xaxis.set_minor_locator(plt.NullLocator())
     axes[0].legend(fontsize="small", loc="lower right")
     for e in eps:
         h = runs[e]["history"]
@@ -349,7 +351,10 @@ def _attack_section(cfg: PrivacyConfig, p: dict[str, Any], run: Run, test: Tenso
     )
 
     s, n = p["attack_size"], p["attack_images"]
-    x, y = test.tensors[0][:n], test.tensors[1][:n]
+    labels = test.tensors[1]
+    first = [int(torch.nonzero(labels == c)[0]) for c in torch.unique(labels).tolist()]  # one digit per class first
+    idx = torch.as_tensor((first + [i for i in range(len(labels)) if i not in first])[:n])
+    x, y = test.tensors[0][idx], labels[idx]
     if s != x.shape[-1]:
         x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True).clamp(0, 1)
     net = dlg_lenet(image_size=s, generator=torch.Generator().manual_seed(cfg.seed))
