@@ -92,3 +92,19 @@ def test_bad_options_are_one_red_line(digits, tmp_path):
     assert_user_error(invoke("morpho", png, "--scale", "0"), "--scale")
     assert_user_error(invoke("morpho", png, "--max-value", "-1"), "--max-value")
     assert_user_error(invoke("morpho", png, "--max-value", "1"), "[0, 1]")
+
+
+def test_dark_digit_on_light_background_warns_and_invert_measures_it(digits, tmp_path):
+    """A dark stroke on white (a scanned digit) is not what Morpho-MNIST measures: a yellow
+    warning names the file and --invert; with --invert the measurements are the original's."""
+    write_image(tmp_path / "dark.npy", 255 - digits[0])
+    warned = invoke("morpho", tmp_path / "dark.npy", "--json", tmp_path / "w.json")
+    assert warned.exit_code == 0, warned.output
+    assert "dark.npy" in warned.output and "light background" in warned.output and "--invert" in warned.output
+    fixed = invoke("morpho", tmp_path / "dark.npy", "--invert", "--json", tmp_path / "f.json")
+    assert fixed.exit_code == 0 and "light background" not in fixed.output
+    got = json.loads((tmp_path / "f.json").read_text())["images"][0]
+    want = measure(digits[0])
+    assert_allclose(got["thickness"], want["thickness"][0] if np.ndim(want["thickness"]) else want["thickness"],
+                    rtol=1e-6)
+    assert json.loads((tmp_path / "f.json").read_text())["inverted"] is True

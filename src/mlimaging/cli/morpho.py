@@ -14,7 +14,7 @@ from pathlib import Path
 
 import typer
 
-from mlimaging.cli.app import command, console
+from mlimaging.cli.app import command, console, err_console
 
 __all__ = ["morpho_cmd"]
 
@@ -33,6 +33,8 @@ def morpho_cmd(
     scale: int = typer.Option(4, "--scale", help="Upsampling factor before binarising (4 in Castro et al. 2019)."),
     max_value: float | None = typer.Option(None, "--max-value", help="Value of full intensity, 1 or 255 "
                                            "(default: 255 for uint8 or any value above 1, else 1)."),
+    invert: bool = typer.Option(False, "--invert", help="Measure max - image: for dark strokes on a light background "
+                                "(Morpho-MNIST expects light strokes on black, as MNIST)."),
     force: bool = typer.Option(False, "--force", help="Overwrite --json if it exists."),
 ) -> None:
     """Morpho-MNIST measurements: area, stroke length, thickness, slant, width, height, intensity.
@@ -43,9 +45,12 @@ def morpho_cmd(
     grey level (0-255) of the pixels above half the range (Pawlowski et al. 2020).
     """
     import numpy as np
+    import torch
+    from rich import box
     from rich.table import Table
 
     from mlimaging.cli._images import read_gray
+    from mlimaging.data.preprocessing import has_light_background
     from mlimaging.generative.morphomnist import measure
 
     if not 1 <= scale <= 16:
@@ -60,34 +65,49 @@ def morpho_cmd(
     for path in images:
         array, _ = read_gray(path, "IMAGE")
         stack = array if array.ndim == 3 else array[None]
+        top = max_value if max_value is not None else (255.0 if stack.dtype == np.uint8 or stack.max() > 1 else 1.0)
+        if invert:
+            stack = top - stack.astype(np.float64)
+        else:
+            light = [k for k in range(len(stack))
+                     if has_light_background(torch.as_tensor(np.asarray(stack[k], np.float32) / top)[None])]
+            if light:
+                which = "" if array.ndim == 2 else f" (images {', '.join(map(str, light[:5]))}{', ...' if len(light) > 5 else ''})"
+                err_console.print(f"[yellow]warning:[/] {path}{which} looks like a dark object on a light background; "
+                                  "Morpho-MNIST measures light strokes on black: pass --invert", highlight=False,
+                                  soft_wrap=True)
         try:
             values = measure(stack, scale=scale, max_value=max_value)
         except ValueError as exc:
             raise ValueError(f"IMAGE {path}: {exc}") from None
         for k in range(len(stack)):
             name = str(path) if array.ndim == 2 else f"{path}[{k}]"
-            rows.append({"image": name, **{c: _number(values[c][k]) for c in _COLUMNS}})
+            short = path.name if array.ndim == 2 else f"{path.name}[{k}]"
+            rows.append({"image": name, "short": short, **{c: _number(values[c][k]) for c in _COLUMNS}})
 
-    table = Table(title="Morpho-MNIST measurements",
+    table = Table(title="Morpho-MNIST measurements", box=box.SIMPLE_HEAD, pad_edge=False,
                   caption="area px², lengths px, slant degrees (positive: leaning right), intensity 0-255")
     table.add_column("image", overflow="fold")
     for c in _COLUMNS:
-        table.add_column(c, justify="right", no_wrap=True)
+        table.add_column(c, justify="right", overflow="fold", min_width=len(c))
     for row in rows:
-        cells = [row["image"]]
+        cells = [row["short"]]
         for c in _COLUMNS:
             v = row[c]
             if v is None:
                 cells.append("-")
             elif c == "slant":
                 cells.append(f"{np.rad2deg(v):.1f}")
-            else:
+            elif c == "thickness":
                 cells.append(f"{v:.2f}")
+            else:
+                cells.append(f"{v:.1f}")
         table.add_row(*cells)
     console.print(table)
     if json_out is not None:
         json_out.parent.mkdir(parents=True, exist_ok=True)
         doc = {"units": {"area": "px^2", "length": "px", "thickness": "px", "slant": "rad", "width": "px",
-                         "height": "px", "intensity": "grey levels 0-255"}, "scale": scale, "images": rows}
+                         "height": "px", "intensity": "grey levels 0-255"}, "scale": scale, "inverted": invert,
+               "images": [{k: v for k, v in r.items() if k != "short"} for r in rows]}
         json_out.write_text(json.dumps(doc, indent=2))
         console.print(f"wrote {json_out}", highlight=False, soft_wrap=True)
