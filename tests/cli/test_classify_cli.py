@@ -222,3 +222,13 @@ def test_predict_inverts_a_dark_digit_on_a_light_background_with_a_warning(train
     assert "warning" not in kept.output
     forced = runner.invoke(app, ["predict", "--checkpoint", ckpt, "--invert", "light.png"], terminal_width=200)
     assert "warning" not in forced.output and row(forced, "light.png") == row(dark, "dark.png")
+
+
+def test_a_model_that_refuses_the_native_size_falls_back_to_its_default_input():
+    """VGG refuses 8 x 8 digits when it is built (input_size >= 32): train classifier then uses
+    the model's default input size instead of failing (it resizes the images to it)."""
+    from mlimaging.cli.classify import _fit_model
+
+    model, kwargs, hw = _fit_model("vgg11_bn", 10, 1, (8, 8), None, 0)
+    assert hw == (32, 32) and kwargs["input_size"] == 32
+    assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)

@@ -113,8 +113,8 @@ def _fit_model(name: str, k: int, c: int, native: tuple[int, int], size: int | N
     error: Exception | None = None
     for hw in dict.fromkeys(candidates):
         kwargs = _model_kwargs(name, k, c, *hw)
-        model = _build(name, kwargs, seed)
         try:
+            model = _build(name, kwargs, seed)  # a model may refuse the size when built (VGG: >= 32 px)
             with torch.no_grad():
                 out = model.eval()(torch.zeros(2, c, *hw))
         except (ValueError, RuntimeError) as exc:
