@@ -448,8 +448,7 @@ def _he_section(cfg: PrivacyConfig, p: dict[str, Any], run: Run, train: TensorDa
     models: dict[str, nn.Module] = {"logistic regression": create_model("logistic_regression", num_classes=10,
                                                                           input_shape=(1, 28, 28), seed=cfg.seed)}
     if p["he_cryptonet"]:
-        torch.manual_seed(cfg.seed)  # CryptoNet draws its initial weights from torch's default generator
-        models["CryptoNet (x^2 activations)"] = CryptoNet()
+        models["CryptoNet (x^2 activations)"] = CryptoNet(seed=cfg.seed)
     rows = []
     for name, model in run.track(list(models.items()), "encrypted inference"):
         fit(model, train, test, loss=nn.CrossEntropyLoss(), optimizer=lambda q: torch.optim.Adam(q, lr=1e-3),
