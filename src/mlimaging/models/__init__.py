@@ -37,6 +37,7 @@ from __future__ import annotations
 # Each family file registers its models when imported: every one is imported here explicitly.
 from mlimaging.models.alexnet import AlexNet
 from mlimaging.models.deeplab import ASPP, DeepLab
+from mlimaging.models.dp_cnn import DPCNN
 from mlimaging.models.lenet import FCLeNet, LeNet
 from mlimaging.models.linear import FeatureLinear, LogisticRegression
 from mlimaging.models.multiscale import MultiScaleCNN
@@ -57,6 +58,7 @@ from mlimaging.models.vit import ViT, attention_rollout
 
 __all__ = [
     "ASPP",
+    "DPCNN",
     "FCN",
     "VGG",
     "AlexNet",
