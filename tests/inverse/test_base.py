@@ -152,7 +152,11 @@ def test_identity_noisy_measurement_is_noise_model_of_x():
 )
 def test_bad_noise_parameters_raise_value_error_naming_them(value):
     for cls, name in ((GaussianNoise, "sigma"), (PoissonNoise, "gain")):
-        ok = isinstance(value, (int, float)) and not isinstance(value, bool) and np.isfinite(float(value))
+        ok = (
+            isinstance(value, (int, float))
+            and not isinstance(value, bool)
+            and np.isfinite(float(value))
+        )
         ok = ok and (value > 0 or (value == 0 and cls is GaussianNoise))
         if ok:
             cls(value)

@@ -6,8 +6,23 @@ import numpy as np
 import pytest
 import scipy.ndimage as ndi
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from mlimaging.inverse.operators import Blur, Identity, gaussian_kernel, motion_kernel
+from mlimaging.inverse.base import GaussianNoise
+from mlimaging.inverse.operators import (
+    CT,
+    MRI,
+    Blur,
+    Downsample,
+    Identity,
+    Inpainting,
+    cartesian_mask,
+    downsample_filter,
+    fbp,
+    gaussian_kernel,
+    motion_kernel,
+)
 
 F64 = torch.float64
 
@@ -21,6 +36,13 @@ def _kernel(shape, seed):
     k = 0.15 * _rand(shape, seed)
     k[tuple(s // 2 for s in shape)] += 1.0
     return k
+
+
+def _coils(n, h, w):
+    g = torch.Generator().manual_seed(n + h + w)
+    return torch.complex(torch.randn(n, h, w, generator=g), torch.randn(n, h, w, generator=g)).to(
+        torch.complex128
+    )
 
 
 # Every operator joins this list: (id, factory, input shape). The invariant tests run on all.
@@ -170,3 +192,270 @@ def test_blur_equals_deepinv():
     np.testing.assert_allclose(
         gaussian_kernel(1.3).numpy(), theirs_k[0, 0].numpy(), rtol=1e-6, atol=1e-7
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Downsample and Inpainting
+
+
+def test_downsample_equals_deepinv():
+    dinv = pytest.importorskip("deepinv")
+    x = _rand((2, 3, 24, 24), 0, torch.float32)
+    for factor in (2, 3, 4):
+        for filt in ("bicubic", "gaussian", "bilinear", None):
+            for padding in ("circular", "reflect"):
+                theirs = dinv.physics.Downsampling(
+                    img_size=(3, 24, 24), filter=filt, factor=factor, padding=padding
+                )
+                ours = Downsample(factor, filter=filt, padding=padding)
+                np.testing.assert_allclose(
+                    ours.A(x).numpy(), theirs.A(x).numpy(), rtol=1e-5, atol=1e-6
+                )
+                y = ours.A(x)
+                np.testing.assert_allclose(
+                    ours.A_adjoint(y).numpy(), theirs.A_adjoint(y).numpy(), rtol=1e-5, atol=1e-6
+                )
+
+
+def test_downsample_worked_examples():
+    x = torch.arange(36.0, dtype=F64).view(1, 1, 6, 6)
+    torch.testing.assert_close(Downsample(3, filter=None).A(x)[0, 0], x[0, 0, ::3, ::3])
+    # box x2 is the 2x2 block average
+    torch.testing.assert_close(
+        Downsample(2, filter="box").A(x)[0, 0], x[0, 0].view(3, 2, 3, 2).mean((1, 3))
+    )
+    for f in ("bicubic", "gaussian", "bilinear", "box"):
+        k = downsample_filter(2, f, spatial_dims=3)
+        assert k.ndim == 3 and float(k.sum()) == pytest.approx(1.0, abs=1e-6)
+        const = torch.full((1, 1, 8, 8), 0.7, dtype=F64)
+        torch.testing.assert_close(
+            Downsample(2, filter=f).A(const), torch.full((1, 1, 4, 4), 0.7, dtype=F64)
+        )
+
+
+def test_inpainting_is_a_projection():
+    mask = cartesian_mask((6, 6), 2, 0.3, seed=0)
+    op = Inpainting(mask)
+    x = _rand((2, 3, 6, 6), 1)
+    torch.testing.assert_close(op.A(op.A(x)), op.A(x))
+    assert torch.equal(op.A_dagger(op.A(x)), op.A(x))
+    assert op.norm(x) == 1.0 and Inpainting(torch.zeros(6, 6)).norm(x) == 0.0
+    assert torch.equal(op.A(x)[..., mask == 0], torch.zeros_like(x[..., mask == 0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# MRI
+
+
+def test_mri_full_mask_is_unitary():
+    op = MRI(torch.ones(12, 10, dtype=F64)).to(F64)
+    x = _rand((2, 2, 12, 10), 3)
+    torch.testing.assert_close(op.A_adjoint(op.A(x)), x)
+    torch.testing.assert_close(
+        torch.linalg.vector_norm(op.A(x)), torch.linalg.vector_norm(x)
+    )  # Parseval
+    assert op.norm(x) == 1.0
+    assert op.norm(x, iterations=1) == 1.0
+    m, _ = _explicit_matrix(op, (1, 2, 12, 10))
+    np.testing.assert_allclose(m.T @ m, np.eye(m.shape[0]), atol=1e-12)
+
+
+def test_mri_worked_example_dc_and_centre():
+    op = MRI(torch.ones(4, 4)).to(F64)
+    x = torch.zeros(1, 2, 4, 4, dtype=F64)
+    x[:, 0] = 1.0  # a constant real image: all energy at the centre of k-space, index (2, 2)
+    y = op.A(x)
+    assert float(y[0, 0, 2, 2]) == pytest.approx(4.0)  # orthonormal: sum / sqrt(16)
+    assert float(y.abs().sum()) == pytest.approx(4.0)
+
+
+def test_mri_equals_deepinv_single_and_multicoil():
+    dinv = pytest.importorskip("deepinv")
+    mask = cartesian_mask((16, 12), 4, 0.2, seed=5)
+    x = _rand((2, 2, 16, 12), 6, torch.float32)
+    theirs, ours = dinv.physics.MRI(mask=mask, img_size=(16, 12)), MRI(mask)
+    np.testing.assert_allclose(ours.A(x).numpy(), theirs.A(x).numpy(), rtol=1e-5, atol=1e-6)
+    y = ours.A(x)
+    np.testing.assert_allclose(
+        ours.A_adjoint(y).numpy(), theirs.A_adjoint(y).numpy(), rtol=1e-5, atol=1e-6
+    )
+    maps = _coils(3, 16, 12).to(torch.complex64)
+    theirs = dinv.physics.MultiCoilMRI(mask=mask, coil_maps=maps, img_size=(16, 12))
+    ours = MRI(mask, sensitivities=maps)
+    np.testing.assert_allclose(ours.A(x).numpy(), theirs.A(x).numpy(), rtol=1e-5, atol=1e-5)
+    y = ours.A(x)
+    np.testing.assert_allclose(
+        ours.A_adjoint(y).numpy(), theirs.A_adjoint(y).numpy(), rtol=1e-5, atol=1e-5
+    )
+
+
+def test_cartesian_mask_fastmri_rules():
+    m = cartesian_mask((32, 200), 4, 0.08, seed=7)
+    cols = m[0]
+    assert m.shape == (32, 200) and bool((m == cols).all())
+    n_center = round(200 * 0.08)
+    start = (200 - n_center + 1) // 2
+    assert bool(cols[start : start + n_center].all())
+    assert 200 / 4 * 0.7 <= float(cols.sum()) <= 200 / 4 * 1.3
+    assert torch.equal(m, cartesian_mask((32, 200), 4, 0.08, seed=7))
+    assert not torch.equal(m, cartesian_mask((32, 200), 4, 0.08, seed=8))
+    assert bool(cartesian_mask((4, 10), 1, 0.1).all())  # R = 1: everything
+    rates = [float(cartesian_mask((1, 400), 4, 0.08, seed=s).mean()) for s in range(20)]
+    assert np.mean(rates) == pytest.approx(0.25, abs=0.02)
+
+
+def test_mri_noise_stays_on_the_sampled_lines():
+    mask = cartesian_mask((8, 8), 4, 0.25, seed=0)
+    op = MRI(mask, noise=GaussianNoise(0.1, seed=0))
+    y = op(_rand((1, 2, 8, 8), 0, torch.float32))
+    assert torch.equal(y[..., mask == 0], torch.zeros_like(y[..., mask == 0]))
+
+
+# ---------------------------------------------------------------------------------------------
+# CT
+
+
+def _shepp_logan(n):
+    from skimage.data import shepp_logan_phantom
+    from skimage.transform import resize
+
+    return resize(shepp_logan_phantom(), (n, n), anti_aliasing=True)
+
+
+def test_ct_equals_skimage_radon_on_shepp_logan():
+    from skimage.transform import radon
+
+    img = _shepp_logan(64)
+    angles = np.concatenate((np.linspace(0, 180, 30, endpoint=False), [17.3, 200.0, -45.0]))
+    ours = CT(angles, image_size=64).to(F64).A(torch.from_numpy(img)[None, None])[0, 0].numpy()
+    theirs = radon(img, angles, circle=False)
+    assert ours.shape == theirs.shape == (int(np.ceil(np.sqrt(2) * 64)), len(angles))
+    assert np.corrcoef(ours.ravel(), theirs.ravel())[0, 1] >= 0.999
+    np.testing.assert_allclose(ours, theirs, rtol=1e-9, atol=1e-9)  # the same bilinear geometry
+
+
+def test_ct_worked_example():
+    op = CT([0.0, 90.0], image_size=3)
+    x = torch.zeros(1, 1, 3, 3)
+    x[0, 0, 0, 0] = 1.0  # top-left pixel, at padded (1, 1) of the 5 x 5 square (centre 2)
+    y = op.A(x)[0, 0]
+    # 0 degrees: bin = padded column 1; 90 degrees: bin c samples row 2 * 2 - c, so c = 3
+    expected = torch.zeros(5, 2)
+    expected[1, 0] = expected[3, 1] = 1.0
+    assert torch.equal(y, expected)
+
+
+def test_fbp_equals_skimage_iradon_and_reconstructs_shepp_logan():
+    from skimage.transform import iradon, radon
+
+    img = _shepp_logan(64)
+    angles = np.linspace(0, 180, 60, endpoint=False)
+    sino = radon(img, angles, circle=False)
+    for name in ("ramp", "shepp-logan", "cosine", "hamming", "hann", None):
+        ours = fbp(torch.from_numpy(sino)[None, None], angles, filter=name)[0, 0].numpy()
+        np.testing.assert_allclose(
+            ours, iradon(sino, angles, circle=False, filter_name=name), rtol=1e-9, atol=1e-9
+        )
+
+    def psnr(a):
+        return 10 * np.log10(1.0 / np.mean((a - img) ** 2))
+
+    op = CT(angles, image_size=64).to(F64)
+    ours = op.fbp(op.A(torch.from_numpy(img)[None, None]))[0, 0].numpy()
+    theirs = iradon(sino, angles, circle=False)
+    assert psnr(ours) == pytest.approx(psnr(theirs), abs=0.05)
+    assert psnr(ours) > 25
+
+
+def test_ct_adjoint_is_differentiable():
+    op = CT([10.0, 70.0, 130.0], image_size=6).to(F64)
+    y = _rand((1, 1, op.n_detectors, 3), 0).requires_grad_(True)
+    assert torch.autograd.gradcheck(op.A_adjoint, (y,))
+    x = _rand((1, 1, 6, 6), 1).requires_grad_(True)
+    assert torch.autograd.gradcheck(op.A, (x,))
+
+
+# ---------------------------------------------------------------------------------------------
+# bad input
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.one_of(
+        st.integers(-3, 0), st.floats(allow_nan=True), st.booleans(), st.text(max_size=2), st.none()
+    )
+)
+def test_bad_factor_raises_value_error(factor):
+    if isinstance(factor, int) and not isinstance(factor, bool) and factor >= 1:
+        return
+    with pytest.raises(ValueError, match="factor"):
+        Downsample(factor)
+
+
+@settings(max_examples=30, deadline=None)
+@given(
+    st.sampled_from(["blur", "downsample", "mri", "ct", "inpaint"]),
+    st.sampled_from(["ndim", "dtype", "nan", "size"]),
+)
+def test_bad_images_raise_value_error_naming_x(kind, defect):
+    ops = {
+        "blur": (Blur(gaussian_kernel(1.0)), (1, 1, 8, 8)),
+        "downsample": (Downsample(2), (1, 1, 8, 8)),
+        "mri": (MRI(torch.ones(8, 8)), (1, 2, 8, 8)),
+        "ct": (CT([0.0, 45.0], image_size=8), (1, 1, 8, 8)),
+        "inpaint": (Inpainting(torch.ones(8, 8)), (1, 1, 8, 8)),
+    }
+    op, shape = ops[kind]
+    x = torch.zeros(shape)
+    if defect == "ndim":
+        x = x[0]
+    elif defect == "dtype":
+        x = x.long()
+    elif defect == "nan":
+        x[..., 0, 0] = float("nan")
+    else:
+        x = torch.zeros(*shape[:-1], 7)
+    if kind in ("blur", "inpaint") and defect == "size":
+        x = torch.zeros(*shape[:-2], 9, 9, 2) if kind == "inpaint" else x[0]
+    with pytest.raises(ValueError, match="x"):
+        op(x)
+
+
+def test_bad_constructor_arguments_name_themselves():
+    cases = [
+        (lambda: Blur(torch.ones(3)), "kernel"),
+        (lambda: Blur(torch.full((3, 3), float("nan"))), "kernel"),
+        (lambda: Blur(torch.ones(3, 3), padding="zeros"), "padding"),
+        (lambda: Downsample(2, filter="lanczos"), "filter"),
+        (lambda: Downsample(2, padding="valid"), "padding"),
+        (lambda: Downsample(2, spatial_dims=4), "spatial_dims"),
+        (lambda: Inpainting(torch.full((3, 3), 0.5)), "mask"),
+        (lambda: MRI(torch.ones(4)), "mask"),
+        (
+            lambda: MRI(torch.ones(4, 4), sensitivities=torch.ones(2, 5, 5, dtype=torch.complex64)),
+            "sensitivities",
+        ),
+        (lambda: CT([], image_size=8), "angles"),
+        (lambda: CT([0.0, float("inf")], image_size=8), "angles"),
+        (lambda: CT([0.0], image_size=1), "image_size"),
+        (lambda: cartesian_mask((8, 8), 0.5, 0.1), "acceleration"),
+        (lambda: cartesian_mask((8, 8), 4, 0.0), "center_fraction"),
+        (lambda: cartesian_mask((8,), 4, 0.1), "shape"),
+        (lambda: gaussian_kernel(-1.0), "sigma"),
+        (lambda: gaussian_kernel(1.0, size=0), "size"),
+        (lambda: motion_kernel(0.5, 0), "length"),
+        (lambda: motion_kernel(3, float("nan")), "angle"),
+        (lambda: fbp(torch.zeros(1, 1, 9, 3), [0.0, 1.0]), "sinogram"),
+        (lambda: fbp(torch.zeros(1, 1, 9, 2), [0.0, 1.0], filter="ram"), "filter"),
+        (lambda: Downsample(2).A(torch.zeros(1, 1, 7, 8)), "factor"),
+        (
+            lambda: MRI(torch.ones(4, 4), sensitivities=_coils(2, 4, 4)).A_adjoint(
+                torch.zeros(1, 2, 3, 4, 4)
+            ),
+            "coils",
+        ),
+        (lambda: CT([0.0], image_size=8).A_adjoint(torch.zeros(1, 1, 8, 1)), "y"),
+    ]
+    for make, name in cases:
+        with pytest.raises(ValueError, match=name):
+            make()

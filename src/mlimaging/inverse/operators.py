@@ -26,12 +26,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F  # noqa: N812
 
+from mlimaging.inverse._ct import CT, fbp
+from mlimaging.inverse._mri import MRI, cartesian_mask
 from mlimaging.inverse._padding import pad, pad_adjoint
 from mlimaging.inverse.base import Operator, _check_finite_tensor, _check_positive
 
 __all__ = [
+    "CT",
+    "MRI",
     "Blur",
+    "Downsample",
     "Identity",
+    "Inpainting",
+    "cartesian_mask",
+    "downsample_filter",
+    "fbp",
     "gaussian_kernel",
     "motion_kernel",
 ]
@@ -348,3 +357,213 @@ class Blur(Operator):
 
     def extra_repr(self) -> str:
         return f"kernel={tuple(self.kernel.shape)}, padding={self.padding!r}"
+
+
+# ---------------------------------------------------------------------------------------------
+# super-resolution and inpainting
+
+DOWNSAMPLE_FILTERS = ("bicubic", "gaussian", "bilinear", "box", None)
+
+
+def _separable(w1d: torch.Tensor, spatial_dims: int) -> torch.Tensor:
+    k = w1d
+    for _ in range(spatial_dims - 1):
+        k = k[..., None] * w1d
+    return (k / k.sum()).to(torch.float32)
+
+
+def downsample_filter(
+    factor: int, filter: str | None, *, spatial_dims: int = 2
+) -> torch.Tensor | None:  # noqa: A002
+    r"""The anti-aliasing filter of :class:`Downsample` (the same kernels as deepinv's).
+
+    * ``"bicubic"``: Keys' cubic kernel (:math:`a = -1/2`) stretched by the factor,
+      :math:`w(u) = \kappa(u / f)` on the :math:`4f` taps :math:`u \in \{-2f + \tfrac12, \dots,
+      2f - \tfrac12\}`, with :math:`\kappa(t) = (a+2)|t|^3 - (a+3)|t|^2 + 1` for
+      :math:`|t| \le 1`, :math:`a|t|^3 - 5a|t|^2 + 8a|t| - 4a` for :math:`1 < |t| < 2`
+      (Keys 1981, doi:10.1109/TASSP.1981.1163711);
+    * ``"bilinear"``: the tent :math:`1 - |u/f|` on :math:`2f` taps;
+    * ``"gaussian"``: :func:`gaussian_kernel` with :math:`\sigma = f`;
+    * ``"box"``: the :math:`f^d` average;
+    * ``None``: no filter (bare decimation, aliasing).
+
+    Separable, normalised to sum 1. Returns ``None`` for ``filter=None``.
+
+    Examples
+    --------
+    >>> downsample_filter(2, "box")
+    tensor([[0.2500, 0.2500],
+            [0.2500, 0.2500]])
+    >>> downsample_filter(2, "bicubic").shape
+    torch.Size([8, 8])
+    """
+    if filter is None:
+        return None
+    u = torch.arange(-2 * factor + 0.5, 2 * factor, 1.0, dtype=torch.float64) / factor
+    if filter == "bicubic":
+        a, t = -0.5, u.abs()
+        w = ((a + 2) * t**3 - (a + 3) * t**2 + 1) * (t <= 1)
+        w = w + (a * t**3 - 5 * a * t**2 + 8 * a * t - 4 * a) * (t > 1) * (t < 2)
+        return _separable(w, spatial_dims)
+    if filter == "bilinear":
+        u = torch.arange(-factor + 0.5, factor, 1.0, dtype=torch.float64) / factor
+        return _separable(1 - u.abs(), spatial_dims)
+    if filter == "gaussian":
+        return gaussian_kernel(float(factor), spatial_dims=spatial_dims)
+    if filter == "box":
+        return _separable(torch.ones(factor, dtype=torch.float64), spatial_dims)
+    raise ValueError(f"filter must be one of {DOWNSAMPLE_FILTERS}, got {filter!r}")
+
+
+class Downsample(Operator):
+    r"""Filter, then keep every ``factor``-th sample: :math:`A x = S_f (h * x)` (super-resolution).
+
+    .. math:: (A x)[i] = (h * E(x))[f\, i], \qquad A^\top y = E^\top\big(\tilde h \star S_f^\top y\big),
+
+    with :math:`S_f^\top` the zero-filling upsampler and :math:`E` the boundary extension of
+    :class:`Blur` (the same convolution and kernel centre). This is deepinv's
+    ``Downsampling(filter, factor, padding)``: the same filters (see
+    :func:`downsample_filter`), the same samples (indices :math:`0, f, 2f, \dots`), equal
+    outputs on the same input. Spatial sizes must be multiples of ``factor``.
+
+    Parameters
+    ----------
+    factor : int
+        :math:`f \ge 1`.
+    filter : str or None
+        ``"bicubic"`` (default), ``"gaussian"``, ``"bilinear"``, ``"box"`` or ``None``.
+    padding : str
+        ``"circular"`` (default), ``"reflect"``, ``"symmetric"`` or ``"replicate"`` (see :class:`Blur`).
+    spatial_dims : int
+        2 or 3.
+    noise : callable, optional
+        Noise model.
+
+    Examples
+    --------
+    >>> import torch
+    >>> op = Downsample(2, filter="box")
+    >>> op.A(torch.arange(16.0).view(1, 1, 4, 4))
+    tensor([[[[ 2.5000,  4.5000],
+              [10.5000, 12.5000]]]])
+    """
+
+    def __init__(
+        self,
+        factor: int,
+        *,
+        filter: str | None = "bicubic",  # noqa: A002
+        padding: str = "circular",
+        spatial_dims: int = 2,
+        noise: object = None,
+    ) -> None:
+        super().__init__(noise=noise)
+        if isinstance(factor, bool) or not isinstance(factor, (int, np.integer)) or factor < 1:
+            raise ValueError(f"factor must be an int >= 1, got {factor!r}")
+        if isinstance(spatial_dims, bool) or spatial_dims not in (2, 3):
+            raise ValueError(f"spatial_dims must be 2 or 3, got {spatial_dims!r}")
+        if padding not in BLUR_PADDINGS or padding == "valid":
+            raise ValueError(f"padding must be one of {BLUR_PADDINGS[:-1]}, got {padding!r}")
+        if filter not in DOWNSAMPLE_FILTERS:
+            raise ValueError(f"filter must be one of {DOWNSAMPLE_FILTERS}, got {filter!r}")
+        self.factor, self.padding, self.spatial_dims, self.filter_name = (
+            int(factor),
+            padding,
+            spatial_dims,
+            filter,
+        )
+        k = downsample_filter(self.factor, filter, spatial_dims=spatial_dims)
+        self.register_buffer("kernel", k if k is not None else torch.ones([1] * spatial_dims))
+
+    def _subsample(self) -> tuple[slice, ...]:
+        return (..., *[slice(None, None, self.factor)] * self.spatial_dims)
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        _check_x(x, "x", self.spatial_dims, "Downsample")
+        if any(n % self.factor for n in x.shape[2:]):
+            raise ValueError(
+                f"x's spatial shape {tuple(x.shape[2:])} must be a multiple of factor={self.factor}"
+            )
+        if self.filter_name is not None:
+            x = blur(x, self.kernel, self.padding)
+        return x[self._subsample()]
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        _check_x(y, "y", self.spatial_dims, "Downsample")
+        up = y.new_zeros((*y.shape[:2], *[n * self.factor for n in y.shape[2:]]))
+        up[self._subsample()] = y
+        if self.filter_name is None:
+            return up
+        return blur_adjoint(up, self.kernel, self.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.noise(self.A(_check_finite_tensor(x, "x")))
+
+    def extra_repr(self) -> str:
+        return f"factor={self.factor}, filter={self.filter_name!r}, padding={self.padding!r}"
+
+
+class Inpainting(Operator):
+    r"""Keep the observed pixels: :math:`A x = m \odot x`, :math:`m \in \{0, 1\}` (self-adjoint).
+
+    :math:`A` is an orthogonal projection, so :math:`A^\top = A`, :math:`A^\dagger = A` and
+    :math:`\|A\|_2 = 1` (0 for an empty mask). The measurement keeps the image's shape, with
+    zeros at the missing pixels.
+
+    Parameters
+    ----------
+    mask : array or Tensor
+        0/1 (or bool) values, broadcastable to the images, e.g. ``(H, W)``, ``(C, H, W)``,
+        ``(B, C, H, W)`` or ``(D, H, W)``.
+    noise : callable, optional
+        Noise model.
+
+    Examples
+    --------
+    >>> import torch
+    >>> op = Inpainting(torch.tensor([[1, 0], [0, 1]]))
+    >>> op.A(torch.ones(1, 1, 2, 2))
+    tensor([[[[1., 0.],
+              [0., 1.]]]])
+    """
+
+    def __init__(self, mask: torch.Tensor | np.ndarray, *, noise: object = None) -> None:
+        super().__init__(noise=noise)
+        m = _as_tensor(mask, "mask")
+        if m.is_complex() or not bool(((m == 0) | (m == 1)).all()):
+            raise ValueError("mask must contain only 0 and 1 (or booleans)")
+        self.register_buffer("mask", m.to(torch.float32))
+
+    def _apply(self, x: torch.Tensor, name: str) -> torch.Tensor:
+        _check_x(x, name, None, "Inpainting")
+        if x.ndim < 4:
+            raise ValueError(
+                f"{name} must have shape (B, C, H, W) or (B, C, D, H, W), got {tuple(x.shape)}"
+            )
+        try:
+            shape = torch.broadcast_shapes(x.shape, self.mask.shape)
+        except RuntimeError as err:
+            raise ValueError(
+                f"mask of shape {tuple(self.mask.shape)} does not broadcast to {name} {tuple(x.shape)}"
+            ) from err
+        if shape != x.shape:
+            raise ValueError(
+                f"mask of shape {tuple(self.mask.shape)} would enlarge {name} of shape {tuple(x.shape)}"
+            )
+        return x * self.mask.to(device=x.device, dtype=x.dtype)
+
+    def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        return self._apply(x, "x")
+
+    def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
+        return self._apply(y, "y")
+
+    def A_dagger(self, y: torch.Tensor, **kwargs: object) -> torch.Tensor:  # noqa: N802
+        return self._apply(y, "y")
+
+    def norm(self, x: torch.Tensor, **kwargs: object) -> float:
+        _check_finite_tensor(x, "x")
+        return 1.0 if bool(self.mask.any()) else 0.0
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.noise(self.A(_check_finite_tensor(x, "x")))
