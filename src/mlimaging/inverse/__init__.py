@@ -1,5 +1,45 @@
-"""Inverse problems: forward operators, classical and learned reconstruction, deep image prior."""
+"""Inverse problems: forward operators (blur, downsampling, inpainting, MRI, CT) with their
+adjoints and noise models; classical and learned reconstruction; the deep image prior.
+"""
 
 from __future__ import annotations
 
-__all__: list[str] = []
+from mlimaging.inverse.base import (
+    ComposedOperator,
+    GaussianNoise,
+    Operator,
+    PoissonNoise,
+    conjugate_gradient,
+)
+from mlimaging.inverse.operators import (
+    CT,
+    MRI,
+    Blur,
+    Downsample,
+    Identity,
+    Inpainting,
+    cartesian_mask,
+    downsample_filter,
+    fbp,
+    gaussian_kernel,
+    motion_kernel,
+)
+
+__all__ = [
+    "ComposedOperator",
+    "GaussianNoise",
+    "Operator",
+    "PoissonNoise",
+    "conjugate_gradient",
+    "CT",
+    "MRI",
+    "Blur",
+    "Downsample",
+    "Identity",
+    "Inpainting",
+    "cartesian_mask",
+    "downsample_filter",
+    "fbp",
+    "gaussian_kernel",
+    "motion_kernel",
+]
