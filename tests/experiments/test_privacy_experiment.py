@@ -56,7 +56,7 @@ def test_writes_every_figure_table_and_the_report(tiny_run):
 
 def test_each_run_spends_its_budget_by_the_accountant(tiny_run):
     rows = _rows(tiny_run, "accuracy-against-epsilon")
-    assert [r["training"] for r in rows] == ["DP-SGD, epsilon 1", "DP-SGD, epsilon 8", "non-private (Adam, batch 64)"]
+    assert [r["training"] for r in rows] == ["DP-SGD, epsilon 1", "DP-SGD, epsilon 8", "non-private (dp_cnn, Adam, batch 64)"]
     sigmas = []
     for r, target in zip(rows[:2], (1.0, 8.0), strict=True):
         sigma, q, steps = float(r["noise multiplier"]), float(r["sample rate"]), int(r["steps"])
