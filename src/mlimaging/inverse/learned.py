@@ -1,0 +1,546 @@
+r"""Learned reconstruction: plug-and-play denoisers, unrolled networks, GAN priors, deep image prior.
+
+Every method takes ``(y, operator)`` like the classical solvers of
+:mod:`mlimaging.inverse.solvers` and returns the same :class:`~mlimaging.inverse.solvers.Reconstruction`
+(estimate, per-iteration history, PSNR against ``x_true`` when given).
+
+==============================  ==========================================  =========================
+method                          prior                                       trained on
+==============================  ==========================================  =========================
+:func:`pnp`                     a Gaussian denoiser used as a prox          patches (any operator)
+:class:`UnrolledNet`            K learned proximal-gradient steps           (y, x) pairs of one operator
+:func:`csgm`                    the range of a generator :math:`G(z)`       the generator's data only
+:func:`deep_image_prior`        the architecture of an untrained CNN        nothing (one measurement)
+==============================  ==========================================  =========================
+
+Conventions: a *denoiser* is a callable ``(x, sigma) -> x`` on ``(B, C, H, W)`` tensors
+(:class:`DnCNN` ignores ``sigma``, :class:`UNetDenoiser` takes it as a noise-map input); images
+are in [0, 1] for the networks trained here; ``sigma`` is in the same units.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+from torch.utils.data import Dataset
+
+from ._denoisers import (
+    DEFAULT_TRAIN_IMAGES,
+    DnCNN,
+    PatchDataset,
+    UNetDenoiser,
+    _as_images,
+    _float,
+    _int,
+    _item_rng,
+    _seeded,
+    default_denoiser,
+    load_training_images,
+    random_patch,
+    train_denoiser,
+)
+from ._dip import DIPReconstruction, deep_image_prior
+from .base import Operator
+from .solvers import Reconstruction, _progress, _psnr_fn, _setup, tikhonov
+
+__all__ = [
+    "DEFAULT_TRAIN_IMAGES",
+    "DIPReconstruction",
+    "DnCNN",
+    "MeasurementDataset",
+    "PatchDataset",
+    "UNetDenoiser",
+    "UnrolledNet",
+    "csgm",
+    "deep_image_prior",
+    "default_denoiser",
+    "load_training_images",
+    "pnp",
+    "train_denoiser",
+    "train_unrolled",
+]
+
+Denoiser = Callable[[Tensor, Any], Tensor]
+
+
+def _sigmas(sigma: float | Sequence[float], iterations: int) -> list[float]:
+    if isinstance(sigma, (Sequence, np.ndarray, Tensor)) and not isinstance(sigma, str):
+        values = [_float(float(s), "sigma") for s in sigma]
+        if len(values) != iterations:
+            raise ValueError(f"sigma must be a number or one value per iteration ({iterations}), "
+                             f"got {len(values)} values")
+        return values
+    return [_float(sigma, "sigma")] * iterations
+
+
+class _EvalMode:
+    """Put a module denoiser in eval mode for the duration (restored after)."""
+
+    def __init__(self, denoiser: Any) -> None:
+        self.module = denoiser if isinstance(denoiser, nn.Module) else None
+
+    def __enter__(self) -> None:
+        if self.module is not None:
+            self.was_training = self.module.training
+            self.module.eval()
+
+    def __exit__(self, *exc: object) -> None:
+        if self.module is not None:
+            self.module.train(self.was_training)
+
+
+# -- plug-and-play ----------------------------------------------------------------------------------
+def pnp(y: Tensor, operator: Operator, *, denoiser: Denoiser, algorithm: str = "pgd", iterations: int = 50,
+        sigma: float | Sequence[float] = 0.02, step: float | None = None, x0: Tensor | None = None,
+        x_true: Tensor | None = None, data_range: float | None = None, cg_iterations: int = 50,
+        progress: bool = False) -> Reconstruction:
+    r"""Plug-and-play reconstruction: a proximal algorithm with a denoiser in place of the prox.
+
+    With :math:`f(x) = \tfrac12\|Ax - y\|^2`, step :math:`\eta` and denoiser :math:`D_\sigma`:
+
+    ``"pgd"`` (proximal gradient)
+        :math:`x_{k+1} = D_{\sigma_k}\big(x_k - \eta A^\top(Ax_k - y)\big)`.
+    ``"admm"``
+        :math:`x_{k+1} = \mathrm{prox}_{\eta f}(z_k - u_k) = (A^\top A + I/\eta)^{-1}(A^\top y + (z_k - u_k)/\eta)`,
+        :math:`z_{k+1} = D_{\sigma_k}(x_{k+1} + u_k)`, :math:`u_{k+1} = u_k + x_{k+1} - z_{k+1}`;
+        the estimate is :math:`z`. The linear step is :func:`~mlimaging.inverse.solvers.tikhonov`
+        on the residual (closed form in Fourier for a circular blur or the identity, else
+        ``cg_iterations`` of CG).
+
+    When :math:`D_\sigma = \mathrm{prox}_{\eta g}` both are the classical algorithms for
+    :math:`\min f + g` and share its minimiser; a denoiser trained for Gaussian noise of level
+    :math:`\sigma` plays the prox of a prior of strength :math:`\sigma^2/\eta` (Venkatakrishnan,
+    Bouman & Wohlberg 2013, "Plug-and-play priors for model based reconstruction", IEEE GlobalSIP,
+    doi:10.1109/GlobalSIP.2013.6737048; Zhang et al. 2021, arXiv:2008.13751, for the decreasing
+    :math:`\sigma_k`). Larger :math:`\sigma` smooths more.
+
+    Parameters
+    ----------
+    y : Tensor
+        Measurements ``(B, ...)``.
+    operator : Operator
+        The forward operator :math:`A`.
+    denoiser : callable
+        ``(x, sigma) -> x`` on ``(B, C, H, W)`` (e.g. :class:`DnCNN`, :class:`UNetDenoiser`, or
+        :func:`default_denoiser`); run under ``no_grad`` and, for a module, in eval mode.
+    algorithm : {"pgd", "admm"}
+        See above.
+    iterations : int
+        Number of iterations.
+    sigma : float or sequence of float
+        Denoiser noise level, or one per iteration (a decreasing schedule often helps).
+    step : float, optional
+        :math:`\eta` (default :math:`1/\|A\|_2^2`, the largest step of a convergent gradient
+        descent on :math:`f`).
+    x0 : Tensor, optional
+        Starting point (default :math:`A^\top y/\|A\|^2`).
+    x_true, data_range : Tensor, float, optional
+        Reference for the PSNR history (``data_range`` defaults to the span of ``x_true``).
+    cg_iterations : int
+        CG steps of the ADMM linear step when it has no closed form.
+    progress : bool
+        Show a progress bar.
+
+    Returns
+    -------
+    Reconstruction
+        ``objective`` holds the data misfit :math:`\tfrac12\|Ax_k - y\|^2` (a plug-and-play
+        prior has no explicit objective).
+
+    Examples
+    --------
+    With :math:`D(v) = v/(1 + c)`, the prox of :math:`\tfrac{c}{2\eta}\|x\|^2`, both algorithms
+    converge to the Tikhonov solution:
+
+    >>> import torch
+    >>> from mlimaging.inverse.operators import Blur, gaussian_kernel
+    >>> op = Blur(gaussian_kernel(1.0))
+    >>> y = op.A(torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
+    >>> shrink = lambda v, sigma: v / 1.5
+    >>> a = pnp(y, op, denoiser=shrink, algorithm="pgd", iterations=300)
+    >>> b = pnp(y, op, denoiser=shrink, algorithm="admm", iterations=300)
+    >>> bool(torch.allclose(a.x, b.x, atol=1e-4))
+    True
+    """
+    y, aty, x0, x_true = _setup(y, operator, x0, x_true)
+    if not callable(denoiser):
+        raise ValueError(f"denoiser must be a callable (x, sigma) -> x, got {type(denoiser).__name__}")
+    if algorithm not in ("pgd", "admm"):
+        raise ValueError(f"algorithm must be 'pgd' or 'admm', got {algorithm!r}")
+    iterations = _int(iterations, "iterations")
+    cg_iterations = _int(cg_iterations, "cg_iterations")
+    sigmas = _sigmas(sigma, iterations)
+    psnr = _psnr_fn(x_true, data_range)
+    t0 = time.perf_counter()
+    lipschitz = float(operator.norm(aty)) ** 2
+    if lipschitz == 0.0:
+        raise ValueError("operator has norm 0 (A x = 0 for every x): nothing to reconstruct")
+    eta = 1.0 / lipschitz if step is None else _float(step, "step", positive=True)
+    x = aty / lipschitz if x0 is None else x0.clone()
+    rec = Reconstruction(x)
+    with torch.no_grad(), _EvalMode(denoiser), _progress(iterations, progress, f"PnP ({algorithm})") as advance:
+        z, u = x, torch.zeros_like(x)
+        for k in range(iterations):
+            if algorithm == "pgd":
+                x = denoiser(x - eta * operator.A_adjoint(operator.A(x) - y), sigmas[k])
+                est = x
+            else:
+                v = z - u
+                d = tikhonov(y - operator.A(v), operator, lam=1.0 / eta, iterations=cg_iterations).x
+                x = v + d
+                z = denoiser(x + u, sigmas[k])
+                u = u + x - z
+                est = z
+            if not isinstance(est, Tensor) or est.shape != aty.shape:
+                got = tuple(est.shape) if isinstance(est, Tensor) else type(est).__name__
+                raise ValueError(f"denoiser must return a tensor of the input's shape {tuple(aty.shape)}, got {got}")
+            rec.objective.append(0.5 * float(torch.sum((operator.A(est) - y) ** 2)))
+            if psnr is not None:
+                rec.psnr.append(psnr(est))
+            rec.iterations = k + 1
+            advance()
+    rec.x, rec.seconds = est, time.perf_counter() - t0
+    return rec
+
+
+# -- unrolled proximal gradient ---------------------------------------------------------------------
+class _ProxCNN(nn.Module):
+    """A small residual CNN :math:`v + R(v)`; the last layer starts at zero (so it starts as the identity)."""
+
+    def __init__(self, channels: int, features: int, depth: int) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(channels, features, 3, padding=1), nn.ReLU(inplace=True)]
+        for _ in range(depth - 2):
+            layers += [nn.Conv2d(features, features, 3, padding=1), nn.ReLU(inplace=True)]
+        last = nn.Conv2d(features, channels, 3, padding=1)
+        nn.init.zeros_(last.weight)
+        nn.init.zeros_(last.bias)
+        self.body = nn.Sequential(*layers, last)
+
+    def forward(self, v: Tensor) -> Tensor:
+        return v + self.body(v)
+
+
+class UnrolledNet(nn.Module):
+    r"""Learned proximal gradient: ``iterations`` unrolled steps with CNN proxes, trained end to end.
+
+    .. math::
+
+        x_0 = A^\top y / L, \qquad
+        x_{k+1} = D_k\big(x_k - \eta_k A^\top(Ax_k - y)\big), \quad k = 0, \dots, K-1,
+
+    with :math:`L = \|A\|_2^2`, learned steps :math:`\eta_k = e^{s_k}/L` (:math:`s_k = 0` at the
+    start) and small residual CNNs :math:`D_k(v) = v + R_k(v)` whose last layer starts at zero, so
+    the untrained network is :math:`K` steps of gradient descent (Landweber). ``shared=True`` uses
+    one :math:`D` for every step (a recurrent network; fewer parameters). The operator is part of
+    the network: it is trained for one :math:`A` (Gregor & LeCun 2010, "Learning fast
+    approximations of sparse coding", ICML, for unrolling; Adler & Öktem 2018, "Learned
+    primal-dual reconstruction", IEEE TMI 37(6), arXiv:1707.06474, for learned proximal operators
+    around a physics model). Train it with :func:`train_unrolled` (through
+    :func:`~mlimaging.training.fit`).
+
+    Parameters
+    ----------
+    operator : Operator
+        The forward operator :math:`A` (a submodule; not trained).
+    iterations : int
+        :math:`K`.
+    shared : bool
+        One CNN for all steps.
+    channels : int
+        Channels of :math:`A^\top y` (1 grey; 2 for the MRI operator's real layout).
+    features, depth : int
+        Width and number of convolutions of each CNN.
+    seed : int, optional
+        Initialise the weights from this seed without touching the global RNG.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from mlimaging.inverse.operators import Blur, gaussian_kernel
+    >>> op = Blur(gaussian_kernel(1.0))
+    >>> net = UnrolledNet(op, iterations=3, features=8, seed=0)
+    >>> y = op.A(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
+    >>> tuple(net(y).shape), len(net.steps)
+    ((2, 1, 16, 16), 3)
+    """
+
+    def __init__(self, operator: Operator, *, iterations: int = 5, shared: bool = False, channels: int = 1,
+                 features: int = 32, depth: int = 4, seed: int | None = None) -> None:
+        super().__init__()
+        if not isinstance(operator, Operator):
+            raise ValueError(f"operator must be an mlimaging.inverse.Operator, got {type(operator).__name__}")
+        self.iterations = _int(iterations, "iterations")
+        self.shared = bool(shared)
+        channels, features, depth = _int(channels, "channels"), _int(features, "features"), _int(depth, "depth", 2)
+        self.operator = operator
+        for p in operator.parameters():
+            p.requires_grad_(False)
+        with _seeded(seed):
+            n = 1 if self.shared else self.iterations
+            self.prox = nn.ModuleList(_ProxCNN(channels, features, depth) for _ in range(n))
+        self.steps = nn.Parameter(torch.zeros(self.iterations))
+        self.register_buffer("lipschitz", torch.zeros(()))  # ||A||^2, computed on the first call
+
+    def forward(self, y: Tensor, *, return_all: bool = False) -> Tensor | list[Tensor]:
+        op = self.operator
+        aty = op.A_adjoint(y)
+        if float(self.lipschitz) == 0.0:
+            with torch.no_grad():
+                self.lipschitz.fill_(float(op.norm(aty.detach())) ** 2)
+        x = aty / self.lipschitz
+        xs = [x]
+        for k in range(self.iterations):
+            eta = torch.exp(self.steps[k]) / self.lipschitz
+            x = self.prox[0 if self.shared else k](x - eta * op.A_adjoint(op.A(x) - y))
+            xs.append(x)
+        return xs if return_all else x
+
+
+def _noise_range(value: object) -> tuple[float, float]:
+    if isinstance(value, (tuple, list)):
+        if len(value) != 2 or _float(value[0], "noise") > _float(value[1], "noise"):
+            raise ValueError(f"noise must be a number or a (low, high) pair with low <= high, got {value!r}")
+        return float(value[0]), float(value[1])
+    v = _float(value, "noise")
+    return v, v
+
+
+class MeasurementDataset(Dataset):
+    r"""``(y, x)`` pairs made on the fly: :math:`y = A x + \sigma n` for random patches :math:`x`.
+
+    Item ``i`` comes from generators seeded by ``(seed, i)`` (patch, flip/rotation, noise level and
+    noise), so a run through :func:`~mlimaging.training.fit` is repeatable and resumable. The
+    noise is added here (Gaussian, level ``noise`` or uniform in a range), not by the operator's
+    noise model (which keeps a state).
+
+    Parameters
+    ----------
+    operator : Operator
+        :math:`A`.
+    images : optional
+        As :class:`PatchDataset` (default: the bundled training images, camera held out).
+    patch_size : int or None
+        Side of the square patches (None: whole images, which must then share a size).
+    length : int
+        Number of items.
+    noise : float or (float, float)
+        Noise level :math:`\sigma` or a range to draw it from.
+    augment : bool
+        Random flips and 90-degree rotations.
+    seed : int
+        Seed of the items.
+
+    Examples
+    --------
+    >>> from mlimaging.inverse.operators import Blur, gaussian_kernel
+    >>> ds = MeasurementDataset(Blur(gaussian_kernel(1.0)), ["coins"], patch_size=16, length=8, noise=0.01)
+    >>> y, x = ds[3]
+    >>> tuple(y.shape), tuple(x.shape)
+    ((1, 16, 16), (1, 16, 16))
+    """
+
+    def __init__(self, operator: Operator, images: Any = None, *, patch_size: int | None = 64, length: int = 1024,
+                 noise: float | tuple[float, float] = 0.01, augment: bool = True, seed: int = 0) -> None:
+        if not isinstance(operator, Operator):
+            raise ValueError(f"operator must be an mlimaging.inverse.Operator, got {type(operator).__name__}")
+        self.operator = operator
+        self.images = _as_images(images)
+        self.patch_size = None if patch_size is None else _int(patch_size, "patch_size")
+        self.length = _int(length, "length")
+        self.noise = _noise_range(noise)
+        self.augment = bool(augment)
+        self.seed = _int(seed, "seed", 0)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng, g = _item_rng(self.seed, index)
+        x = random_patch(self.images, self.patch_size, rng, augment=self.augment)
+        lo, hi = self.noise
+        s = lo + (hi - lo) * float(rng.random())
+        with torch.no_grad():
+            ax = self.operator.A(x[None])[0]
+        return ax + s * torch.randn(ax.shape, generator=g, dtype=ax.dtype), x
+
+
+def train_unrolled(operator: Operator, *, iterations: int = 5, shared: bool = False, images: Any = None,
+                   patch_size: int = 64, samples: int = 1024, noise: float | tuple[float, float] = 0.01,
+                   epochs: int = 10, batch_size: int = 16, lr: float = 1e-3, val_samples: int = 64,
+                   features: int = 32, depth: int = 4, seed: int = 0, device: str | torch.device = "cpu",
+                   progress: bool = False, **fit_kwargs: Any) -> tuple[UnrolledNet, Any]:
+    r"""Train an :class:`UnrolledNet` for ``operator`` end to end through :func:`~mlimaging.training.fit`.
+
+    Minimises :math:`\mathbb E\,\|\mathrm{Net}_\theta(Ax + \sigma n) - x\|^2` over a
+    :class:`MeasurementDataset` of ``samples`` patches (validation: ``val_samples`` others, seed
+    + 1), Adam with a cosine decay of the learning rate over all steps.
+
+    Parameters
+    ----------
+    operator : Operator
+        :math:`A`.
+    iterations, shared, features, depth
+        As :class:`UnrolledNet`.
+    images, patch_size, samples, noise
+        As :class:`MeasurementDataset` (``samples`` is its ``length``).
+    epochs, batch_size, lr, seed, device, progress, **fit_kwargs
+        Passed to :func:`~mlimaging.training.fit`; ``seed`` also seeds the weights and the data.
+    val_samples : int
+        Validation items (0: none).
+
+    Returns
+    -------
+    (UnrolledNet, History)
+        The trained network in eval mode, and the history (``loss``, ``val_loss``: MSE).
+
+    Examples
+    --------
+    >>> from mlimaging.inverse.operators import Blur, gaussian_kernel
+    >>> net, hist = train_unrolled(Blur(gaussian_kernel(1.0)), iterations=2, images=["coins"],
+    ...                            patch_size=16, samples=32, epochs=2, features=8, val_samples=0)
+    >>> hist["loss"][-1] < hist["loss"][0]
+    True
+    """
+    from mlimaging.training import fit
+
+    seed = _int(seed, "seed", 0)
+    epochs, batch_size, samples = _int(epochs, "epochs"), _int(batch_size, "batch_size"), _int(samples, "samples")
+    val_samples = _int(val_samples, "val_samples", 0)
+    lr = _float(lr, "lr", positive=True)
+    imgs = _as_images(images)
+    net = UnrolledNet(operator, iterations=iterations, shared=shared, channels=imgs[0].shape[0],
+                      features=features, depth=depth, seed=seed)
+    train = MeasurementDataset(operator, imgs, patch_size=patch_size, length=samples, noise=noise, seed=seed)
+    val = (MeasurementDataset(operator, imgs, patch_size=patch_size, length=val_samples, noise=noise,
+                              augment=False, seed=seed + 1) if val_samples else None)
+    total = epochs * math.ceil(samples / batch_size)
+    fit_kwargs.setdefault("scheduler", lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, total))
+    fit_kwargs.setdefault("scheduler_interval", "step")
+    history = fit(net, train, val, loss=nn.MSELoss(), optimizer=lambda p: torch.optim.Adam(p, lr=lr), epochs=epochs,
+                  batch_size=batch_size, seed=seed, metrics=(), device=device, progress=progress, **fit_kwargs)
+    return net.eval(), history
+
+
+def _db(data_range: float, mse: float) -> float:
+    return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
+
+
+# -- GAN prior --------------------------------------------------------------------------------------
+def csgm(y: Tensor, operator: Operator, *, generator: nn.Module, steps: int = 500, lr: float = 0.05,
+         restarts: int = 5, z_dim: int | None = None, lam: float = 0.0, seed: int = 0,
+         x_true: Tensor | None = None, data_range: float | None = None, progress: bool = False) -> Reconstruction:
+    r"""Compressed sensing with a generative prior: search the generator's latent space.
+
+    .. math::
+
+        \hat z = \arg\min_z \|A G(z) - y\|_2^2 + \lambda \|z\|_2^2, \qquad \hat x = G(\hat z)
+
+    by Adam on :math:`z` from ``restarts`` seeded starts :math:`z_0 \sim \mathcal N(0, I)`, keeping
+    per sample the restart with the smallest final objective (Bora, Jalal, Price & Dimakis 2017,
+    "Compressed sensing using generative models", ICML, arXiv:1703.03208). The estimate is always
+    in the generator's range, so the prior only covers its training distribution: a DCGAN trained
+    on MNIST digits (:class:`mlimaging.generative.DCGANGenerator`) reconstructs digits and nothing
+    else. This is a per-measurement optimisation (only :math:`z` is optimised; the generator is
+    frozen and run in eval mode), not dataset training, so it is a plain optimiser loop rather than
+    :func:`~mlimaging.training.fit`.
+
+    Parameters
+    ----------
+    y : Tensor
+        Measurements ``(B, ...)``.
+    operator : Operator
+        :math:`A`.
+    generator : nn.Module
+        :math:`G`: ``(N, z_dim) -> (N, C, H, W)``.
+    steps : int
+        Adam steps per restart (the restarts run together as one batch).
+    lr : float
+        Adam learning rate.
+    restarts : int
+        Random starts per sample.
+    z_dim : int, optional
+        Latent dimension (default ``generator.latent_dim``).
+    lam : float
+        Weight :math:`\lambda` of the Gaussian latent prior.
+    seed : int
+        Seed of the starting latents.
+    x_true, data_range, progress
+        As in :func:`pnp`.
+
+    Returns
+    -------
+    Reconstruction
+        ``objective``: the chosen restart's objective after each step (summed over the batch);
+        ``psnr``: its PSNR when ``x_true`` is given.
+
+    Examples
+    --------
+    >>> import torch
+    >>> from torch import nn
+    >>> from mlimaging.inverse.operators import Identity
+    >>> G = nn.Sequential(nn.Linear(2, 16), nn.Unflatten(1, (1, 4, 4)))
+    >>> y = G(torch.tensor([[0.5, -1.0]])).detach()
+    >>> rec = csgm(y, Identity(), generator=G, steps=300, lr=0.1, restarts=2, z_dim=2)
+    >>> rec.objective[-1] < 1e-6
+    True
+    """
+    y = y if isinstance(y, Tensor) else torch.as_tensor(y)
+    if not isinstance(generator, nn.Module) and not callable(generator):
+        raise ValueError(f"generator must be an nn.Module (z -> image), got {type(generator).__name__}")
+    y, aty, _, x_true = _setup(y, operator, None, x_true)
+    steps, restarts = _int(steps, "steps"), _int(restarts, "restarts")
+    lr, lam, seed = _float(lr, "lr", positive=True), _float(lam, "lam"), _int(seed, "seed", 0)
+    if z_dim is None:
+        z_dim = getattr(generator, "latent_dim", None)
+        if z_dim is None:
+            raise ValueError("z_dim must be given for a generator without a latent_dim attribute")
+    z_dim = _int(z_dim, "z_dim")
+    psnr = _psnr_fn(x_true, data_range)
+    t0 = time.perf_counter()
+    b = y.shape[0]
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(restarts * b, z_dim, generator=g).to(device=y.device, dtype=y.dtype).requires_grad_(True)
+    target = y.repeat(restarts, *([1] * (y.ndim - 1)))
+    opt = torch.optim.Adam([z], lr=lr)
+    losses, mses = [], []
+    dr = 1.0
+    if x_true is not None and data_range is None:
+        dr = float(x_true.max() - x_true.min()) or 1.0
+    elif x_true is not None:
+        dr = _float(data_range, "data_range", positive=True)
+    with _EvalMode(generator), _progress(steps, progress, "CSGM") as advance:
+        for _ in range(steps):
+            x = generator(z)
+            if x.shape[1:] != aty.shape[1:]:
+                raise ValueError(f"generator outputs {tuple(x.shape[1:])} per sample; the operator expects "
+                                 f"{tuple(aty.shape[1:])}")
+            per = (operator.A(x) - target).pow(2).flatten(1).sum(1) + lam * z.pow(2).sum(1)
+            (grad,) = torch.autograd.grad(per.sum(), z)
+            z.grad = grad
+            opt.step()
+            losses.append(per.detach().view(restarts, b))
+            if x_true is not None:
+                diff = x.detach().view(restarts, b, *x.shape[1:]) - x_true
+                mses.append(diff.double().pow(2).flatten(2).mean(2))
+            advance()
+        with torch.no_grad():  # the objective at the final z decides the restart
+            x = generator(z)
+            final = ((operator.A(x) - target).pow(2).flatten(1).sum(1) + lam * z.pow(2).sum(1)).view(restarts, b)
+    choice = final.argmin(0)
+    cols = torch.arange(b, device=choice.device)
+    xs = x.detach().view(restarts, b, *x.shape[1:])
+    rec = Reconstruction(xs[choice, cols], iterations=steps)
+    rec.objective = [float(v[choice, cols].sum()) for v in losses[1:]] + [float(final[choice, cols].sum())]
+    if psnr is not None:
+        rec.psnr = [_db(dr, float(m[choice, cols].mean())) for m in mses[1:]] + [psnr(rec.x)]
+    rec.seconds = time.perf_counter() - t0
+    return rec
