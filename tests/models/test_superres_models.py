@@ -133,7 +133,7 @@ def test_vdsr_is_bicubic_plus_residual():
     torch.nn.init.zeros_(last.weight)
     torch.nn.init.zeros_(last.bias)
     x = _x(1, 1, 6, 5)
-    expected = F.interpolate(x, scale_factor=3, mode="bicubic", align_corners=False)
+    expected = F.interpolate(x, scale_factor=3, mode="bicubic", antialias=True, align_corners=False)
     torch.testing.assert_close(model(x), expected)
     assert len(VDSR().body) == 2 * 20 - 1  # 20 convolutions, 19 ReLUs
 
@@ -141,7 +141,7 @@ def test_vdsr_is_bicubic_plus_residual():
 def test_upsample_interp_modes():
     x2, x3 = _x(1, 1, 4, 5), _x(1, 1, 3, 4, 5)
     torch.testing.assert_close(upsample_interp(x2, (2, 3)),
-                               F.interpolate(x2, size=(8, 15), mode="bicubic", align_corners=False))
+                               F.interpolate(x2, size=(8, 15), mode="bicubic", antialias=True, align_corners=False))
     torch.testing.assert_close(upsample_interp(x3, (1, 1, 4)),
                                F.interpolate(x3, size=(3, 4, 20), mode="trilinear", align_corners=False))
 

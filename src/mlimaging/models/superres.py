@@ -136,10 +136,12 @@ def _conv(spatial_dims: int) -> type[nn.Module]:
 def upsample_interp(x: torch.Tensor, scale: Sequence[int]) -> torch.Tensor:
     r"""Interpolate ``x`` (B, C, *spatial) by an integer factor per spatial axis.
 
-    2D: bicubic (Keys' cubic convolution, :math:`a = -0.75`, torch's ``mode="bicubic"``,
-    ``align_corners=False``: the pixel-centre convention of MATLAB's ``imresize``; no
-    anti-aliasing is needed when enlarging). 3D: trilinear. Axes with factor 1 are left as they
-    are (both modes reproduce the samples when the size does not change).
+    2D: bicubic, torch's ``mode="bicubic", antialias=True, align_corners=False``: Keys' cubic
+    convolution with :math:`a = -0.5` and pixel centres at :math:`(i + 1/2)/s - 1/2`, the kernel
+    of MATLAB's ``imresize`` and PIL's ``BICUBIC`` (equal to PIL to 1e-6; ``antialias=False``
+    would use OpenCV's :math:`a = -0.75`). The same interpolation is the bicubic baseline of
+    :mod:`mlimaging.inverse.superres`. 3D: trilinear (torch has no tricubic mode). Axes with
+    factor 1 are left as they are.
 
     Examples
     --------
@@ -148,8 +150,9 @@ def upsample_interp(x: torch.Tensor, scale: Sequence[int]) -> torch.Tensor:
     torch.Size([1, 1, 6, 10])
     """
     size = [n * s for n, s in zip(x.shape[2:], scale, strict=True)]
-    mode = "bicubic" if x.ndim == 4 else "trilinear"
-    return F.interpolate(x, size=size, mode=mode, align_corners=False)
+    if x.ndim == 4:
+        return F.interpolate(x, size=size, mode="bicubic", antialias=True, align_corners=False)
+    return F.interpolate(x, size=size, mode="trilinear", align_corners=False)
 
 
 def pixel_shuffle(x: torch.Tensor, scale: int | Sequence[int]) -> torch.Tensor:

@@ -1,0 +1,104 @@
+r"""Super-resolution: the five networks (registered in :mod:`mlimaging.models`), their losses,
+LR/HR patch pairs from bundled images, the bicubic baseline and the papers' evaluation.
+
+- Models (``create_model(name, scale=..., in_channels=...)``): ``srcnn``, ``vdsr``, ``espcn``,
+  ``lapsrn``, ``dbpn`` (:mod:`mlimaging.models.superres`, re-exported here as classes).
+- Losses (``losses.py``): :func:`l1_loss`, :func:`l2_loss`, :func:`huber`, :func:`charbonnier`,
+  :func:`total_variation`, :class:`MultiScaleLoss` (LapSRN), :class:`PerceptualLoss` +
+  :func:`load_vgg_features`, :class:`PatchDiscriminator` + :class:`SRGANStep` (adversarial),
+  :class:`CompositeLoss` (weighted sum).
+- Data and evaluation (``data.py``): :func:`sr_pairs`, :func:`split_images`, :func:`degrade`
+  (``"bicubic"``, ``"blur-down"``, ``"kspace"``), :func:`bicubic_upscale`, :func:`sr_evaluate`
+  (PSNR/SSIM on Y with a ``scale``-pixel border cut), :func:`rgb_to_y`.
+
+Examples
+--------
+>>> import torch
+>>> from mlimaging.models import create_model
+>>> from mlimaging.inverse.superres import bicubic_upscale, degrade, load_sr_image, sr_evaluate
+>>> hr = torch.from_numpy(load_sr_image("camera"))[None, :, :96, :96]
+>>> lr = degrade(hr, 2)
+>>> net = create_model("espcn", scale=2, seed=0)
+>>> net(lr).shape == hr.shape
+True
+>>> round(sr_evaluate(bicubic_upscale(lr, 2), hr, scale=2)["psnr"], 1) > 20
+True
+"""
+
+from __future__ import annotations
+
+from mlimaging.inverse.superres.data import (
+    DEGRADATIONS,
+    SR_IMAGES,
+    SRPairs,
+    bicubic_upscale,
+    degrade,
+    load_sr_image,
+    modcrop,
+    rgb_to_y,
+    shave,
+    split_images,
+    sr_evaluate,
+    sr_pairs,
+)
+from mlimaging.inverse.superres.losses import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    LOSSES,
+    VGG16_LAYERS,
+    CompositeLoss,
+    MultiScaleLoss,
+    PatchDiscriminator,
+    PerceptualLoss,
+    SRGANStep,
+    charbonnier,
+    huber,
+    l1_loss,
+    l2_loss,
+    load_vgg_features,
+    total_variation,
+)
+from mlimaging.models.superres import (
+    DBPN,
+    ESPCN,
+    SRCNN,
+    VDSR,
+    LapSRN,
+    pixel_shuffle,
+)
+
+__all__ = [
+    "DBPN",
+    "DEGRADATIONS",
+    "ESPCN",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "LOSSES",
+    "SRCNN",
+    "SR_IMAGES",
+    "VDSR",
+    "VGG16_LAYERS",
+    "CompositeLoss",
+    "LapSRN",
+    "MultiScaleLoss",
+    "PatchDiscriminator",
+    "PerceptualLoss",
+    "SRGANStep",
+    "SRPairs",
+    "bicubic_upscale",
+    "charbonnier",
+    "degrade",
+    "huber",
+    "l1_loss",
+    "l2_loss",
+    "load_sr_image",
+    "load_vgg_features",
+    "modcrop",
+    "pixel_shuffle",
+    "rgb_to_y",
+    "shave",
+    "split_images",
+    "sr_evaluate",
+    "sr_pairs",
+    "total_variation",
+]
