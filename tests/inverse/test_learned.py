@@ -12,13 +12,19 @@ from torch import nn
 
 from mlimaging.inverse.base import GaussianNoise
 from mlimaging.inverse.learned import (
+    DIPReconstruction,
     DnCNN,
+    MeasurementDataset,
     PatchDataset,
     UNetDenoiser,
+    UnrolledNet,
+    csgm,
+    deep_image_prior,
     default_denoiser,
     load_training_images,
     pnp,
     train_denoiser,
+    train_unrolled,
 )
 from mlimaging.inverse.operators import Blur, Identity, Inpainting, gaussian_kernel
 from mlimaging.inverse.solvers import Reconstruction, least_squares, tikhonov
@@ -213,3 +219,145 @@ def test_pnp_bad_measurement(y):
 def test_dncnn_bad_options(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         DnCNN(**bad)
+
+
+# -- unrolled proximal gradient ---------------------------------------------------------------------
+def test_unrolled_shapes_and_untrained_net_is_landweber():
+    op = Blur(gaussian_kernel(1.0), padding="circular")
+    net = UnrolledNet(op, iterations=4, features=8, depth=3, seed=0)
+    y = op.A(torch.rand(2, 1, 16, 12, generator=_gen()))
+    xs = net(y, return_all=True)
+    assert len(xs) == 5 and all(x.shape == (2, 1, 16, 12) for x in xs)
+    lip = op.norm(y) ** 2
+    x = op.A_adjoint(y) / lip
+    for _ in range(4):  # zero-initialised last layers and steps 1/L: plain gradient descent
+        x = x - op.A_adjoint(op.A(x) - y) / lip
+    torch.testing.assert_close(xs[-1], x, atol=1e-6, rtol=1e-5)
+    assert float(net.lipschitz) == pytest.approx(lip)
+
+
+def test_unrolled_shared_has_one_cnn_and_fewer_parameters():
+    op = Identity()
+    a = UnrolledNet(op, iterations=5, shared=True, features=8, seed=0)
+    b = UnrolledNet(op, iterations=5, shared=False, features=8, seed=0)
+    assert len(a.prox) == 1 and len(b.prox) == 5
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(b) - 5 == 5 * (n(a) - 5)
+
+
+def test_measurement_dataset_pairs_are_seeded_and_consistent():
+    op = Blur(gaussian_kernel(1.0), padding="circular")
+    ds = MeasurementDataset(op, ["coins"], patch_size=16, length=8, noise=0.0, seed=1)
+    y, x = ds[2]
+    torch.testing.assert_close(y, op.A(x[None])[0])
+    noisy = MeasurementDataset(op, ["coins"], patch_size=16, length=8, noise=(0.05, 0.1), seed=1)
+    assert torch.equal(noisy[2][0], noisy[2][0]) and torch.equal(noisy[2][1], x)
+    assert 0.04 < float((noisy[2][0] - y).std()) < 0.12
+
+
+def test_unrolled_training_through_fit_lowers_the_loss_and_beats_landweber():
+    op = Blur(gaussian_kernel(1.5), padding="circular")
+    kw = dict(images=["coins", "moon"], patch_size=24, noise=0.01)
+    net, hist = train_unrolled(op, iterations=3, samples=96, epochs=3, batch_size=16, features=8, depth=3,
+                               val_samples=16, lr=3e-3, **kw)
+    assert hist["loss"][-1] < hist["loss"][0] and hist["val_loss"][-1] < hist["val_loss"][0]
+    y, x = MeasurementDataset(op, length=4, seed=9, **kw)[0]
+    untrained = UnrolledNet(op, iterations=3, features=8, depth=3, seed=0)
+    with torch.no_grad():
+        assert _psnr(net(y[None])[0], x) > _psnr(untrained(y[None])[0], x)
+
+
+# -- CSGM -------------------------------------------------------------------------------------------
+def _mlp_generator() -> nn.Module:
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(4, 64), nn.Tanh(), nn.Linear(64, 256), nn.Sigmoid(), nn.Unflatten(1, (1, 16, 16)))
+
+
+def test_csgm_recovers_an_image_in_the_generator_range():
+    g = _mlp_generator()
+    x = g(torch.randn(2, 4, generator=_gen(1))).detach()
+    op = Inpainting((torch.rand(1, 1, 16, 16, generator=_gen(2)) > 0.7).float())  # 30% of the pixels
+    rec = csgm(op.A(x), op, generator=g, steps=300, lr=0.1, restarts=4, z_dim=4, x_true=x)
+    assert rec.objective[-1] < 1e-6 * rec.objective[0]
+    assert rec.psnr[-1] > 60 and rec.psnr[0] < 30
+    assert len(rec.objective) == len(rec.psnr) == rec.iterations == 300
+
+
+def test_csgm_with_a_dcgan_generator_is_seeded_and_leaves_it_in_train_mode():
+    from mlimaging.generative import DCGANGenerator
+
+    g = DCGANGenerator(latent_dim=8, image_size=28, width=4).train()
+    op = Blur(gaussian_kernel(1.0))
+    y = torch.rand(1, 1, 28, 28, generator=_gen())
+    a = csgm(y, op, generator=g, steps=5, restarts=2, lam=0.1, seed=3)
+    b = csgm(y, op, generator=g, steps=5, restarts=2, lam=0.1, seed=3)
+    assert g.training and torch.equal(a.x, b.x) and a.x.shape == (1, 1, 28, 28)
+    with pytest.raises(ValueError, match="generator"):
+        csgm(torch.zeros(1, 1, 8, 8), Identity(), generator=g, steps=2)  # 28 x 28 images, 8 x 8 measurement
+
+
+@settings(max_examples=20, deadline=None)
+@given(st.sampled_from([{"steps": 0}, {"lr": 0.0}, {"restarts": 0}, {"lam": -1.0}, {"z_dim": 0},
+                        {"generator": 3}, {"seed": -1}]))
+def test_csgm_bad_input_names_the_argument(bad):
+    kw = {"generator": _mlp_generator(), "z_dim": 4, "steps": 2, **bad}
+    with pytest.raises(ValueError, match=next(iter(bad))):
+        csgm(torch.zeros(1, 1, 16, 16), Identity(), **kw)
+
+
+# -- deep image prior -------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def dip_run():
+    im = load_training_images(["camera"])[0][None]
+    x = torch.nn.functional.interpolate(im, size=(32, 32), mode="area")
+    y = x + 0.1 * torch.randn(x.shape, generator=_gen())
+    rec = deep_image_prior(y, Identity(), steps=250, lr=0.02, channels=(16, 16), input_channels=8, input_jitter=0.0,
+                           window=10, patience=250, stop=False, x_true=x, seed=0)
+    return x, y, rec
+
+
+def test_dip_psnr_rises_then_falls_and_the_variance_rule_stops_near_the_peak(dip_run):
+    x, y, rec = dip_run
+    assert isinstance(rec, DIPReconstruction) and rec.iterations == 250 and len(rec.psnr) == 250
+    peak = max(rec.psnr)
+    k = rec.psnr.index(peak)
+    assert 10 < k < 200  # rises, then ...
+    assert rec.psnr[-1] < peak - 1.0  # ... falls as the network fits the noise
+    assert peak > _psnr(y, x) + 1.0
+    assert rec.psnr[rec.stop_iteration - 1] > peak - 0.5  # the no-reference rule stops near the peak
+    assert rec.psnr[rec.stop_iteration - 1] > rec.psnr[-1] + 0.5
+    torch.testing.assert_close(rec.x, rec.x_last if rec.stop_iteration == 250 else rec.x)
+    assert len(rec.variance) == 250 - 10 + 1
+
+
+def test_dip_stops_early_and_is_seeded(dip_run):
+    x, y, full = dip_run
+    kw = dict(steps=250, lr=0.02, channels=(16, 16), input_channels=8, input_jitter=0.0, window=10, x_true=x)
+    rec = deep_image_prior(y, Identity(), patience=20, **kw)
+    assert rec.converged and rec.iterations < 250
+    assert rec.psnr == full.psnr[: rec.iterations]  # same seed, same run (bit for bit)
+
+
+def test_dip_discrepancy_rule_stops_when_the_residual_reaches_the_noise(dip_run):
+    x, y, full = dip_run
+    rec = deep_image_prior(y, Identity(), steps=250, lr=0.02, channels=(16, 16), input_channels=8, input_jitter=0.0,
+                           early_stopping="discrepancy", noise_level=0.1, x_true=x)
+    k = rec.stop_iteration
+    assert rec.converged and rec.iterations == k
+    assert rec.objective[k - 1] <= 0.01 and all(v > 0.01 for v in rec.objective[: k - 1])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from([{"steps": 0}, {"lr": -1.0}, {"early_stopping": "psnr"}, {"window": 0},
+                        {"early_stopping": "discrepancy"}, {"channels": ()}, {"input_jitter": -0.1},
+                        {"seed": 1.5}]))
+def test_dip_bad_input_names_the_argument(bad):
+    name = "noise_level" if bad == {"early_stopping": "discrepancy"} else next(iter(bad))
+    with pytest.raises(ValueError, match=name):
+        deep_image_prior(torch.zeros(1, 1, 8, 8), Identity(), **bad)
+
+
+def test_dip_needs_one_2d_image():
+    with pytest.raises(ValueError, match="one 2D image"):
+        deep_image_prior(torch.zeros(2, 1, 8, 8), Identity(), steps=1)
