@@ -9,7 +9,8 @@ LR/HR patch pairs from bundled images, the bicubic baseline and the papers' eval
   :class:`CompositeLoss` (weighted sum).
 - Data and evaluation (``data.py``): :func:`sr_pairs`, :func:`split_images`, :func:`degrade`
   (``"bicubic"``, ``"blur-down"``, ``"kspace"``), :func:`bicubic_upscale`, :func:`sr_evaluate`
-  (PSNR/SSIM on Y with a ``scale``-pixel border cut), :func:`rgb_to_y`.
+  (PSNR/SSIM on Y with a ``scale``-pixel border cut), :func:`rgb_to_y`,
+  :func:`through_plane_degrade` (thick slices of a volume for through-plane SR).
 
 Examples
 --------
@@ -40,6 +41,7 @@ from mlimaging.inverse.superres.data import (
     split_images,
     sr_evaluate,
     sr_pairs,
+    through_plane_degrade,
 )
 from mlimaging.inverse.superres.losses import (
     IMAGENET_MEAN,
@@ -100,5 +102,6 @@ __all__ = [
     "split_images",
     "sr_evaluate",
     "sr_pairs",
+    "through_plane_degrade",
     "total_variation",
 ]

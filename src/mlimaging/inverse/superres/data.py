@@ -44,6 +44,7 @@ __all__ = [
     "split_images",
     "sr_evaluate",
     "sr_pairs",
+    "through_plane_degrade",
 ]
 
 #: scikit-image's bundled images used for training and held-out evaluation (no download).
@@ -173,7 +174,8 @@ def degrade(hr: Any, scale: int, *, degradation: str = "bicubic") -> torch.Tenso
       (an MRI acquisition with a lower resolution), :math:`y = \mathcal F^{-1}_{n}
       C\, \mathcal F_N x` normalised so that the mean intensity is kept; LR sample :math:`j`
       sits at HR sample :math:`s j` (as ``"blur-down"``), a band-limited image is sampled
-      exactly; truncation rings (Gibbs) near edges, as in MRI.
+      exactly; truncation rings (Gibbs) near edges, as in MRI. The band is ``fftshift``'s: for an
+      even LR size one more negative than positive frequency; the real part is returned.
 
     Returns a float32 tensor ``(C, H/s, W/s)`` or ``(B, C, H/s, W/s)`` like the input.
 
@@ -214,6 +216,48 @@ def _kspace_crop(x: torch.Tensor, s: int) -> torch.Tensor:
     top, left = h // 2 - n // 2, w // 2 - m // 2
     crop = torch.fft.ifftshift(k[..., top : top + n, left : left + m], dim=(-2, -1))
     return torch.fft.ifft2(crop, norm="forward").real.to(x.dtype)
+
+
+def through_plane_degrade(x: Any, scale: int, *, axis: int = -1, profile: str = "box") -> torch.Tensor:
+    r"""Thick slices along one axis: the anisotropic volume that through-plane SR starts from.
+
+    * ``"box"``: each low-resolution slice is the mean of :math:`s` consecutive slices,
+      :math:`y_j = \frac1s \sum_{k=0}^{s-1} x_{s j + k}` (a slice profile of :math:`s` voxels:
+      partial-volume averaging of a thick 2D acquisition). Slice :math:`j` is centred at
+      :math:`s j + (s - 1)/2`, the convention of trilinear/bicubic upsampling
+      (``align_corners=False``), so ``srcnn``/``vdsr``/``espcn`` with ``scale=(1, 1, s)``
+      restore it.
+    * ``"kspace"``: keep the central :math:`n/s` Fourier coefficients along the axis (mean kept;
+      sample :math:`j` at :math:`s j`, as :func:`degrade`'s ``"kspace"``).
+
+    ``x`` is any float array or tensor whose size along ``axis`` is a multiple of ``scale``;
+    returns a float32 tensor with that axis divided by ``scale``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> through_plane_degrade(torch.arange(8.0).view(1, 1, 1, 1, 8), 4)
+    tensor([[[[[1.5000, 5.5000]]]]])
+    """
+    s = _check_scale(scale)
+    if profile not in ("box", "kspace"):
+        raise ValueError(f"profile must be 'box' or 'kspace', got {profile!r}")
+    t = torch.as_tensor(x)
+    if t.ndim < 1 or not t.is_floating_point() or t.numel() == 0:
+        raise ValueError(f"x must be a non-empty float array, got shape {tuple(t.shape)} {t.dtype}")
+    if isinstance(axis, bool) or not isinstance(axis, int) or not -t.ndim <= axis < t.ndim:
+        raise ValueError(f"axis must be an int in [{-t.ndim}, {t.ndim - 1}], got {axis!r}")
+    t = t.float().movedim(axis, -1)
+    n = t.shape[-1]
+    if n % s:
+        raise ValueError(f"x's size along axis {axis} ({n}) must be a multiple of scale={s}")
+    if profile == "box":
+        y = t.reshape(*t.shape[:-1], n // s, s).mean(-1)
+    else:
+        k = torch.fft.fftshift(torch.fft.fft(t, norm="forward"), dim=-1)
+        m, start = n // s, n // 2 - (n // s) // 2
+        y = torch.fft.ifft(torch.fft.ifftshift(k[..., start : start + m], dim=-1), norm="forward").real
+    return y.movedim(-1, axis).contiguous()
 
 
 def bicubic_upscale(lr: Any, scale: int) -> torch.Tensor:
