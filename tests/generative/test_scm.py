@@ -98,6 +98,53 @@ def test_vae_kl_matches_torch_distributions():
     assert_allclose(kl.detach(), oracle.detach(), rtol=1e-5, atol=1e-6)
 
 
+def test_gaussian_gain_likelihood_matches_torch_normal():
+    torch.manual_seed(0)
+    vae = ConditionalVAE(image_size=8, cond_dim=2, latent_dim=3, width=2, likelihood="gaussian", gain=1)
+    x, c = torch.rand(4, 1, 8, 8), torch.randn(4, 2)
+    rec, _ = vae.negative_elbo(x, c, generator=torch.Generator().manual_seed(0))
+    mu, logvar = vae.encode(x, c)  # the same z: the same generator draws the same eps
+    eps = torch.randn(mu.shape, generator=torch.Generator().manual_seed(0))
+    z = mu + (0.5 * logvar).exp() * eps
+    oracle = -torch.distributions.Normal(vae.decode(z, c), vae.scale(c)).log_prob(x).flatten(1).sum(1)
+    assert_allclose(rec.detach(), oracle.detach(), rtol=1e-5)
+
+
+def test_bernoulli_gain_likelihood_matches_torch_bernoulli():
+    torch.manual_seed(0)
+    vae = ConditionalVAE(image_size=8, cond_dim=2, latent_dim=3, width=2, gain=0)
+    x, c = torch.rand(3, 1, 8, 8), torch.randn(3, 2)
+    rec, _ = vae.negative_elbo(x, c, generator=torch.Generator().manual_seed(1))
+    mu, logvar = vae.encode(x, c)
+    z = mu + (0.5 * logvar).exp() * torch.randn(mu.shape, generator=torch.Generator().manual_seed(1))
+    oracle = -torch.distributions.Bernoulli(probs=vae.decode(z, c), validate_args=False).log_prob(x).flatten(1).sum(1)
+    assert_allclose(rec.detach(), oracle.detach(), rtol=1e-5)
+
+
+def test_gain_decoder_shape_ignores_the_gain_parent_and_fixed_sigma_is_not_learned():
+    torch.manual_seed(0)
+    vae = ConditionalVAE(image_size=8, cond_dim=2, latent_dim=3, width=2, likelihood="gaussian", sigma=0.05, gain=1)
+    z, c = torch.randn(2, 3), torch.randn(2, 2)
+    c2 = c.clone()
+    c2[:, 1] += 3.0
+    assert torch.equal(vae.decode_logits(z, c), vae.decode_logits(z, c2))
+    ratio = vae.decode(z, c2) / vae.decode(z, c)  # the parent acts as a per-image brightness only
+    assert_allclose(ratio.detach(), (vae.gain_of(c2) / vae.gain_of(c)).expand_as(ratio).detach(), rtol=1e-5)
+    assert "log_sigma" not in dict(vae.named_parameters())
+    assert_allclose(vae.sigma().detach(), torch.full((1, 8, 8), 0.05), rtol=1e-6)
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"sigma": 0.1}, "sigma"),
+    ({"likelihood": "gaussian", "sigma": -1.0}, "sigma"),
+    ({"gain": 2}, "gain"),
+    ({"gain": True}, "gain"),
+])
+def test_bad_vae_options_are_value_errors(kw, match):
+    with pytest.raises(ValueError, match=match):
+        ConditionalVAE(image_size=8, cond_dim=2, latent_dim=2, width=2, **kw)
+
+
 # ----------------------------------------------------------------------------------------- deep SCM
 def test_abduction_then_prediction_reconstructs_the_parents():
     scm = _tiny(i_low=50.0, i_high=255.0)
@@ -139,6 +186,28 @@ def test_gaussian_decoder_noise_makes_the_null_intervention_exact():
     assert_allclose(out["image"], x, atol=1e-6)
     with pytest.raises(ValueError, match="Gaussian"):
         counterfactual(_tiny(), x, {"t": 2.0, "i": 150.0}, {}, decoder_noise=True)
+
+
+def test_gain_decoder_noise_makes_do_i_a_brightness_change():
+    scm = _tiny(likelihood="gaussian", gain=True, i_low=50.0, i_high=255.0)
+    x = 0.3 * torch.rand(4, 1, 8, 8)
+    pa = {"t": torch.tensor([1.5, 2.0, 2.5, 3.0]), "i": torch.tensor([100.0, 120.0, 150.0, 180.0])}
+    out = counterfactual(scm, x, pa, {"i": 200.0}, decoder_noise=True)
+    g = scm.image.gain_of
+    ratio = g(scm._cond(pa["t"], torch.full((4,), 200.0))) / g(scm._cond(pa["t"], pa["i"]))
+    assert_allclose(out["image"], (x * ratio).clamp(0, 1).detach(), rtol=1e-4, atol=1e-6)
+    assert_allclose(counterfactual(scm, x, pa, {}, decoder_noise=True)["image"], x, atol=1e-6)
+    assert scm.config["gain"] is True and DeepSCM(**scm.config).image.gain == 1
+
+
+def test_scm_step_beta_weights_the_kl():
+    scm = _tiny()
+    batch = (torch.rand(4, 1, 8, 8), torch.full((4,), 2.0), torch.full((4,), 150.0))
+    loss1, parts = SCMStep(seed=0)._terms(scm, batch, torch.Generator().manual_seed(0))
+    loss_half, _ = SCMStep(seed=0, beta=0.5)._terms(scm, batch, torch.Generator().manual_seed(0))
+    assert_allclose(float(loss1 - loss_half), 0.5 * float(parts["kl"]), rtol=1e-5, atol=1e-5 * abs(float(loss1)))
+    with pytest.raises(ValueError, match="beta"):
+        SCMStep(beta=0.0)
 
 
 def test_flows_trained_through_fit_give_the_true_intensity_counterfactuals():

@@ -177,11 +177,18 @@ class ConditionalVAE(nn.Module):
 
     .. math::
         -\mathcal L(x) = -\mathbb E_{q_\phi}\big[\log p_\theta(x \mid z, c)\big]
-        + \mathrm{KL}\big(q_\phi(z \mid x, c)\,\Vert\,\mathcal N(0, I)\big),
+        + \mathrm{KL}\big(q_\phi(z \mid x, c)\,\Vert\,\mathcal N(0, I)\big).
 
-    with a Bernoulli likelihood (binary cross-entropy on intensities in [0, 1]) or a Gaussian one
-    :math:`\mathcal N(x; \mu_\theta(z, c), \operatorname{diag}\sigma^2)` with a learned per-pixel
-    :math:`\sigma \ge 0.01`.
+    The decoder mean is :math:`\mu_\theta(z, c) = g(c_k)\,\sigma(s_\theta(z, c))`: a shape
+    :math:`\sigma(s_\theta)` in [0, 1] times, when ``gain`` names a parent :math:`c_k`, an explicit
+    learned gain :math:`g(c_k) = \sigma(\mathrm{MLP}(c_k)) \in (0, 1)` (the shape network then does
+    not see :math:`c_k`, so :math:`c_k` acts on the image only as a brightness; :math:`g \equiv 1`
+    without ``gain``). Likelihoods: Bernoulli (binary cross-entropy on intensities in [0, 1]) or
+    Gaussian, :math:`x = \mu_\theta(z, c) + g(c_k)\,\sigma\,u_x` with
+    :math:`u_x \sim \mathcal N(0, I)` and :math:`\sigma` a learned per-pixel scale
+    (:math:`\ge 0.01`) or a fixed one. The Gaussian decoder is an affine flow of the exogenous
+    :math:`u_x`, so :meth:`noise` abducts it exactly and :meth:`decode_noise` puts it back under
+    other parents (Pawlowski et al. 2020).
 
     Kingma D. P., Welling M. (2014). Auto-Encoding Variational Bayes. ICLR. arXiv:1312.6114.
 
@@ -195,6 +202,10 @@ class ConditionalVAE(nn.Module):
         Size of :math:`z`; channels of the first convolution (the second has twice as many).
     likelihood
         ``"bernoulli"`` or ``"gaussian"``.
+    sigma
+        Gaussian only: a fixed pixel scale :math:`\sigma > 0`; ``None`` (default) learns one per pixel.
+    gain
+        Index :math:`k` of the parent that acts as the decoder's gain, or ``None`` (default).
 
     Examples
     --------
@@ -205,10 +216,14 @@ class ConditionalVAE(nn.Module):
     >>> mu, logvar = vae.encode(x, c)
     >>> tuple(mu.shape), tuple(vae.decode(mu, c).shape)
     ((3, 4), (3, 1, 28, 28))
+    >>> g = ConditionalVAE(image_size=8, cond_dim=2, latent_dim=2, width=2, likelihood="gaussian", gain=1)
+    >>> x = torch.rand(2, 1, 8, 8); c = torch.randn(2, 2); z = torch.zeros(2, 2)
+    >>> torch.allclose(g.decode_noise(z, c, g.noise(x, z, c)), x, atol=1e-5)
+    True
     """
 
     def __init__(self, *, image_size: int = 28, cond_dim: int = 2, latent_dim: int = 16, width: int = 32,
-                 likelihood: str = "bernoulli"):
+                 likelihood: str = "bernoulli", sigma: float | None = None, gain: int | None = None):
         super().__init__()
         for name, v, low in (("image_size", image_size, 4), ("cond_dim", cond_dim, 1), ("latent_dim", latent_dim, 1),
                              ("width", width, 1)):
@@ -218,22 +233,41 @@ class ConditionalVAE(nn.Module):
             raise ValueError(f"image_size must be a multiple of 4, got {image_size}")
         if likelihood not in ("bernoulli", "gaussian"):
             raise ValueError(f"likelihood must be 'bernoulli' or 'gaussian', got {likelihood!r}")
+        if sigma is not None and (likelihood != "gaussian" or not (math.isfinite(sigma) and sigma > 0)):
+            raise ValueError(f"sigma must be None or a positive number with likelihood='gaussian', got {sigma!r} "
+                             f"with likelihood={likelihood!r}")
+        if gain is not None and (isinstance(gain, bool) or not isinstance(gain, int) or not 0 <= gain < cond_dim
+                                 or cond_dim < 2):
+            raise ValueError(f"gain must be None or a parent index in [0, cond_dim) with cond_dim >= 2, got {gain!r}")
         self.image_size, self.cond_dim, self.latent_dim, self.likelihood = image_size, cond_dim, latent_dim, likelihood
+        self.gain = gain
         w, s4, c = width, image_size // 4, cond_dim
+        cd = c - (gain is not None)  # the shape decoder's condition
         self.enc1 = nn.Conv2d(1 + c, w, 4, 2, 1)
         self.enc2 = nn.Conv2d(w + c, 2 * w, 4, 2, 1)
         self.enc_fc = nn.Sequential(nn.Linear(2 * w * s4 * s4 + c, 256), nn.ReLU(), nn.Linear(256, 2 * latent_dim))
-        self.dec_fc = nn.Sequential(nn.Linear(latent_dim + c, 256), nn.ReLU(), nn.Linear(256, 2 * w * s4 * s4),
+        self.dec_fc = nn.Sequential(nn.Linear(latent_dim + cd, 256), nn.ReLU(), nn.Linear(256, 2 * w * s4 * s4),
                                     nn.ReLU())
-        self.dec1 = nn.ConvTranspose2d(2 * w + c, w, 4, 2, 1)
-        self.dec2 = nn.ConvTranspose2d(w + c, 1, 4, 2, 1)
+        self.dec1 = nn.ConvTranspose2d(2 * w + cd, w, 4, 2, 1)
+        self.dec2 = nn.ConvTranspose2d(w + cd, 1, 4, 2, 1)
         self._w = w
+        if gain is not None:
+            self.gain_net = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
         if likelihood == "gaussian":
-            self.log_sigma = nn.Parameter(torch.full((1, image_size, image_size), math.log(0.1)))
+            log_sigma = torch.full((1, image_size, image_size), math.log(0.1 if sigma is None else sigma))
+            if sigma is None:
+                self.log_sigma = nn.Parameter(log_sigma)
+            else:
+                self.register_buffer("log_sigma", log_sigma)
 
     @staticmethod
     def _with(h: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
         return torch.cat([h, c[:, :, None, None].expand(-1, -1, *h.shape[-2:])], 1)
+
+    def _shape_cond(self, c: torch.Tensor) -> torch.Tensor:
+        if self.gain is None:
+            return c
+        return torch.cat([c[:, :self.gain], c[:, self.gain + 1:]], 1)
 
     def encode(self, x: torch.Tensor, c: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Mean and log-variance of :math:`q_\\phi(z \\mid x, c)`, each ``(B, latent_dim)``."""
@@ -244,19 +278,40 @@ class ConditionalVAE(nn.Module):
         return mu, logvar.clamp(-12.0, 6.0)
 
     def decode_logits(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Pre-sigmoid decoder output ``(B, 1, S, S)``."""
+        """Pre-sigmoid shape :math:`s_\\theta(z, c)` ``(B, 1, S, S)``."""
         s4 = self.image_size // 4
-        h = self.dec_fc(torch.cat([z, c], 1)).view(-1, 2 * self._w, s4, s4)
-        h = F.leaky_relu(self.dec1(self._with(h, c)), 0.2)
-        return self.dec2(self._with(h, c))
+        cs = self._shape_cond(c)
+        h = self.dec_fc(torch.cat([z, cs], 1)).view(-1, 2 * self._w, s4, s4)
+        h = F.leaky_relu(self.dec1(self._with(h, cs)), 0.2)
+        return self.dec2(self._with(h, cs))
+
+    def gain_of(self, c: torch.Tensor) -> torch.Tensor:
+        """The gain :math:`g(c_k)` ``(B, 1, 1, 1)`` (ones without ``gain``)."""
+        if self.gain is None:
+            return torch.ones(c.shape[0], 1, 1, 1, dtype=c.dtype, device=c.device)
+        return torch.sigmoid(self.gain_net(c[:, self.gain:self.gain + 1]))[:, :, None, None]
 
     def decode(self, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
-        """Decoder mean :math:`\\mathbb E[x \\mid z, c] = \\sigma(\\text{logits})` in [0, 1]."""
-        return torch.sigmoid(self.decode_logits(z, c))
+        """Decoder mean :math:`\\mathbb E[x \\mid z, c] = g(c_k)\\,\\sigma(s_\\theta(z, c))` in [0, 1]."""
+        return self.gain_of(c) * torch.sigmoid(self.decode_logits(z, c))
 
     def sigma(self) -> torch.Tensor:
-        """Per-pixel standard deviation of the Gaussian likelihood (``(1, S, S)``)."""
+        """Per-pixel scale :math:`\\sigma` of the Gaussian likelihood (``(1, S, S)``)."""
         return torch.exp(self.log_sigma).clamp_min(0.01)
+
+    def scale(self, c: torch.Tensor) -> torch.Tensor:
+        """Standard deviation :math:`g(c_k)\\,\\sigma` of the Gaussian likelihood (``(B, 1, S, S)``)."""
+        if self.likelihood != "gaussian":
+            raise ValueError("scale() needs likelihood='gaussian'")
+        return self.gain_of(c) * self.sigma()
+
+    def noise(self, x: torch.Tensor, z: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """Abducted decoder noise :math:`u_x = (x - \\mu_\\theta(z, c)) / (g(c_k)\\,\\sigma)` (Gaussian)."""
+        return (x - self.decode(z, c)) / self.scale(c)
+
+    def decode_noise(self, z: torch.Tensor, c: torch.Tensor, u: torch.Tensor) -> torch.Tensor:
+        """:math:`x = \\mu_\\theta(z, c) + g(c_k)\\,\\sigma\\,u_x` (the inverse of :meth:`noise`)."""
+        return self.decode(z, c) + self.scale(c) * u
 
     def negative_elbo(self, x: torch.Tensor, c: torch.Tensor, *, generator: torch.Generator | None = None
                       ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -266,11 +321,15 @@ class ConditionalVAE(nn.Module):
         eps = torch.randn(mu.shape, generator=generator, device=mu.device, dtype=mu.dtype)
         z = mu + torch.exp(0.5 * logvar) * eps
         logits = self.decode_logits(z, c)
-        if self.likelihood == "bernoulli":
+        if self.likelihood == "bernoulli" and self.gain is None:
             rec = F.binary_cross_entropy_with_logits(logits, x, reduction="none").flatten(1).sum(1)
+        elif self.likelihood == "bernoulli":
+            p = (self.gain_of(c) * torch.sigmoid(logits)).clamp(1e-6, 1 - 1e-6)
+            rec = -(x * torch.log(p) + (1 - x) * torch.log1p(-p)).flatten(1).sum(1)
         else:
-            sigma = self.sigma()
-            rec = (0.5 * ((x - torch.sigmoid(logits)) / sigma).square() + torch.log(sigma)
+            g = self.gain_of(c)
+            std = g * self.sigma()
+            rec = (0.5 * ((x - g * torch.sigmoid(logits)) / std).square() + torch.log(std)
                    + 0.5 * _LOG_2PI).flatten(1).sum(1)
         kl = 0.5 * (mu.square() + logvar.exp() - 1.0 - logvar).sum(1)
         return rec, kl

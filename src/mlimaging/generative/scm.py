@@ -136,8 +136,12 @@ class DeepSCM(nn.Module):
 
     Parameters
     ----------
-    image_size, latent_dim, width, likelihood
+    image_size, latent_dim, width, likelihood, sigma
         Passed to :class:`ConditionalVAE`.
+    gain
+        If true, the intensity acts on the image as an explicit learned gain
+        (:class:`ConditionalVAE` with ``gain=1``: :math:`\mathbb E[x \mid z, t, i] = g(i)\,
+        \sigma(s_\theta(z, t))`); the default ``False`` conditions the whole decoder on both parents.
     t_mean, t_std, i_mean, i_std
         Standardisation of the parents fed to the networks.
     i_low, i_high
@@ -160,28 +164,31 @@ class DeepSCM(nn.Module):
     parents = PARENTS
 
     def __init__(self, *, image_size: int = 28, latent_dim: int = 16, width: int = 32, likelihood: str = "bernoulli",
-                 t_mean: float = 2.5, t_std: float = 0.65, i_mean: float = 180.0, i_std: float = 50.0,
+                 sigma: float | None = None, gain: bool = False, t_mean: float = 2.5, t_std: float = 0.65, i_mean: float = 180.0, i_std: float = 50.0,
                  i_low: float = 0.0, i_high: float = 255.0, log_t_mean: float = 0.9, log_t_std: float = 0.25):
         super().__init__()
         for name, v in (("t_std", t_std), ("i_std", i_std)):
             if not (math.isfinite(v) and v > 0):
                 raise ValueError(f"{name} must be positive, got {v}")
         self._config = dict(image_size=image_size, latent_dim=latent_dim, width=width, likelihood=likelihood,
+                            sigma=None if sigma is None else float(sigma), gain=bool(gain),
                             t_mean=float(t_mean), t_std=float(t_std), i_mean=float(i_mean), i_std=float(i_std),
                             i_low=float(i_low), i_high=float(i_high), log_t_mean=float(log_t_mean),
                             log_t_std=float(log_t_std))
         self.thickness = ThicknessFlow(loc=log_t_mean, scale=log_t_std)
         self.intensity = IntensityFlow(low=i_low, high=i_high, t_mean=t_mean, t_std=t_std)
         self.image = ConditionalVAE(image_size=image_size, cond_dim=2, latent_dim=latent_dim, width=width,
-                                    likelihood=likelihood)
+                                    likelihood=likelihood, sigma=sigma, gain=1 if gain else None)
         self.register_buffer("pa_mean", torch.tensor([float(t_mean), float(i_mean)]))
         self.register_buffer("pa_std", torch.tensor([float(t_std), float(i_std)]))
 
     @classmethod
-    def from_data(cls, thickness: torch.Tensor, intensity: torch.Tensor, **kwargs: Any) -> DeepSCM:
+    def from_data(cls, thickness: torch.Tensor, intensity: torch.Tensor, *, margin: float = 0.05,
+                  **kwargs: Any) -> DeepSCM:
         """A model whose standardisation, intensity support and initial thickness flow come from the
-        training parents (support: the observed range widened by 2% of its width on each side,
-        within [0, 255])."""
+        training parents (support: the observed range widened by ``margin`` (default 5%) of its width
+        on each side, within [0, 255], so that held-out intensities a little beyond the training
+        range can still be abducted; :meth:`abduct` rejects intensities outside the support)."""
         t = torch.as_tensor(thickness, dtype=torch.float64).reshape(-1)
         i = torch.as_tensor(intensity, dtype=torch.float64).reshape(-1)
         if t.numel() < 2 or t.shape != i.shape:
@@ -189,13 +196,15 @@ class DeepSCM(nn.Module):
                              f"and {tuple(i.shape)}")
         if not (torch.isfinite(t).all() and torch.isfinite(i).all() and (t > 0).all()):
             raise ValueError("thickness must be finite and > 0 and intensity finite")
+        if isinstance(margin, bool) or not isinstance(margin, (int, float)) or not 0 <= margin < 10:
+            raise ValueError(f"margin must be a number in [0, 10), got {margin!r}")
         span = float(i.max() - i.min()) or 1.0
         stats = dict(t_mean=float(t.mean()), t_std=float(t.std()) or 1.0, i_mean=float(i.mean()),
-                     i_std=float(i.std()) or 1.0, i_low=max(0.0, float(i.min()) - 0.02 * span),
-                     i_high=min(255.0, float(i.max()) + 0.02 * span), log_t_mean=float(t.log().mean()),
+                     i_std=float(i.std()) or 1.0, i_low=max(0.0, float(i.min()) - margin * span),
+                     i_high=min(255.0, float(i.max()) + margin * span), log_t_mean=float(t.log().mean()),
                      log_t_std=float(t.log().std()) or 1.0)
         if stats["i_high"] <= float(i.max()):
-            stats["i_high"] = float(i.max()) + 0.02 * span
+            stats["i_high"] = float(i.max()) + max(margin, 0.02) * span
         return cls(**{**stats, **kwargs})
 
     @property
@@ -223,13 +232,16 @@ class DeepSCM(nn.Module):
     @torch.no_grad()
     def abduct(self, image: torch.Tensor, parents: Mapping[str, Any]) -> dict[str, torch.Tensor]:
         """Exogenous noise of each sample: ``t`` (:math:`u_t`), ``i`` (:math:`u_i`), ``z`` (posterior
-        mean) and ``residual`` (:math:`x - \\mathbb E[x \\mid z, t, i]`)."""
+        mean) and ``residual``: the decoder noise :math:`u_x = (x - \\mathbb E[x \\mid z, t, i]) /
+        \\mathrm{sd}[x \\mid z, t, i]` of a Gaussian likelihood (:meth:`ConditionalVAE.noise`), the
+        plain difference :math:`x - \\mathbb E[x \\mid z, t, i]` of a Bernoulli one."""
         x, pa = check_inputs(image, parents)
         self._check_support(pa["i"], 'parents["i"]')
         c = self._cond(pa["t"], pa["i"])
         z, _ = self.image.encode(x, c)
+        res = self.image.noise(x, z, c) if self.image.likelihood == "gaussian" else x - self.image.decode(z, c)
         return {"t": self.thickness.inverse(pa["t"]), "i": self.intensity.inverse(pa["i"], pa["t"]), "z": z,
-                "residual": x - self.image.decode(z, c)}
+                "residual": res}
 
     @torch.no_grad()
     def predict(self, noise: Mapping[str, torch.Tensor], do: Mapping[str, Any], *,
@@ -237,8 +249,9 @@ class DeepSCM(nn.Module):
         r"""Push the noise through the mechanisms with the parents in ``do`` fixed.
 
         :math:`t' = \text{do}_t` or :math:`f_t(u_t)`; :math:`i' = \text{do}_i` or :math:`f_i(u_i; t')`;
-        :math:`x' = \mathbb E[x \mid z, t', i']`, plus the abducted residual when ``decoder_noise``
-        (Gaussian likelihood: :math:`x' = \mu' + \sigma \cdot (x - \mu)/\sigma`), clipped to [0, 1].
+        :math:`x' = \mathbb E[x \mid z, t', i']`, or with ``decoder_noise`` (Gaussian likelihood) the
+        abducted decoder noise put back, :math:`x' = \mu' + \mathrm{sd}' \cdot u_x` with
+        :math:`u_x = (x - \mu)/\mathrm{sd}` (so the null intervention returns :math:`x`), clipped to [0, 1].
         """
         z = noise["z"]
         act = _check_values(do, z.shape[0], "do", z, required=False)
@@ -248,12 +261,14 @@ class DeepSCM(nn.Module):
             i = act["i"]
         else:
             i = self.intensity(noise["i"], t)
-        x = self.image.decode(z, self._cond(t, i))
+        c = self._cond(t, i)
         if decoder_noise:
             if self.image.likelihood != "gaussian":
                 raise ValueError("decoder_noise=True needs a Gaussian likelihood (a Bernoulli decoder's noise "
                                  "cannot be abducted)")
-            x = (x + noise["residual"]).clamp(0.0, 1.0)
+            x = self.image.decode_noise(z, c, noise["residual"]).clamp(0.0, 1.0)
+        else:
+            x = self.image.decode(z, c)
         return {"image": x, "t": t, "i": i}
 
     @torch.no_grad()
@@ -272,9 +287,11 @@ class SCMStep(TrainStep):
 
     .. math::
         \ell = \frac{1}{B}\sum_{b}\Big[-\log p(t_b) - \log p(i_b \mid t_b)
-        - \mathrm{ELBO}(x_b \mid t_b, i_b)\Big],
+        + \mathrm{rec}_b + \beta\,\mathrm{KL}_b\Big],
 
-    with the VAE's :math:`z` drawn from the step's own seeded generator (saved in checkpoints, so a
+    (:math:`\mathrm{rec} + \mathrm{KL}` is the image's negative ELBO; ``beta`` :math:`= 1`, the
+    default, is maximum likelihood, :math:`\beta < 1` trades prior fit for sharper reconstructions,
+    Higgins et al. 2017), with the VAE's :math:`z` drawn from the step's own seeded generator (saved in checkpoints, so a
     resumed run continues exactly). Logs ``nll_t``, ``nll_i``, ``rec`` and ``kl``. Batches are
     ``(images, t, i)`` tuples or dicts (:func:`scm_batch`).
 
@@ -294,18 +311,20 @@ class SCMStep(TrainStep):
     ['kl', 'loss', 'nll_i', 'nll_t', 'rec']
     """
 
-    def __init__(self, *, seed: int = 0):
+    def __init__(self, *, seed: int = 0, beta: float = 1.0):
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
-        self.seed = seed
+        if isinstance(beta, bool) or not isinstance(beta, (int, float)) or not (math.isfinite(beta) and beta > 0):
+            raise ValueError(f"beta must be a positive number, got {beta!r}")
+        self.seed, self.beta = seed, float(beta)
         self.generator = torch.Generator().manual_seed(seed)
 
-    @staticmethod
-    def _terms(model: nn.Module, batch: Any, generator: torch.Generator) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def _terms(self, model: nn.Module, batch: Any, generator: torch.Generator
+               ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         x, t, i = scm_batch(batch)
         terms = model(x, t.to(x.dtype), i.to(x.dtype), generator=generator)
         parts = {k: v.mean() for k, v in terms.items()}
-        return sum(parts.values()), parts
+        return sum(self.beta * v if k == "kl" else v for k, v in parts.items()), parts
 
     def __call__(self, model: nn.Module, batch: Any, *, optimizer: torch.optim.Optimizer,
                  grad_clip: float | None = None) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
