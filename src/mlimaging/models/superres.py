@@ -271,10 +271,13 @@ class VDSR(nn.Module):
 
     with :math:`r_\theta` ``depth`` convolutions (ReLU between them, ``features`` channels).
     The paper trains with a high learning rate (0.1) made stable by *adjustable gradient
-    clipping*: each gradient is clipped to :math:`[-\theta/\gamma, \theta/\gamma]` with
-    :math:`\gamma` the current learning rate. In this toolkit the clipping is a training option,
-    not part of the model: ``mlimaging.training.fit(..., grad_clip=c)`` clips the global
-    gradient norm (use ``c = theta / lr``, updated with the schedule).
+    clipping*: each gradient component is clipped to :math:`[-\theta/\gamma, \theta/\gamma]`
+    with :math:`\gamma` the current learning rate, so the step :math:`\gamma g` never exceeds
+    :math:`\theta`. In this toolkit clipping is a training option, not part of the model:
+    ``mlimaging.training.fit(..., grad_clip=c)`` clips the global gradient *norm* to a fixed
+    :math:`c`; :math:`c = \theta/\gamma` bounds the step norm (hence every component) by :math:`\theta` for a constant
+    learning rate (a per-component clip that follows a schedule needs a
+    :class:`~mlimaging.training.step.TrainStep`).
 
     Parameters
     ----------
