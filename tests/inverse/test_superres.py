@@ -300,6 +300,14 @@ def test_a_few_fit_steps_lower_the_loss(camera):
     assert h["loss"][-1] < h["loss"][0]
 
 
+def test_lapsrn_trains_through_fit_with_the_multiscale_charbonnier(camera):
+    data = sr_pairs([camera], scale=4, patch=16, stride=16)
+    model = create_model("lapsrn", scale=4, depth=1, features=8, return_all=True, seed=0)
+    h = fit(model, data, data, loss=MultiScaleLoss(charbonnier), metrics=(), epochs=3, batch_size=12,
+            progress=False, optimizer=lambda p: torch.optim.Adam(p, lr=1e-3))
+    assert h["loss"][-1] < h["loss"][0] and np.isfinite(h["val_loss"]).all()
+
+
 # ------------------------------------------------------------------------------ bad input
 @settings(max_examples=25, deadline=None)
 @given(scale=st.one_of(st.integers(-2, 1), st.floats(0.5, 3.0), st.booleans(), st.none()))
