@@ -17,6 +17,9 @@
   :func:`attention_rollout` for attention maps.
 - ``sam_tiny`` (``sam/``): Segment Anything (:class:`SAM`), a prompted network (points, boxes,
   masks -> masks); :func:`load_sam_checkpoint` loads the official ViT-B/L/H and MedSAM files.
+- ``dp_cnn`` (``dp_cnn.py``): the tanh CNN with GroupNorm that trains well under DP-SGD.
+- ``srcnn``, ``vdsr``, ``espcn``, ``lapsrn``, ``dbpn`` (``superres.py``): super-resolution
+  networks, image to image ``(B, C, h, w) -> (B, C, s h, s w)``.
 
 Classifiers take ``num_classes`` (default 10) and, where meaningful, ``in_channels``
 (default 1), and return logits ``(B, num_classes)``; ``fc_lenet`` returns a score map
@@ -52,11 +55,17 @@ from mlimaging.models.registry import (
 from mlimaging.models.sam import SAM, SAM_CONFIGS, SAMConfig, infer_sam_config, load_sam_checkpoint
 from mlimaging.models.segnet import SegNet
 from mlimaging.models.stn import SpatialTransformer
+from mlimaging.models.superres import DBPN, ESPCN, SRCNN, VDSR, LapSRN
 from mlimaging.models.unet import UNet
 from mlimaging.models.vgg import VGG, make_vgg_features
 from mlimaging.models.vit import ViT, attention_rollout
 
 __all__ = [
+    "LapSRN",
+    "VDSR",
+    "SRCNN",
+    "ESPCN",
+    "DBPN",
     "ASPP",
     "DPCNN",
     "FCN",

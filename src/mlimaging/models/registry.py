@@ -38,6 +38,10 @@ class ModelInfo:
     prompted : bool
         True for a network that takes prompts besides the image (SAM: points, boxes, masks)
         instead of mapping an image to logits; the generic image -> logits tests skip it.
+    image_to_image : bool
+        True for a network that maps an image to an image of the same kind (super-resolution:
+        ``(B, C, h, w) -> (B, C, s h, s w)``) instead of class logits; the generic image ->
+        logits tests skip it (its family has its own suite).
     """
 
     name: str
@@ -46,6 +50,7 @@ class ModelInfo:
     defaults: dict[str, Any] = field(default_factory=dict)
     builder: Callable[..., nn.Module] | None = field(default=None, repr=False, compare=False)
     prompted: bool = False
+    image_to_image: bool = False
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -58,7 +63,8 @@ def _identity(builder: Any) -> tuple[str, str]:
 
 
 def register_model(
-    name: str, *, input_shape: Sequence[int], description: str | None = None, prompted: bool = False
+    name: str, *, input_shape: Sequence[int], description: str | None = None, prompted: bool = False,
+    image_to_image: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder function under ``name`` (decorator).
 
@@ -73,6 +79,8 @@ def register_model(
         One line; defaults to the first line of the builder's docstring.
     prompted : bool
         The model takes prompts besides the image (see :attr:`ModelInfo.prompted`).
+    image_to_image : bool
+        The model outputs an image, not logits (see :attr:`ModelInfo.image_to_image`).
 
     Raises
     ------
@@ -108,7 +116,8 @@ def register_model(
             for p in inspect.signature(builder).parameters.values()
             if p.default is not inspect.Parameter.empty
         }
-        _REGISTRY[name] = ModelInfo(name, shape, doc.strip(), defaults, builder, bool(prompted))
+        _REGISTRY[name] = ModelInfo(name, shape, doc.strip(), defaults, builder, bool(prompted),
+                                    bool(image_to_image))
         return builder
 
     return register

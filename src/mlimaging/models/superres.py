@@ -570,7 +570,7 @@ class DBPN(nn.Module):
 
 
 # ------------------------------------------------------------------------------ registry
-@register_model("srcnn", input_shape=SR_INPUT)
+@register_model("srcnn", input_shape=SR_INPUT, image_to_image=True)
 def srcnn(*, scale: int | Sequence[int] = 2, in_channels: int = 1, features: Sequence[int] = (64, 32),
           kernel_sizes: Sequence[int] = (9, 1, 5), spatial_dims: int = 2) -> SRCNN:
     """SRCNN (Dong et al. 2014): bicubic pre-upsampling, 9-1-5 convolutions, 64/32 filters."""
@@ -578,28 +578,28 @@ def srcnn(*, scale: int | Sequence[int] = 2, in_channels: int = 1, features: Seq
                  spatial_dims=spatial_dims)
 
 
-@register_model("vdsr", input_shape=SR_INPUT)
+@register_model("vdsr", input_shape=SR_INPUT, image_to_image=True)
 def vdsr(*, scale: int | Sequence[int] = 2, in_channels: int = 1, depth: int = 20, features: int = 64,
          spatial_dims: int = 2) -> VDSR:
     """VDSR (Kim et al. 2016): 20 3x3 layers on the bicubic image, residual learning."""
     return VDSR(scale=scale, in_channels=in_channels, depth=depth, features=features, spatial_dims=spatial_dims)
 
 
-@register_model("espcn", input_shape=SR_INPUT)
+@register_model("espcn", input_shape=SR_INPUT, image_to_image=True)
 def espcn(*, scale: int | Sequence[int] = 2, in_channels: int = 1, features: Sequence[int] = (64, 32),
           spatial_dims: int = 2) -> ESPCN:
     """ESPCN (Shi et al. 2016): low-resolution layers + sub-pixel convolution (ICNR init)."""
     return ESPCN(scale=scale, in_channels=in_channels, features=features, spatial_dims=spatial_dims)
 
 
-@register_model("lapsrn", input_shape=SR_INPUT)
+@register_model("lapsrn", input_shape=SR_INPUT, image_to_image=True)
 def lapsrn(*, scale: int = 2, in_channels: int = 1, depth: int = 10, features: int = 64,
            return_all: bool = False) -> LapSRN:
     """LapSRN (Lai et al. 2017): progressive x2 levels, feature and image branches."""
     return LapSRN(scale=scale, in_channels=in_channels, depth=depth, features=features, return_all=return_all)
 
 
-@register_model("dbpn", input_shape=SR_INPUT)
+@register_model("dbpn", input_shape=SR_INPUT, image_to_image=True)
 def dbpn(*, scale: int = 2, in_channels: int = 1, stem_features: int = 32, features: int = 16, stages: int = 3,
          residual: bool = False) -> DBPN:
     """D-DBPN (Haris et al. 2018): dense up/down back-projection units (small CPU default)."""
