@@ -186,3 +186,27 @@ def test_bad_dp_options_are_one_red_line(tmp_path, args, needle):
     _one_red_line(result)
     assert needle in result.output
     assert not (tmp_path / "bad").exists()
+
+
+def test_dp_cnn_with_the_dp_defaults(tmp_path):
+    """`--model dp_cnn --dp --epsilon 3` with nothing else takes the --dp defaults (Adam lr 0.01, clipping norm 0.1,
+    batch 512 capped at a quarter of the training images), resizes the 8 x 8 digits to dp_cnn's 28 x 28 and spends at
+    most the budget; the checkpoint predicts."""
+    out = tmp_path / "dpcnn"
+    result = runner.invoke(app, ["--threads", "1", "train", "classifier", "--dataset", "digits", "--model", "dp_cnn",
+                                 "--seed", "1", "--epochs", "2", "--dp", "--epsilon", "3", "--out", str(out)],
+                           terminal_width=200)
+    assert result.exit_code == 0, result.output
+    cfg = _config(out)
+    assert cfg["model"] == "dp_cnn" and cfg["lr"] == 0.01 and cfg["max_grad_norm"] == 0.1
+    assert cfg["batch_size"] == min(512, N_TRAIN // 4)
+    assert cfg["meta"]["preprocess"]["size"] == [28, 28]
+    spent = _metrics(out)["epsilon"]
+    q, steps = cfg["batch_size"] / N_TRAIN, 2 * math.ceil(N_TRAIN / cfg["batch_size"])
+    assert spent == pytest.approx(epsilon(noise_multiplier=cfg["noise_multiplier"], sample_rate=q, steps=steps,
+                                          delta=1e-5), rel=1e-9)
+    assert spent <= 3.0
+    ckpt = torch.load(out / "model.pt", weights_only=True)
+    assert not any("running_mean" in k for k in ckpt["model"]) and "std" in ckpt["model"]  # GroupNorm, no BatchNorm
+    help_text = " ".join(runner.invoke(app, ["train", "classifier", "--help"]).output.replace("│", " ").split())
+    assert "--max-grad-norm 0.1" in help_text and "dp_cnn" in help_text

@@ -59,6 +59,11 @@ DEFAULTS: dict[str, Any] = {"dataset": "mnist5k", "model": "lenet", "lr": 1e-3, 
                             "max_grad_norm": None, "max_physical_batch": None, "dp_fix_model": False,
                             "noise_multiplier": None, "dp_epochs": None}
 ADVERSARIAL = ("fgsm", "pgd")
+#: Defaults that replace DEFAULTS' with ``--dp`` (measured on mnist5k with ``--model dp_cnn``, DP-SGD at epsilon 3,
+#: one seed, test accuracy after 20 epochs: Adam lr 0.01, B 512, C 0.1: 0.904; lr 0.003: 0.813; lr 0.001: 0.724;
+#: 10 epochs, lr 0.01: 0.872). Large Poisson batches and a small clipping norm (Tramer & Boneh 2021,
+#: arXiv:2011.11660); the batch is at most a quarter of the training images when not given.
+DP_DEFAULTS: dict[str, Any] = {"lr": 1e-2, "batch_size": 512, "max_grad_norm": 0.1}
 #: The options that only ``--dp`` takes (``noise_multiplier`` and ``dp_epochs`` are resolved, not given).
 DP_OPTIONS = ("epsilon", "sigma", "delta", "max_grad_norm", "max_physical_batch", "dp_fix_model")
 
@@ -171,8 +176,9 @@ def train_classifier_cmd(
     root: str | None = typer.Option(None, "--root", help="Data folder or file (mnist, medmnist, image-folder)."),
     model: str | None = typer.Option(None, "--model", help="A classifier of the model registry (default: lenet)."),
     epochs: int = typer.Option(10, "--epochs", help="Total epochs (a resumed run continues up to this number)."),
-    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default: 0.001)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step (default: 64)."),
+    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default: 0.001; 0.01 with --dp)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Images per step (default: 64; with --dp 512, "
+                                          "at most a quarter of the training images)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the split, initialisation and batch order (default: 0)."),
     size: int | None = typer.Option(None, "--size", help="Resize images to SIZE x SIZE (default: as stored, or the "
                                     "model's input size when it cannot take them)."),
@@ -186,14 +192,16 @@ def train_classifier_cmd(
                                          "size 2.5 eps / steps)."),
     dp: bool = typer.Option(False, "--dp", help="Differentially private training (DP-SGD, Abadi et al. 2016): "
                             "Poisson batches of expected size --batch-size, each image's gradient clipped to "
-                            "--max-grad-norm, Gaussian noise; epsilon spent printed per epoch."),
+                            "--max-grad-norm, Gaussian noise; epsilon spent printed per epoch. Its own defaults: "
+                            "--lr 0.01, --batch-size 512, --max-grad-norm 0.1. Use --model dp_cnn (tanh + "
+                            "GroupNorm): --epsilon 3 --epochs 20 reaches about 90% on mnist5k."),
     target_epsilon: float | None = typer.Option(None, "--epsilon", help="--dp: the budget epsilon of the whole "
                                                 "run (--epochs); the noise multiplier is solved for it."),
     sigma: float | None = typer.Option(None, "--sigma", help="--dp: the noise multiplier (noise std / clipping "
                                        "norm) instead of --epsilon."),
     delta: float | None = typer.Option(None, "--delta", help="--dp: delta of the guarantee (default 1e-5)."),
     max_grad_norm: float | None = typer.Option(None, "--max-grad-norm", help="--dp: clipping norm C of each "
-                                               "image's gradient (default 1.0)."),
+                                               "image's gradient (default 0.1)."),
     max_physical_batch: int | None = typer.Option(None, "--max-physical-batch", help="--dp: most images per "
                                                   "forward/backward (bounds memory; same update)."),
     dp_fix_model: bool = typer.Option(False, "--dp-fix-model", help="--dp: replace BatchNorm layers by GroupNorm."),
@@ -237,13 +245,16 @@ def train_classifier_cmd(
     given = {"dataset": dataset, "model": model, "lr": lr, "batch_size": batch_size, "seed": seed, "size": size,
              "augment_shift": augment_shift, "root": root, "adversarial": adversarial, "eps": eps, "adv_steps": adv_steps,
              "dp": dp or None, **dp_given}
-    s = resolve_settings(given, stored, DEFAULTS)
+    private_run = dp or bool(stored and stored.get("dp"))
+    s = resolve_settings(given, stored, {**DEFAULTS, **DP_DEFAULTS} if private_run else DEFAULTS)
     step = _adversarial_step(s, nn.CrossEntropyLoss())
 
     splits = {sp: load_dataset(s["dataset"], split=sp, root=s["root"], seed=s["seed"]) for sp in ("train", "val", "test")}
     (xtr, ytr), (xva, yva), (xte, yte) = (_split_images(splits[sp]) for sp in ("train", "val", "test"))
     classes = [str(c) for c in (getattr(splits["train"], "classes", None) or range(int(ytr.max()) + 1))]
     c, native = int(xtr.shape[1]), (int(xtr.shape[2]), int(xtr.shape[3]))
+    if s["dp"] and stored is None and batch_size is None:  # the --dp default batch on a small training set
+        s["batch_size"] = min(s["batch_size"], max(1, len(ytr) // 4))
     net, kwargs, hw = _fit_model(s["model"], len(classes), c, native, s["size"], s["seed"])
     if s["dp"]:
         _check_batchnorm(net, s)
@@ -367,7 +378,7 @@ def _make_private(net: nn.Module, optimizer: Any, train: Any, s: dict[str, Any],
     from mlimaging.privacy.dp import make_private
 
     s["delta"] = 1e-5 if s["delta"] is None else float(s["delta"])
-    s["max_grad_norm"] = 1.0 if s["max_grad_norm"] is None else float(s["max_grad_norm"])
+    s["max_grad_norm"] = DP_DEFAULTS["max_grad_norm"] if s["max_grad_norm"] is None else float(s["max_grad_norm"])
     if s["epsilon"] is None and s["sigma"] is None:
         raise ValueError("--dp needs --epsilon E (the budget of the run) or --sigma S (the noise multiplier)")
     if s["batch_size"] > len(train):
