@@ -190,6 +190,18 @@ def test_pnp_with_a_network_sigma_schedule_and_eval_mode():
         pnp(op.A(x), op, denoiser=net, iterations=4, sigma=[0.1, 0.2])
 
 
+@pytest.mark.parametrize("algorithm", ["pgd", "admm"])
+def test_pnp_step_schedule_equals_a_constant_step(algorithm):
+    op = Blur(gaussian_kernel(1.0), padding="circular")
+    y = op.A(_smooth_image(16))
+    kw = dict(denoiser=lambda v, s: 0.9 * v, algorithm=algorithm, iterations=5)
+    a, b = pnp(y, op, step=0.7, **kw), pnp(y, op, step=[0.7] * 5, **kw)
+    assert torch.equal(a.x, b.x)
+    c = pnp(y, op, step=[0.7, 0.7, 0.7, 0.7, 0.2], **kw)
+    assert c.objective[:4] == a.objective[:4]
+    assert not torch.equal(c.x, a.x)
+
+
 def test_pnp_rejects_a_denoiser_that_changes_the_shape():
     with pytest.raises(ValueError, match="denoiser"):
         pnp(torch.zeros(1, 1, 4, 4), Identity(), denoiser=lambda v, s: v[..., :2], iterations=1)
@@ -198,7 +210,8 @@ def test_pnp_rejects_a_denoiser_that_changes_the_shape():
 @settings(max_examples=25, deadline=None)
 @given(st.sampled_from([
     {"algorithm": "fista"}, {"iterations": 0}, {"iterations": 2.5}, {"sigma": -0.1}, {"sigma": float("nan")},
-    {"step": 0.0}, {"step": -1.0}, {"denoiser": "dncnn"}, {"cg_iterations": 0},
+    {"step": 0.0}, {"step": -1.0}, {"step": [0.5]}, {"step": [0.5, 0.0]}, {"denoiser": "dncnn"},
+    {"cg_iterations": 0},
 ]))
 def test_pnp_bad_input_names_the_argument(bad):
     kw = {"denoiser": lambda v, s: v, "iterations": 2, **bad}

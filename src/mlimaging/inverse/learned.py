@@ -69,14 +69,14 @@ __all__ = [
 Denoiser = Callable[[Tensor, Any], Tensor]
 
 
-def _sigmas(sigma: float | Sequence[float], iterations: int) -> list[float]:
-    if isinstance(sigma, (Sequence, np.ndarray, Tensor)) and not isinstance(sigma, str):
-        values = [_float(float(s), "sigma") for s in sigma]
+def _schedule(value: float | Sequence[float], iterations: int, name: str, *, positive: bool = False) -> list[float]:
+    if isinstance(value, (Sequence, np.ndarray, Tensor)) and not isinstance(value, str):
+        values = [_float(float(s), name, positive=positive) for s in value]
         if len(values) != iterations:
-            raise ValueError(f"sigma must be a number or one value per iteration ({iterations}), "
+            raise ValueError(f"{name} must be a number or one value per iteration ({iterations}), "
                              f"got {len(values)} values")
         return values
-    return [_float(sigma, "sigma")] * iterations
+    return [_float(value, name, positive=positive)] * iterations
 
 
 class _EvalMode:
@@ -97,7 +97,7 @@ class _EvalMode:
 
 # -- plug-and-play ----------------------------------------------------------------------------------
 def pnp(y: Tensor, operator: Operator, *, denoiser: Denoiser, algorithm: str = "pgd", iterations: int = 50,
-        sigma: float | Sequence[float] = 0.02, step: float | None = None, x0: Tensor | None = None,
+        sigma: float | Sequence[float] = 0.02, step: float | Sequence[float] | None = None, x0: Tensor | None = None,
         x_true: Tensor | None = None, data_range: float | None = None, cg_iterations: int = 50,
         progress: bool = False) -> Reconstruction:
     r"""Plug-and-play reconstruction: a proximal algorithm with a denoiser in place of the prox.
@@ -135,9 +135,11 @@ def pnp(y: Tensor, operator: Operator, *, denoiser: Denoiser, algorithm: str = "
         Number of iterations.
     sigma : float or sequence of float
         Denoiser noise level, or one per iteration (a decreasing schedule often helps).
-    step : float, optional
-        :math:`\eta` (default :math:`1/\|A\|_2^2`, the largest step of a convergent gradient
-        descent on :math:`f`).
+    step : float or sequence of float, optional
+        :math:`\eta`, or one per iteration (default :math:`1/\|A\|_2^2`, the largest step of a
+        convergent gradient descent on :math:`f`). For ADMM, :math:`\eta_k = \sigma_k^2/(\lambda
+        \sigma_n^2)` with the measurement noise :math:`\sigma_n` is the half-quadratic-splitting
+        schedule of Zhang et al. (2021).
     x0 : Tensor, optional
         Starting point (default :math:`A^\top y/\|A\|^2`).
     x_true, data_range : Tensor, float, optional
@@ -175,24 +177,24 @@ def pnp(y: Tensor, operator: Operator, *, denoiser: Denoiser, algorithm: str = "
         raise ValueError(f"algorithm must be 'pgd' or 'admm', got {algorithm!r}")
     iterations = _int(iterations, "iterations")
     cg_iterations = _int(cg_iterations, "cg_iterations")
-    sigmas = _sigmas(sigma, iterations)
+    sigmas = _schedule(sigma, iterations, "sigma")
     psnr = _psnr_fn(x_true, data_range)
     t0 = time.perf_counter()
     lipschitz = float(operator.norm(aty)) ** 2
     if lipschitz == 0.0:
         raise ValueError("operator has norm 0 (A x = 0 for every x): nothing to reconstruct")
-    eta = 1.0 / lipschitz if step is None else _float(step, "step", positive=True)
+    etas = [1.0 / lipschitz] * iterations if step is None else _schedule(step, iterations, "step", positive=True)
     x = aty / lipschitz if x0 is None else x0.clone()
     rec = Reconstruction(x)
     with torch.no_grad(), _EvalMode(denoiser), _progress(iterations, progress, f"PnP ({algorithm})") as advance:
         z, u = x, torch.zeros_like(x)
         for k in range(iterations):
             if algorithm == "pgd":
-                x = denoiser(x - eta * operator.A_adjoint(operator.A(x) - y), sigmas[k])
+                x = denoiser(x - etas[k] * operator.A_adjoint(operator.A(x) - y), sigmas[k])
                 est = x
             else:
                 v = z - u
-                d = tikhonov(y - operator.A(v), operator, lam=1.0 / eta, iterations=cg_iterations).x
+                d = tikhonov(y - operator.A(v), operator, lam=1.0 / etas[k], iterations=cg_iterations).x
                 x = v + d
                 z = denoiser(x + u, sigmas[k])
                 u = u + x - z
