@@ -71,6 +71,8 @@ def test_resume_continues_to_more_epochs(sr_run, tmp_path):
     changed = _train(out, "--epochs", "3", "--resume", "--loss", "l2")
     _one_red_line(changed)
     assert "--loss l2" in changed.output
+    config = json.loads((out / "config.json").read_text())
+    assert "--resume" not in config["command"] and "--model espcn" in config["command"]
 
 
 def test_loaded_model_reproduces_the_saved_weights(sr_run):
@@ -153,6 +155,8 @@ def test_upscale_array_volume_of_a_constant_stays_constant():
     (["--patch", "15"], "--patch"),
     (["--epochs", "0"], "--epochs"),
     (["--degradation", "jpeg"], "--degradation"),
+    (["--grad-clip", "-1"], "--grad-clip"),
+    (["--model", "lapsrn", "--scale", "3"], "--scale"),
 ])
 def test_train_bad_options_are_one_red_line(tmp_path, args, needle):
     result = runner.invoke(app, ["train", "superres", "--out", str(tmp_path / "r"), *args])

@@ -70,7 +70,8 @@ RUN_NAME = "train-superres"
 MODELS = ("srcnn", "vdsr", "espcn", "lapsrn", "dbpn")
 TRAIN_LOSSES = ("l1", "l2", "mse", "huber", "charbonnier")
 DEFAULTS: dict[str, Any] = {"model": "espcn", "scale": 2, "loss": "l1", "patch": 48, "patches": 64, "lr": 1e-3,
-                            "batch_size": 16, "seed": 0, "degradation": "bicubic", "n_test": 4, "eval_crop": 256}
+                            "batch_size": 16, "seed": 0, "degradation": "bicubic", "n_test": 4, "eval_crop": 256,
+                            "grad_clip": None}
 
 
 # ------------------------------------------------------------------------------ model.pt
@@ -215,7 +216,8 @@ def _held_out(net: nn.Module, names: list[str], s: dict[str, Any], device: str) 
 def _command(s: dict[str, Any], epochs: int, out: Path) -> str:
     parts = ["mlimaging", "train", "superres"]
     for key in DEFAULTS:
-        parts += [f"--{key.replace('_', '-')}", str(s[key])]
+        if s[key] is not None:
+            parts += [f"--{key.replace('_', '-')}", str(s[key])]
     return " ".join([*parts, "--epochs", str(epochs), "--out", str(out)])
 
 
@@ -238,6 +240,8 @@ def train_superres_cmd(
                                       "PSNR/SSIM (default 4)."),
     eval_crop: int | None = typer.Option(None, "--eval-crop", help="Side of the centre crop of each held-out image "
                                          "scored at the end (default 256)."),
+    grad_clip: float | None = typer.Option(None, "--grad-clip", help="Clip the global gradient norm to this value "
+                                           "(VDSR's high-learning-rate recipe; default: none)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps ..."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Delete an existing --out run folder and start again."),
@@ -260,12 +264,13 @@ def train_superres_cmd(
                           (batch_size, "--batch-size"), (n_test, "--n-test"), (eval_crop, "--eval-crop")):
         check_positive(value, option, integer=True)
     check_positive(lr, "--lr")
+    check_positive(grad_clip, "--grad-clip")
     if seed is not None and seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
     stored, clear = prepare_out(out, resume=resume, force=force, command="train superres")
     given = {"model": model, "scale": scale, "loss": loss, "patch": patch, "patches": patches, "lr": lr,
              "batch_size": batch_size, "seed": seed, "degradation": degradation, "n_test": n_test,
-             "eval_crop": eval_crop}
+             "eval_crop": eval_crop, "grad_clip": grad_clip}
     s = resolve_settings(given, stored, DEFAULTS)
     if s["patch"] % s["scale"]:
         raise ValueError(f"--patch must be a multiple of --scale {s['scale']}, got {s['patch']}")
@@ -289,7 +294,8 @@ def train_superres_cmd(
     try:
         history = fit(net, train, val, loss=LOSSES[s["loss"]], metrics=(), epochs=epochs,
                       optimizer=lambda p: torch.optim.Adam(p, lr=s["lr"]), batch_size=s["batch_size"],
-                      seed=s["seed"], checkpoint_dir=out / "checkpoints", resume=stored is not None, run=run,
+                      grad_clip=s["grad_clip"], seed=s["seed"], checkpoint_dir=out / "checkpoints",
+                      resume=stored is not None, run=run,
                       monitor="val_loss", mode="min", callbacks=[ExportBest(out / "model.pt", "superres", meta)],
                       device=device)
     except KeyboardInterrupt:
@@ -303,9 +309,10 @@ def train_superres_cmd(
     run.log(best_epoch=history.best_epoch, best_val_loss=history.best_value, test_psnr=mean["psnr"],
             test_ssim=mean["ssim"], bicubic_psnr=mean["bicubic_psnr"], bicubic_ssim=mean["bicubic_ssim"],
             gain_db=mean["gain_db"])
+    clip = f" (gradient norm clipped to {s['grad_clip']})" if s["grad_clip"] else ""
     run.section("Training", f"{s['model']} x{s['scale']} on {len(train)} LR/HR patch pairs ({s['patch']} px) of "
                 f"{len(train_names)} bundled images ({s['degradation']} degradation), {s['loss']} loss, Adam lr "
-                f"{s['lr']}, batch {s['batch_size']}, seed {s['seed']}; validation on {len(val)} patches of the "
+                f"{s['lr']}{clip}, batch {s['batch_size']}, seed {s['seed']}; validation on {len(val)} patches of the "
                 f"held-out images {', '.join(test_names)}.")
     run.table("Held-out", rows, caption=f"PSNR (dB) and SSIM on the Y channel, {s['scale']}-pixel border cut, centre "
               f"crops of at most {s['eval_crop']} px of the held-out images, best epoch's weights (model.pt) beside "
