@@ -19,6 +19,7 @@ from mlimaging.cli import register as _register  # noqa: F401
 from mlimaging.cli import sam as _sam  # noqa: F401
 from mlimaging.cli import scm as _scm  # noqa: F401
 from mlimaging.cli import segment as _segment  # noqa: F401
+from mlimaging.cli import superres as _superres  # noqa: F401
 from mlimaging.cli import train as _train  # noqa: F401  (the `train` group; its commands import it too)
 from mlimaging.cli.app import app, main
 
