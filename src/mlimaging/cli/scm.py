@@ -47,7 +47,7 @@ __all__ = ["counterfactual_cmd", "load_scm", "parse_do", "train_scm_cmd"]
 
 RUN_NAME = "scm"
 DEFAULTS: dict[str, Any] = {"n_train": 4000, "n_val": 500, "lr": 1e-3, "batch_size": 64, "seed": 0, "latent_dim": 16,
-                            "likelihood": "bernoulli"}
+                            "likelihood": "gaussian"}
 
 
 def _command(s: dict[str, Any], epochs: int, out: Path) -> str:
@@ -86,7 +86,8 @@ def train_scm_cmd(
     seed: int | None = typer.Option(None, "--seed", help="Seed of the data, initialisation, batch order and "
                                     "latent draws (default 0)."),
     latent_dim: int | None = typer.Option(None, "--latent-dim", help="Size of the VAE's latent z (default 16)."),
-    likelihood: str | None = typer.Option(None, "--likelihood", help="bernoulli or gaussian (default bernoulli)."),
+    likelihood: str | None = typer.Option(None, "--likelihood", help="gaussian (default: sharper images; "
+                                          "counterfactuals keep the image's abducted noise) or bernoulli."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps ..."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Delete an existing --out run folder and start again."),

@@ -460,7 +460,8 @@ def _train_scm(cfg: GenerativeConfig, p: dict[str, Any], train: dict[str, Any]) 
     from mlimaging.training import fit
 
     torch.manual_seed(cfg.seed)
-    model = DeepSCM.from_data(train["thickness"], train["intensity"], latent_dim=p["scm_latent"], width=p["scm_width"])
+    model = DeepSCM.from_data(train["thickness"], train["intensity"], latent_dim=p["scm_latent"], width=p["scm_width"],
+                              likelihood="gaussian")
     t0 = time.perf_counter()
     history = fit(model, TensorDataset(train["images"], train["thickness"], train["intensity"]),
                   step=SCMStep(seed=cfg.seed), optimizer=lambda ps: torch.optim.Adam(ps, lr=p["scm_lr"]),
@@ -485,7 +486,7 @@ def _scm_section(cfg: GenerativeConfig, p: dict[str, Any], run: Run, model: Any,
     from mlimaging.generative.scm import TrueSCM, counterfactual
 
     run.section("4. Deep structural causal model", f"Flows for t and i | t and a conditional VAE (width "
-                f"{p['scm_width']}, {p['scm_latent']} latents, Bernoulli likelihood) for the image given (t, i), "
+                f"{p['scm_width']}, {p['scm_latent']} latents, Gaussian likelihood; counterfactuals keep the image's abducted noise) for the image given (t, i), "
                 f"trained by maximum likelihood (the ELBO for the image) on {p['n_causal']} "
                 f"causal_mnist samples for {p['scm_epochs']} epoch(s) (Adam lr {p['scm_lr']:g}; {seconds:.1f} s). "
                 "Counterfactuals by abduction (invert the flows, encode z), action (fix the intervened parent) and "
