@@ -1,5 +1,6 @@
 """Inverse problems: forward operators (blur, downsampling, inpainting, MRI, CT) with their
-adjoints and noise models; classical and learned reconstruction; the deep image prior.
+adjoints and noise models; classical and learned reconstruction; the deep image prior;
+super-resolution in :mod:`mlimaging.inverse.superres`.
 """
 
 from __future__ import annotations
@@ -24,6 +25,13 @@ from mlimaging.inverse.operators import (
     gaussian_kernel,
     motion_kernel,
 )
+from mlimaging.inverse.solvers import (
+    Reconstruction,
+    least_squares,
+    tikhonov,
+    tv_reconstruct,
+    wavelet_reconstruct,
+)
 
 __all__ = [
     "ComposedOperator",
@@ -42,4 +50,9 @@ __all__ = [
     "fbp",
     "gaussian_kernel",
     "motion_kernel",
+    "Reconstruction",
+    "least_squares",
+    "tikhonov",
+    "tv_reconstruct",
+    "wavelet_reconstruct",
 ]
