@@ -135,6 +135,14 @@ def test_wavelet_ista_objective_non_increasing_and_fista_agrees():
     assert ista.psnr[-1] > ista.psnr[0] - 1e-9 and len(ista.psnr) == ista.iterations
 
 
+def test_given_norm_equals_power_iteration():
+    _, y = _camera(32)
+    op = Blur(gaussian_kernel(1.0), padding="circular")
+    auto = tv_reconstruct(y, op, lam=0.02, iterations=10, algorithm="fista")
+    given = tv_reconstruct(y, op, lam=0.02, iterations=10, algorithm="fista", norm=op.norm(y))
+    assert_allclose(given.x.numpy(), auto.x.numpy(), atol=1e-12)
+
+
 def test_batch_is_solved_image_by_image():
     _, y1 = _camera(32, seed=5)
     _, y2 = _camera(32, seed=6)
@@ -291,6 +299,8 @@ def test_non_finite_measurement_raises(index, value):
     ({"algorithm": "admm"}, "algorithm"),
     ({"inner_iterations": 0}, "inner_iterations"),
     ({"tol": -1.0}, "tol"),
+    ({"norm": 0.0}, "norm"),
+    ({"step_ratio": -1.0}, "step_ratio"),
 ])
 def test_bad_tv_options_raise(kwargs, name):
     with pytest.raises(ValueError, match=name):

@@ -160,9 +160,10 @@ def _sq(t: Tensor) -> float:
     return float(torch.sum(t * t))
 
 
-def _start(operator: Operator, aty: Tensor, x0: Tensor | None) -> tuple[Tensor, float]:
+def _start(operator: Operator, aty: Tensor, x0: Tensor | None, norm: float | None) -> tuple[Tensor, float]:
     """Starting point (``x0`` or ``A^T y / ||A||^2``) and the Lipschitz constant ``||A||^2``."""
-    lipschitz = float(operator.norm(aty)) ** 2
+    norm = float(operator.norm(aty)) if norm is None else _check_number(norm, "norm", positive=True)
+    lipschitz = norm ** 2
     if lipschitz == 0.0:
         raise ValueError("operator has norm 0 (A x = 0 for every x): nothing to reconstruct")
     return (aty / lipschitz if x0 is None else x0.clone()), lipschitz
@@ -405,7 +406,7 @@ def _relative_change(new: Tensor, old: Tensor) -> float:
 
 def tv_reconstruct(y: Tensor, operator: Operator, *, lam: float, iterations: int = 200, algorithm: str = "pdhg",
                    isotropic: bool = True, tol: float = 0.0, inner_iterations: int = 10, monotone: bool = False,
-                   step_ratio: float = 3.0,
+                   step_ratio: float = 3.0, norm: float | None = None,
                    x0: Tensor | None = None, x_true: Tensor | None = None, data_range: float | None = None,
                    progress: bool = False) -> Reconstruction:
     r"""Total-variation regularised reconstruction, 2D or 3D.
@@ -462,6 +463,9 @@ def tv_reconstruct(y: Tensor, operator: Operator, *, lam: float, iterations: int
         5e-3 / 5e-4 / 1e-5; blur sigma 1 (noise 0.02, lam 0.01) 3e-6 / 1e-5 / 8e-5.
     x0 : Tensor, optional
         Starting point (default :math:`A^\top y/\|A\|^2`).
+    norm : float, optional
+        :math:`\|A\|_2` when known (e.g. 1 for a normalised blur, or computed once for many
+        solves); default ``operator.norm`` (power iteration) at every call.
     x_true, data_range, progress
         As in :func:`least_squares`.
 
@@ -495,7 +499,7 @@ def tv_reconstruct(y: Tensor, operator: Operator, *, lam: float, iterations: int
                          f"operator.A_adjoint(y) has shape {tuple(aty.shape)}")
     psnr = _psnr_fn(x_true, data_range)
     t0 = time.perf_counter()
-    x, lipschitz = _start(operator, aty, x0)
+    x, lipschitz = _start(operator, aty, x0, norm)
     rec = Reconstruction(x)
     ax, gx = operator.A(x), gradient(x)
     with _progress(iterations, progress, f"TV ({algorithm})") as advance:
@@ -553,7 +557,7 @@ def tv_reconstruct(y: Tensor, operator: Operator, *, lam: float, iterations: int
 
 # -- wavelet sparsity --------------------------------------------------------------------------------
 def wavelet_reconstruct(y: Tensor, operator: Operator, *, lam: float, wavelet: str = "db4", levels: int = 3,
-                        iterations: int = 100, algorithm: str = "fista", tol: float = 0.0,
+                        iterations: int = 100, algorithm: str = "fista", tol: float = 0.0, norm: float | None = None,
                         x0: Tensor | None = None, x_true: Tensor | None = None, data_range: float | None = None,
                         progress: bool = False) -> Reconstruction:
     r"""Sparsity in an orthogonal wavelet basis, by ISTA or FISTA with soft thresholding.
@@ -592,7 +596,7 @@ def wavelet_reconstruct(y: Tensor, operator: Operator, *, lam: float, wavelet: s
         ISTA (monotone objective) or FISTA.
     tol : float
         Stop when :math:`\|x_{k+1} - x_k\| \le \mathrm{tol}\,\|x_{k+1}\|` (0: run all iterations).
-    x0, x_true, data_range, progress
+    x0, x_true, data_range, progress, norm
         As in :func:`tv_reconstruct`.
 
     Returns
@@ -624,7 +628,7 @@ def wavelet_reconstruct(y: Tensor, operator: Operator, *, lam: float, wavelet: s
     detail = transform.detail.to(aty.device)
     psnr = _psnr_fn(x_true, data_range)
     t0 = time.perf_counter()
-    x, lipschitz = _start(operator, aty, x0)
+    x, lipschitz = _start(operator, aty, x0, norm)
     rec = Reconstruction(x)
     threshold = torch.where(detail, lam / lipschitz, 0.0).to(aty.dtype)
     z, ax, t = x, operator.A(x), 1.0
