@@ -407,9 +407,11 @@ def _build(model: str | nn.Module, channels: int, seed: int) -> nn.Module:
     if isinstance(model, nn.Module):
         return model
     if model == "dncnn":
-        return DnCNN(channels=channels, depth=10, features=48, seed=seed)
+        cfg = DEFAULT_SETTINGS["dncnn"]
+        return DnCNN(channels=channels, depth=cfg["depth"], features=cfg["features"], seed=seed)
     if model == "unet":
-        return UNetDenoiser(channels=channels, features=(32, 64, 128), blocks=2, seed=seed)
+        cfg = DEFAULT_SETTINGS["unet"]
+        return UNetDenoiser(channels=channels, features=tuple(cfg["features"]), blocks=cfg["blocks"], seed=seed)
     raise ValueError(f"model must be 'dncnn', 'unet' or an nn.Module, got {model!r}")
 
 
@@ -427,8 +429,8 @@ def train_denoiser(model: str | nn.Module = "dncnn", *, images: Any = None, patc
     Parameters
     ----------
     model : {"dncnn", "unet"} or nn.Module
-        ``"dncnn"``: :class:`DnCNN` (depth 10, 48 features, batch norm); ``"unet"``:
-        :class:`UNetDenoiser` (32-64-128, 2 blocks); or a module ``(x, sigma) -> x``. A
+        ``"dncnn"``: :class:`DnCNN` (depth 8, 32 features, batch norm); ``"unet"``:
+        :class:`UNetDenoiser` (32-64-128, 2 blocks), sized as :data:`DEFAULT_SETTINGS`; or a module ``(x, sigma) -> x``. A
         :class:`UNetDenoiser` gets the noise map as input.
     images, patch_size, patches, sigma
         As :class:`PatchDataset` (``patches`` is its ``length``).
@@ -482,7 +484,7 @@ def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
 
 
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
-    "dncnn": {"depth": 10, "features": 48, "patch_size": 40, "patches": 4096, "sigma": [0.0, 0.1], "epochs": 8,
+    "dncnn": {"depth": 8, "features": 32, "patch_size": 40, "patches": 2048, "sigma": [0.0, 0.06], "epochs": 6,
               "batch_size": 32, "lr": 1e-3, "seed": 0},
     "unet": {"features": [32, 64, 128], "blocks": 2, "patch_size": 48, "patches": 4096, "sigma": [0.0, 0.1],
              "epochs": 8, "batch_size": 32, "lr": 1e-3, "seed": 0},

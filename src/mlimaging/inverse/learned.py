@@ -79,6 +79,15 @@ def _schedule(value: float | Sequence[float], iterations: int, name: str, *, pos
     return [_float(value, name, positive=positive)] * iterations
 
 
+def _denoise(denoiser: Denoiser, v: Tensor, sigma: float) -> Tensor:
+    """``denoiser(v, sigma)``, run in the dtype of a module denoiser's parameters and returned in ``v``'s."""
+    param = next(denoiser.parameters(), None) if isinstance(denoiser, nn.Module) else None
+    if param is None or param.dtype == v.dtype:
+        return denoiser(v, sigma)
+    out = denoiser(v.to(param.dtype), sigma)
+    return out.to(v.dtype) if isinstance(out, Tensor) else out
+
+
 class _EvalMode:
     """Put a module denoiser in eval mode for the duration (restored after)."""
 
@@ -190,13 +199,13 @@ def pnp(y: Tensor, operator: Operator, *, denoiser: Denoiser, algorithm: str = "
         z, u = x, torch.zeros_like(x)
         for k in range(iterations):
             if algorithm == "pgd":
-                x = denoiser(x - etas[k] * operator.A_adjoint(operator.A(x) - y), sigmas[k])
+                x = _denoise(denoiser, x - etas[k] * operator.A_adjoint(operator.A(x) - y), sigmas[k])
                 est = x
             else:
                 v = z - u
                 d = tikhonov(y - operator.A(v), operator, lam=1.0 / etas[k], iterations=cg_iterations).x
                 x = v + d
-                z = denoiser(x + u, sigmas[k])
+                z = _denoise(denoiser, x + u, sigmas[k])
                 u = u + x - z
                 est = z
             if not isinstance(est, Tensor) or est.shape != aty.shape:
