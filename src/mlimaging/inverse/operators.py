@@ -251,8 +251,12 @@ def _conv(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 
 def _conv_adjoint(y: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
-    conv_t = F.conv_transpose2d if weight.ndim == 2 else F.conv_transpose3d
-    return conv_t(y, weight.flip(tuple(range(weight.ndim)))[None, None])
+    # The transpose of a valid convolution is the full correlation with the same kernel: zero-pad
+    # by k - 1 on each side and correlate. Equal to conv_transpose with the flipped kernel, and
+    # ~10x faster on the CPU (conv_transpose2d with one channel is slow there).
+    conv = F.conv2d if weight.ndim == 2 else F.conv3d
+    pads = [p for k in reversed(weight.shape) for p in (k - 1, k - 1)]
+    return conv(F.pad(y, pads), weight[None, None])
 
 
 def blur(x: torch.Tensor, kernel: torch.Tensor, padding: str) -> torch.Tensor:
