@@ -40,13 +40,13 @@ import math
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import click
 import typer
 from typer.core import TyperGroup
 
 from mlimaging.cli.app import app, command, console, err_console
 
 if TYPE_CHECKING:  # torch is imported inside the command: `mlimaging --help` stays fast
+    import click  # typer >= 0.2x vendors its own click: never import click at run time
     import torch
 
 __all__ = ["attack_app", "attack_cmd", "invert_cmd", "parse_defence", "parse_eps"]
