@@ -1,0 +1,18 @@
+"""Object detection: boxes and non-maximum suppression, mean average precision, digit canvases,
+YOLO-format folders, and a single-shot grid detector (YOLO).
+
+Box conventions (``xyxy`` pixels, ``(N, 4)``) are fixed once in :mod:`mlimaging.detection.boxes`.
+"""
+
+from __future__ import annotations
+
+from mlimaging.detection.boxes import batched_nms, box_area, box_convert, box_iou, clip_boxes, nms
+
+__all__ = [
+    "batched_nms",
+    "box_area",
+    "box_convert",
+    "box_iou",
+    "clip_boxes",
+    "nms",
+]
