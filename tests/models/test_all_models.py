@@ -75,9 +75,10 @@ EXPECTED_PARAMS = {
     + (128 * 10 + 10),  # 1,199,882
 }
 
-# Networks that map an image to logits; prompted ones (SAM) and image-to-image ones (super-resolution)
-# have their own tests.
-MODELS = [n for n in list_models() if not (model_info(n).prompted or model_info(n).image_to_image)]
+# Networks that map an image to logits; prompted ones (SAM), image-to-image ones (super-resolution) and
+# detectors (YOLO, tests/detection) have their own tests.
+MODELS = [n for n in list_models()
+          if not (model_info(n).prompted or model_info(n).image_to_image or model_info(n).detector)]
 B = 2
 
 

@@ -20,6 +20,7 @@
 - ``dp_cnn`` (``dp_cnn.py``): the tanh CNN with GroupNorm that trains well under DP-SGD.
 - ``srcnn``, ``vdsr``, ``espcn``, ``lapsrn``, ``dbpn`` (``superres.py``): super-resolution
   networks, image to image ``(B, C, h, w) -> (B, C, s h, s w)``.
+- ``yolo`` (``mlimaging/detection/yolo.py``): the YOLO grid detector, ``(B, S, S, 5B + C)``.
 
 Classifiers take ``num_classes`` (default 10) and, where meaningful, ``in_channels``
 (default 1), and return logits ``(B, num_classes)``; ``fc_lenet`` returns a score map
@@ -36,6 +37,10 @@ torch.Size([1, 2])
 """
 
 from __future__ import annotations
+
+# ``yolo`` lives in its area (mlimaging.detection.yolo) and registers itself there; imported as a
+# module (not ``from ... import``) so that importing mlimaging.detection first also works.
+import mlimaging.detection.yolo  # noqa: F401
 
 # Each family file registers its models when imported: every one is imported here explicitly.
 from mlimaging.models.alexnet import AlexNet

@@ -42,6 +42,10 @@ class ModelInfo:
         True for a network that maps an image to an image of the same kind (super-resolution:
         ``(B, C, h, w) -> (B, C, s h, s w)``) instead of class logits; the generic image ->
         logits tests skip it (its family has its own suite).
+    detector : bool
+        True for a detector whose output is a grid of boxes and class scores (YOLO:
+        ``(B, S, S, 5B + C)``) instead of logits; the generic image -> logits tests skip it
+        (:mod:`mlimaging.detection` has its own suite).
     """
 
     name: str
@@ -51,6 +55,7 @@ class ModelInfo:
     builder: Callable[..., nn.Module] | None = field(default=None, repr=False, compare=False)
     prompted: bool = False
     image_to_image: bool = False
+    detector: bool = False
 
 
 _REGISTRY: dict[str, ModelInfo] = {}
@@ -64,7 +69,7 @@ def _identity(builder: Any) -> tuple[str, str]:
 
 def register_model(
     name: str, *, input_shape: Sequence[int], description: str | None = None, prompted: bool = False,
-    image_to_image: bool = False,
+    image_to_image: bool = False, detector: bool = False,
 ) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder function under ``name`` (decorator).
 
@@ -81,6 +86,8 @@ def register_model(
         The model takes prompts besides the image (see :attr:`ModelInfo.prompted`).
     image_to_image : bool
         The model outputs an image, not logits (see :attr:`ModelInfo.image_to_image`).
+    detector : bool
+        The model outputs a detection grid, not logits (see :attr:`ModelInfo.detector`).
 
     Raises
     ------
@@ -117,7 +124,7 @@ def register_model(
             if p.default is not inspect.Parameter.empty
         }
         _REGISTRY[name] = ModelInfo(name, shape, doc.strip(), defaults, builder, bool(prompted),
-                                    bool(image_to_image))
+                                    bool(image_to_image), bool(detector))
         return builder
 
     return register
