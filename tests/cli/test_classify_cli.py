@@ -232,3 +232,27 @@ def test_a_model_that_refuses_the_native_size_falls_back_to_its_default_input():
     model, kwargs, hw = _fit_model("vgg11_bn", 10, 1, (8, 8), None, 0)
     assert hw == (32, 32) and kwargs["input_size"] == 32
     assert model(torch.zeros(2, 1, 32, 32)).shape == (2, 10)
+
+
+def test_chance_warning_worked_examples():
+    from mlimaging.cli.classify import _chance_warning
+
+    labels = torch.tensor([0] * 60 + [1] * 20 + [2] * 20)  # majority 0.6, margin 2 * sqrt(0.24 / 100) = 0.098
+    assert "chance level" in _chance_warning(0.6, labels, 3, {"dp": False})
+    assert "chance level" in _chance_warning(0.69, labels, 3, {"dp": False})
+    assert _chance_warning(0.70, labels, 3, {"dp": False}) == ""
+    assert "--epsilon" in _chance_warning(0.1, labels, 3, {"dp": True})
+    assert "--epochs" in _chance_warning(0.1, labels, 3, {"dp": False})
+
+
+def test_a_model_that_learned_nothing_is_flagged(tmp_path):
+    out = tmp_path / "stuck"
+    result = runner.invoke(app, ["train", "classifier", "--dataset", "digits", "--model", "logistic_regression",
+                                 "--epochs", "1", "--lr", "1e-12", "--out", str(out)], terminal_width=300)
+    assert result.exit_code == 0, result.output
+    assert "warning:" in result.output and "chance level" in result.output
+    assert "chance level" in (out / "report.html").read_text()
+
+
+def test_a_model_that_learned_is_not_flagged(trained):
+    assert "chance level" not in (trained / "report.html").read_text()

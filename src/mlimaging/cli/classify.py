@@ -291,6 +291,7 @@ def train_classifier_cmd(
     with torch.no_grad():
         pred = torch.cat([net.eval()(xte[i:i + 512].to(device)).argmax(1).cpu() for i in range(0, len(xte), 512)])
     cm = confusion_matrix(pred, yte, num_classes=len(classes))
+    chance = _chance_warning(accuracy(pred, yte), yte, len(classes), s)
     run.log(best_epoch=history.best_epoch, best_val_accuracy=history.best_value, test_accuracy=accuracy(pred, yte),
             test_f1_macro=test["f1_score"], test_loss=test["loss"], confusion_matrix=cm, classes=classes)
     run.section("Training", f"{s['model']} on {s['dataset']} ({len(ytr)} training, {len(yva)} validation, {len(yte)} "
@@ -304,6 +305,8 @@ def train_classifier_cmd(
         result.update({"epsilon (model.pt)": spent[0], "epsilon (run)": spent[1], "delta": s["delta"]})
     run.table("Result", [result], caption=f"Test scores of the best epoch's weights (model.pt); seed {s['seed']}."
               + (" Epsilon: privacy spent up to the exported epoch, and by the whole run." if spent else ""))
+    if chance:
+        run.section("Warning", chance)
     _figures(run, history, cm, classes, s["seed"])
     report = run.finish()
     columns = ["model", "dataset", "epochs", "best epoch", "val accuracy", "test accuracy"]
@@ -314,7 +317,29 @@ def train_classifier_cmd(
     if spent is not None:
         console.print(f"privacy: epsilon {spent[1]:.4g} at delta {s['delta']:g} spent by the run ({spent[0]:.4g} "
                       f"up to the exported epoch {history.best_epoch}); {_dp_text(s)}", highlight=False, soft_wrap=True)
+    if chance:
+        err_console.print(f"[yellow]warning:[/] {chance}", highlight=False, soft_wrap=True)
     console.print(f"model: {out / 'model.pt'}\nreport: {report}", soft_wrap=True)
+
+
+def _chance_warning(test_accuracy: float, labels: torch.Tensor, num_classes: int, s: dict[str, Any]) -> str:
+    """A warning when the test accuracy is no better than always answering the most frequent class.
+
+    The margin is two binomial standard errors of that baseline (at least 1 point), so a model that
+    learned nothing is flagged and one that learned a little is not.
+    """
+    import torch
+
+    n = max(len(labels), 1)
+    majority = float(torch.bincount(labels.long(), minlength=num_classes).max()) / n
+    margin = max(0.01, 2.0 * (majority * (1.0 - majority) / n) ** 0.5)
+    if test_accuracy > majority + margin:
+        return ""
+    hint = "more --epochs or another --lr"
+    if s.get("dp"):
+        hint = "a larger --epsilon, a smaller --sigma, a larger --batch-size or more --epochs"
+    return (f"test accuracy {test_accuracy:.4f} is at chance level (always answering the most frequent class scores "
+            f"{majority:.4f}): the model did not learn; try {hint}.")
 
 
 def _command(s: dict[str, Any], epochs: int, out: Path) -> str:
