@@ -7,6 +7,7 @@ Box conventions (``xyxy`` pixels, ``(N, 4)``) are fixed once in :mod:`mlimaging.
 from __future__ import annotations
 
 from mlimaging.detection.boxes import batched_nms, box_area, box_convert, box_iou, clip_boxes, nms
+from mlimaging.detection.metrics import mean_average_precision
 
 __all__ = [
     "batched_nms",
@@ -14,5 +15,6 @@ __all__ = [
     "box_convert",
     "box_iou",
     "clip_boxes",
+    "mean_average_precision",
     "nms",
 ]
