@@ -15,6 +15,7 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset
 from pydicom.sequence import Sequence
 
+from mlimaging.data.samples import sample_paths
 from mlimaging.privacy._dicom_profile import ACTIONS, BASIC_PROFILE, TAGS
 from mlimaging.privacy.deidentify import (
     deidentify_dataset,
@@ -36,7 +37,7 @@ DUMMIES = {"ANONYMIZED", "ANONYMOUS", "000Y", "19000101", "19000101000000", "000
 def _testdata_files() -> list[str]:
     """The .dcm files shipped inside pydicom's wheel (``get_testdata_files`` would also try to
     download pydicom-data's, which an offline machine cannot)."""
-    return sorted(str(p) for p in (Path(pydicom.__file__).parent / "data" / "test_files").rglob("*.dcm"))
+    return [str(p) for p in sample_paths("*.dcm", package="pydicom")]
 
 
 def _elements(ds: Dataset) -> Iterator[pydicom.DataElement]:

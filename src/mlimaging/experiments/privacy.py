@@ -553,13 +553,11 @@ def _anonymity_section(cfg: PrivacyConfig, p: dict[str, Any], run: Run) -> None:
 
 
 def _deidentify_section(cfg: PrivacyConfig, p: dict[str, Any], run: Run) -> None:
-    import pydicom.data
-
+    from mlimaging.data.samples import sample_paths
     from mlimaging.privacy.deidentify import deidentify_dicom
 
     # the files shipped inside pydicom's wheel (get_testdata_files would also try to download pydicom-data's)
-    shipped = Path(pydicom.data.__file__).parent / "test_files"
-    files = sorted(f for f in shipped.rglob("*.dcm") if f.stat().st_size < 2_000_000)[:p["dicom_files"]]
+    files = [f for f in sample_paths("*.dcm", package="pydicom") if f.stat().st_size < 2_000_000][:p["dicom_files"]]
     run.section("6. De-identification of DICOM files", f"{len(files)} of pydicom's shipped DICOM files through the "
                 "PS3.15 Annex E basic application-level confidentiality profile (mlimaging deidentify): identifying "
                 "attributes removed, emptied or replaced by dummies, UIDs replaced consistently, private attributes "
