@@ -12,12 +12,14 @@ from mlimaging.experiments import data as _data  # noqa: E402,F401
 from mlimaging.experiments import federated as _federated  # noqa: E402,F401
 from mlimaging.experiments import generative as _generative  # noqa: E402,F401
 from mlimaging.experiments import interpretability as _interpretability  # noqa: E402,F401
+from mlimaging.experiments import inverse as _inverse  # noqa: E402,F401
 from mlimaging.experiments import metrics as _metrics  # noqa: E402,F401
 from mlimaging.experiments import privacy as _privacy  # noqa: E402,F401
 from mlimaging.experiments import registration as _registration  # noqa: E402,F401
 from mlimaging.experiments import robustness as _robustness  # noqa: E402,F401
 from mlimaging.experiments import segmentation as _segmentation  # noqa: E402,F401
 from mlimaging.experiments import selfsupervised as _selfsupervised  # noqa: E402,F401
+from mlimaging.experiments import superres as _superres  # noqa: E402,F401
 from mlimaging.experiments import transformers as _transformers  # noqa: E402,F401
 from mlimaging.experiments.registry import (
     Experiment,
