@@ -12,6 +12,7 @@ from mlimaging.experiments import data as _data  # noqa: E402,F401
 from mlimaging.experiments import federated as _federated  # noqa: E402,F401
 from mlimaging.experiments import generative as _generative  # noqa: E402,F401
 from mlimaging.experiments import interpretability as _interpretability  # noqa: E402,F401
+from mlimaging.experiments import inverse as _inverse  # noqa: E402,F401
 from mlimaging.experiments import metrics as _metrics  # noqa: E402,F401
 from mlimaging.experiments import privacy as _privacy  # noqa: E402,F401
 from mlimaging.experiments import registration as _registration  # noqa: E402,F401

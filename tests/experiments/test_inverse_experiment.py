@@ -1,0 +1,173 @@
+"""Experiment ``inverse``: a tiny smoke run of every code path (the solvers are tested in tests/inverse/)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+import mlimaging.experiments.inverse  # noqa: F401  (registers the experiment)
+from mlimaging.experiments import ExperimentFailed, list_experiments, run_experiment
+from mlimaging.experiments.inverse import (
+    QUICK,
+    SOLVERS,
+    InverseConfig,
+    _operator,
+    _RealImage,
+    _resolve,
+    _skipped_solvers,
+    text_mask,
+)
+
+# The full code path (CSGM and its DCGAN included) on 32-pixel images with a few iterations of everything.
+TINY = dict(
+    size=32,
+    images=("shepp-logan", "phantom"),
+    problems=("deblur", "inpaint-random", "ct-60"),
+    iterations=10,
+    ls_iterations=5,
+    lam_grid=(0.5, 2.0),
+    sweep_points=3,
+    pnp_iterations=3,
+    denoiser="tiny",
+    unrolled_problems=("deblur",),
+    unrolled_iterations=2,
+    unrolled_samples=8,
+    unrolled_epochs=1,
+    unrolled_features=4,
+    csgm=True,
+    gan_images=64,
+    gan_epochs=1,
+    csgm_steps=4,
+    csgm_images=("phantom",),
+    dip_images=("phantom",),
+    dip_problems=("deblur", "ct-60"),
+    dip_steps=12,
+    dip_channels=(4, 4),
+)
+FIGURES = {
+    "problems.png",
+    "grid-shepp-logan.png",
+    "grid-phantom.png",
+    "lambda-sweeps.png",
+    "convergence.png",
+    "dip-curve.png",
+    "csgm-generator.png",
+}
+TABLES = {"psnr-db.csv", "ssim.csv", "cpu-seconds-per-solve.csv", "training-cost.csv"}
+
+
+def _rows(folder, name):
+    with open(folder / "tables" / f"{name}.csv") as fh:
+        return list(csv.DictReader(fh))
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    folder = tmp_path_factory.mktemp("inv") / "run"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLIMAGING_CACHE", str(tmp_path_factory.mktemp("cache")))
+        assert "inverse" in list_experiments()
+        run = run_experiment("inverse", quick=True, seed=0, out=folder, **TINY)
+    return folder, run
+
+
+def test_report_holds_every_table_and_figure(tiny_run):
+    folder, run = tiny_run
+    assert {p.name for p in (folder / "figures").iterdir()} == FIGURES
+    assert {p.name for p in (folder / "tables").iterdir()} == TABLES
+    html = run.report_path.read_text()
+    assert html.count("<img") == len(FIGURES)
+    assert "CSGM runs on phantom only" in html and "tiny DnCNN" in html
+    metrics = json.loads((folder / "metrics.json").read_text())
+    assert set(metrics["section_cpu_seconds"]) >= {"training", "reconstruction", "convergence"}
+    assert (
+        1 <= metrics["dip"]["stop_iteration"] <= 12 and metrics["dip"]["case"] == "phantom/deblur"
+    )
+
+
+def test_psnr_table_has_every_case_and_the_solvers_where_they_run(tiny_run):
+    folder, _ = tiny_run
+    rows = _rows(folder, "psnr-db")
+    assert [(r["image"], r["problem"]) for r in rows] == [
+        (i, q) for i in TINY["images"] for q in TINY["problems"]
+    ]
+    for r in rows:
+        ran = {s for s in SOLVERS if r[s] != ""}
+        expected = {"LS", "Tikhonov", "TV", "wavelet", "PnP"}
+        expected |= {"unrolled"} if r["problem"] == "deblur" else set()
+        expected |= {"CSGM"} if r["image"] == "phantom" else set()
+        expected |= (
+            {"DIP"} if r["image"] == "phantom" and r["problem"] in ("deblur", "ct-60") else set()
+        )
+        assert ran == expected, r
+        assert all(math.isfinite(float(r[s])) for s in ran | {"baseline"})
+    ssim = _rows(folder, "ssim")
+    assert all(float(r[s]) <= 1.0 for r in ssim for s in ("baseline", *SOLVERS) if r[s] != "")
+
+
+def test_numbers_agree_with_what_the_solvers_must_give(tiny_run):
+    folder, _ = tiny_run
+    psnr = {(r["image"], r["problem"]): r for r in _rows(folder, "psnr-db")}
+    for image in TINY["images"]:
+        inp = psnr[(image, "inpaint-random")]
+        # inpainting is a projection: least squares returns the measurement, A^T y, exactly
+        assert float(inp["LS"]) == pytest.approx(float(inp["baseline"]), abs=1e-2)
+        # a smoothness prior fills the holes: far above the zero-filled measurement
+        assert float(inp["Tikhonov"]) > float(inp["baseline"]) + 3
+        assert float(inp["TV"]) > float(inp["baseline"]) + 3
+    metrics = json.loads((folder / "metrics.json").read_text())
+    lams = {(r["image"], r["problem"], r["solver"]): r["lam"] for r in metrics["results"]}
+    # the chosen lambda is one of the grid's values (x ||A||^2 = 1 for a normalised blur)
+    assert lams[("phantom", "deblur", "TV")] in pytest.approx([0.006 * 0.5, 0.006 * 2.0])
+
+
+def test_quick_mode_says_what_it_skips():
+    notes = " ".join(_skipped_solvers(_resolve(InverseConfig(quick=True))))
+    assert "CSGM was not run" in notes and "tiny DnCNN" in notes
+    assert QUICK["csgm"] is False and QUICK["denoiser"] == "tiny"
+
+
+def test_text_mask_hides_the_text_only():
+    m = text_mask(64)
+    assert m.shape == (64, 64) and set(np.unique(m)) == {0.0, 1.0}
+    assert 0.05 < 1 - m.mean() < 0.4  # the letters hide part of the image, not most of it
+    assert m[0, 0] == 1.0  # corners are kept
+    assert not np.array_equal(m, text_mask(64, "A"))
+    assert (1 - text_mask(64, "A")).sum() < (1 - m).sum()
+
+
+def test_real_image_embedding_is_adjoint_and_mri_composition_too():
+    g = torch.Generator().manual_seed(0)
+    e = _RealImage()
+    x, z = (
+        torch.rand(2, 1, 8, 8, generator=g, dtype=torch.float64),
+        torch.rand(2, 2, 8, 8, generator=g, dtype=torch.float64),
+    )
+    assert float((e.A(x) * z).sum()) == pytest.approx(float((x * e.A_adjoint(z)).sum()), rel=1e-12)
+    op = _operator("mri-4x", 16, 0)
+    x = torch.rand(1, 1, 16, 16, generator=g)
+    y = torch.rand(1, 2, 16, 16, generator=g)
+    assert float((op.A(x) * y).sum()) == pytest.approx(float((x * op.A_adjoint(y)).sum()), rel=1e-5)
+
+
+@pytest.mark.parametrize(
+    "override, match",
+    [
+        ({"size": 30}, "size must be"),
+        ({"problems": ("denoise",)}, "problems must be"),
+        ({"images": ()}, "images must be"),
+        ({"lam_grid": (0.0,)}, "lam_grid must be"),
+        ({"denoiser": "bm3d"}, "denoiser must be"),
+        ({"noise": 0.0}, "noise must be"),
+        ({"csgm": True, "gan_images": 0}, "csgm needs"),
+        ({"dip_channels": ()}, "dip_channels must be"),
+    ],
+)
+def test_bad_settings_are_rejected(tmp_path, override, match):
+    with pytest.raises(ExperimentFailed, match=match):
+        run_experiment("inverse", quick=True, out=tmp_path / "x", **override)
