@@ -16,6 +16,7 @@ from mlimaging.cli import morpho as _morpho  # noqa: F401
 from mlimaging.cli import pretrain as _pretrain  # noqa: F401
 from mlimaging.cli import privacy as _privacy  # noqa: F401
 from mlimaging.cli import register as _register  # noqa: F401
+from mlimaging.cli import restore as _restore  # noqa: F401
 from mlimaging.cli import sam as _sam  # noqa: F401
 from mlimaging.cli import scm as _scm  # noqa: F401
 from mlimaging.cli import segment as _segment  # noqa: F401
