@@ -38,15 +38,17 @@ from mlimaging.models.registry import register_model
 
 __all__ = ["BACKBONES", "YOLO", "encode_targets"]
 
-#: Backbone name -> (channels of the first stage, maximum channels). Each stage is a
-#: 3x3 conv-BN-LeakyReLU followed by a 2x2 max-pool; channels double per stage up to the maximum.
+#: Backbone name -> (channels of the first stage, maximum channels). Each stage is a 3x3
+#: conv-BN-LeakyReLU that halves the size; channels double per stage up to the maximum.
 BACKBONES: dict[str, tuple[int, int]] = {"tiny": (4, 16), "small": (16, 128), "medium": (24, 192)}
 
 
-def _conv(c_in: int, c_out: int, *, kernel: int = 3, dilation: int = 1) -> nn.Sequential:
+def _conv(
+    c_in: int, c_out: int, *, kernel: int = 3, dilation: int = 1, stride: int = 1
+) -> nn.Sequential:
     pad = dilation * (kernel // 2)
     return nn.Sequential(
-        nn.Conv2d(c_in, c_out, kernel, padding=pad, dilation=dilation, bias=False),
+        nn.Conv2d(c_in, c_out, kernel, stride=stride, padding=pad, dilation=dilation, bias=False),
         nn.BatchNorm2d(c_out),
         nn.LeakyReLU(0.1, inplace=True),
     )
@@ -77,8 +79,9 @@ class YOLO(nn.Module):
 
     The backbone is a compact CNN for CPU training on small canvases (the paper's is 24
     convolutions and 2 fully connected layers on 448 x 448): ``k`` stages of 3x3
-    conv-BN-LeakyReLU(0.1) + 2x2 max-pool, with ``k`` the most poolings (up to 5) that leave at
-    least ``S`` cells per side (96 px: ``k = 4`` for ``S = 6``, ``k = 3`` for ``S = 7`` or 12,
+    conv-BN-LeakyReLU(0.1) that halve the size (by a stride-2 convolution in the first two
+    stages, cheap at full resolution; by a 2x2 max-pool after the convolution in later ones),
+    with ``k`` the most halvings (up to 5) that leave at least ``S`` cells per side (96 px: ``k = 4`` for ``S = 6``, ``k = 3`` for ``S = 7`` or 12,
     ``k = 5`` for ``S = 3``); then three 3x3 conv-BN-LeakyReLU layers (the last dilated by 2,
     for context), an adaptive average pool to :math:`S \times S` (the identity when the map
     already has ``S`` cells) and a 1x1 convolution to the :math:`5B + C` outputs of each cell.
@@ -157,8 +160,10 @@ class YOLO(nn.Module):
         first, top = BACKBONES[backbone]
         layers: list[nn.Module] = []
         c_in, c = self.in_channels, first
-        for _ in range(_num_downsamplings(self.image_size, self.grid)):
-            layers += [_conv(c_in, c), nn.MaxPool2d(2)]
+        for k in range(_num_downsamplings(self.image_size, self.grid)):
+            # the first two stages halve the size by a stride-2 convolution (cheap at full
+            # resolution), later ones by a 2x2 max-pool
+            layers += [_conv(c_in, c, stride=2)] if k < 2 else [_conv(c_in, c), nn.MaxPool2d(2)]
             c_in, c = c, min(2 * c, top)
         layers += [_conv(c_in, c), _conv(c, c), _conv(c, c, dilation=2)]
         self.features = nn.Sequential(*layers)
