@@ -280,6 +280,61 @@ def test_unrolled_training_through_fit_lowers_the_loss_and_beats_landweber():
         assert _psnr(net(y[None])[0], x) > _psnr(untrained(y[None])[0], x)
 
 
+
+def test_noise_conditional_dncnn_uses_the_noise_map_and_requires_sigma():
+    net = DnCNN(depth=3, features=8, sigma_input=True, seed=0).eval()
+    assert net.body[0].in_channels == 2
+    x = torch.rand(2, 1, 12, 12, generator=_gen())
+    a, b = net(x, 0.05), net(x, 0.2)
+    assert a.shape == x.shape and not torch.allclose(a, b)
+    per_sample = net(x, torch.tensor([0.05, 0.2]))  # one level per image = the two calls
+    torch.testing.assert_close(per_sample, torch.cat([a[:1], b[1:]]))
+    with pytest.raises(ValueError, match="sigma"):
+        net(x)
+
+
+def test_pnp_hqs_is_admm_without_the_dual_update():
+    op = Blur(gaussian_kernel(1.0), padding="circular")
+    x = _smooth_image(16)
+    y = op.A(x)
+    shrink = lambda v, s: v / (1.0 + s)  # noqa: E731
+    kw = dict(denoiser=shrink, iterations=1, sigma=0.5, step=2.0)
+    # one iteration: u starts at 0, so both take the same x- and z-steps
+    torch.testing.assert_close(pnp(y, op, algorithm="hqs", **kw).x, pnp(y, op, algorithm="admm", **kw).x)
+    # HQS by hand: x = (A^T A + I/eta)^{-1}(A^T y + z/eta), z = D(x)
+    z = op.A_adjoint(y) / op.norm(y) ** 2
+    for _ in range(3):
+        z = shrink(z + tikhonov(y - op.A(z), op, lam=0.5).x, 0.3)
+    torch.testing.assert_close(pnp(y, op, algorithm="hqs", denoiser=shrink, iterations=3, sigma=0.3, step=2.0).x,
+                               z, atol=1e-6, rtol=1e-5)
+
+
+def test_unfolded_pnp_starts_as_pnp_hqs_and_fine_tunes_through_fit():
+    op = Blur(gaussian_kernel(1.5), padding="circular")
+    den = DnCNN(depth=3, features=8, sigma_input=True, seed=0).eval()
+    sig, eta = [0.1, 0.05, 0.02], [8.0, 2.0, 0.5]
+    net = UnrolledNet(op, iterations=3, denoiser=den, sigma=sig, step=eta).eval()
+    y = op.A(_smooth_image(16)) + 0.01 * torch.randn(1, 1, 16, 16, generator=_gen(3))
+    with torch.no_grad():
+        torch.testing.assert_close(net(y), pnp(y, op, denoiser=den, algorithm="hqs", iterations=3, sigma=sig,
+                                               step=eta).x, atol=1e-5, rtol=1e-4)
+    assert len(net.prox) == 3 and net.prox[0] is not den
+    kw = dict(images=["coins", "moon"], patch_size=24, noise=0.01)
+    trained, hist = train_unrolled(op, iterations=3, samples=64, epochs=2, batch_size=16, val_samples=16,
+                                   lr=1e-3, denoiser=den, sigma=sig, step=eta, shared=True, **kw)
+    assert len(trained.prox) == 1 and hist["loss"][-1] < hist["loss"][0]
+    bn = [m for m in trained.prox.modules() if isinstance(m, nn.BatchNorm2d)]
+    trained.train()
+    assert bn and not any(m.training for m in bn)  # frozen statistics
+    torch.testing.assert_close(bn[0].running_mean, den.body[3].running_mean)  # the original is untouched too
+    assert not torch.equal(trained.log_sigma.detach(), torch.tensor(sig).log())
+
+
+def test_plain_unrolled_state_dict_keys_are_unchanged():
+    net = UnrolledNet(Identity(), iterations=2, features=4, depth=2, seed=0)
+    assert {k for k in net.state_dict() if not k.startswith("prox.")} == {"steps", "lipschitz"}
+
+
 # -- CSGM -------------------------------------------------------------------------------------------
 def _mlp_generator() -> nn.Module:
     with torch.random.fork_rng(devices=[]):

@@ -34,9 +34,10 @@ __all__ = [
 
 #: scikit-image photographs used for training (``camera`` and ``shepp_logan_phantom`` are held out).
 DEFAULT_TRAIN_IMAGES = ("astronaut", "coffee", "chelsea", "rocket", "brick", "grass", "gravel", "moon",
-                        "coins", "clock", "page", "text", "immunohistochemistry", "hubble_deep_field")
+                        "coins", "clock", "page", "text", "immunohistochemistry", "hubble_deep_field", "cat",
+                        "stereo_motorcycle")
 HELD_OUT_IMAGES = ("camera", "shepp_logan_phantom")
-DENOISER_VERSION = 1  # bump when a network or the training recipe changes (invalidates caches)
+DENOISER_VERSION = 2  # bump when a network or the training recipe changes (invalidates caches)
 
 
 # -- validation -------------------------------------------------------------------------------------
@@ -122,6 +123,12 @@ class DnCNN(nn.Module):
         Channels of the hidden layers (64 in the paper).
     norm : {"batch", "none"}
         Batch normalisation in the middle blocks (the paper's) or none (then they have a bias).
+    sigma_input : bool
+        Noise-level conditional: the noise map :math:`\sigma` enters as an extra input channel,
+        :math:`D(y, \sigma) = y - R_\theta([y, \sigma])` (FFDNet's conditioning: Zhang, Zuo & Zhang
+        2018, "FFDNet: toward a fast and flexible solution for CNN-based image denoising", IEEE TIP
+        27(9), arXiv:1710.04026), so that a plug-and-play schedule :math:`\sigma_k` is respected.
+        Then ``sigma`` is required.
     seed : int, optional
         Initialise the weights from this seed without touching the global RNG.
 
@@ -132,19 +139,24 @@ class DnCNN(nn.Module):
     >>> x = torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0))
     >>> tuple(net(x).shape), bool(torch.allclose(net(x), x - net.residual(x)))
     ((2, 1, 16, 16), True)
+    >>> cond = DnCNN(depth=3, features=8, sigma_input=True, seed=0).eval()
+    >>> tuple(cond(x, 0.05).shape)
+    (2, 1, 16, 16)
     """
 
     def __init__(self, *, channels: int = 1, depth: int = 17, features: int = 64, norm: str = "batch",
-                 seed: int | None = None) -> None:
+                 sigma_input: bool = False, seed: int | None = None) -> None:
         super().__init__()
         self.channels = _int(channels, "channels")
+        self.sigma_input = bool(sigma_input)
         self.depth = _int(depth, "depth", 2)
         self.features = _int(features, "features")
         if norm not in ("batch", "none"):
             raise ValueError(f"norm must be 'batch' or 'none', got {norm!r}")
         self.norm = norm
         with _seeded(seed):
-            layers: list[nn.Module] = [nn.Conv2d(channels, features, 3, padding=1), nn.ReLU(inplace=True)]
+            layers: list[nn.Module] = [nn.Conv2d(channels + self.sigma_input, features, 3, padding=1),
+                                       nn.ReLU(inplace=True)]
             for _ in range(depth - 2):
                 layers.append(nn.Conv2d(features, features, 3, padding=1, bias=norm == "none"))
                 if norm == "batch":
@@ -153,15 +165,19 @@ class DnCNN(nn.Module):
             layers.append(nn.Conv2d(features, channels, 3, padding=1))
             self.body = nn.Sequential(*layers)
 
-    def residual(self, x: Tensor) -> Tensor:
-        """The estimated noise :math:`R_\\theta(x)`."""
+    def residual(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
+        """The estimated noise :math:`R_\\theta(x)` (:math:`R_\\theta([x, \\sigma])` with ``sigma_input``)."""
+        if self.sigma_input:
+            if sigma is None:
+                raise ValueError("sigma is required by a DnCNN with sigma_input=True")
+            return self.body(torch.cat([x, noise_map(sigma, x)], 1))
         return self.body(x)
 
     def forward(self, x: Tensor, sigma: float | Tensor | None = None) -> Tensor:
         if not isinstance(x, Tensor) or x.ndim != 4 or x.shape[1] != self.channels:
             got = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
             raise ValueError(f"x must be a (B, {self.channels}, H, W) tensor, got {got}")
-        return x - self.body(x)
+        return x - self.residual(x, sigma)
 
 
 class _Block(nn.Module):
@@ -287,7 +303,8 @@ def load_training_images(names: Sequence[str] = DEFAULT_TRAIN_IMAGES) -> list[Te
         loader = getattr(skimage.data, str(name), None)
         if loader is None or not callable(loader):
             raise ValueError(f"names: {name!r} is not an image of skimage.data")
-        im = np.asarray(loader())
+        im = loader()
+        im = np.asarray(im[0] if isinstance(im, tuple) else im)  # stereo_motorcycle: (left, right, disparity)
         if im.ndim == 3:
             im = rgb2gray(im[..., :3])
         im = img_as_float(im).astype(np.float32)
@@ -408,7 +425,8 @@ def _build(model: str | nn.Module, channels: int, seed: int) -> nn.Module:
         return model
     if model == "dncnn":
         cfg = DEFAULT_SETTINGS["dncnn"]
-        return DnCNN(channels=channels, depth=cfg["depth"], features=cfg["features"], seed=seed)
+        return DnCNN(channels=channels, depth=cfg["depth"], features=cfg["features"],
+                     sigma_input=cfg.get("sigma_input", False), seed=seed)
     if model == "unet":
         cfg = DEFAULT_SETTINGS["unet"]
         return UNetDenoiser(channels=channels, features=tuple(cfg["features"]), blocks=cfg["blocks"], seed=seed)
@@ -463,7 +481,7 @@ def train_denoiser(model: str | nn.Module = "dncnn", *, images: Any = None, patc
     imgs = _as_images(images)
     channels = imgs[0].shape[0]
     net = _build(model, channels, seed)
-    conditional = isinstance(net, UNetDenoiser)
+    conditional = isinstance(net, UNetDenoiser) or bool(getattr(net, "sigma_input", False))
     trainable = _SigmaInput(net) if conditional else net
     kw = dict(patch_size=patch_size, sigma=sigma, noise_level_input=conditional)
     train = PatchDataset(imgs, length=patches, seed=seed, **kw)
@@ -486,7 +504,7 @@ def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
 # dncnn: about 150 CPU s on one thread; validation MSE 4.5e-4 over sigma in [0, 0.05]. As a PnP prior on
 # camera 512 (blur 2, noise 0.01) it gives 27.7 dB, below TV's 28.3: a stronger prior needs longer training.
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
-    "dncnn": {"depth": 6, "features": 32, "patch_size": 40, "patches": 4096, "sigma": [0.0, 0.05], "epochs": 6,
+    "dncnn": {"depth": 6, "features": 32, "sigma_input": False, "patch_size": 40, "patches": 4096, "sigma": [0.0, 0.05], "epochs": 6,
               "batch_size": 32, "lr": 2e-3, "seed": 0},
     "unet": {"features": [32, 64, 128], "blocks": 2, "patch_size": 48, "patches": 4096, "sigma": [0.0, 0.1],
              "epochs": 8, "batch_size": 32, "lr": 1e-3, "seed": 0},
@@ -537,7 +555,8 @@ def default_denoiser(kind: str = "dncnn", *, cache_dir: str | os.PathLike | None
                                     sort_keys=True).encode()).hexdigest()[:12]
     path = _cache_dir(cache_dir) / f"inverse_{kind}_v{DENOISER_VERSION}_{key}.pt"
     if kind == "dncnn":
-        net: nn.Module = DnCNN(depth=cfg["depth"], features=cfg["features"], seed=cfg["seed"])
+        net: nn.Module = DnCNN(depth=cfg["depth"], features=cfg["features"],
+                               sigma_input=cfg.get("sigma_input", False), seed=cfg["seed"])
     else:
         net = UNetDenoiser(features=tuple(cfg["features"]), blocks=cfg["blocks"], seed=cfg["seed"])
     if path.is_file() and not retrain:

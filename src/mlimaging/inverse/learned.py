@@ -20,6 +20,7 @@ are in [0, 1] for the networks trained here; ``sigma`` is in the same units.
 
 from __future__ import annotations
 
+import copy
 import math
 import time
 from collections.abc import Callable, Sequence
@@ -47,7 +48,15 @@ from ._denoisers import (
 )
 from ._dip import DIPReconstruction, deep_image_prior
 from .base import Operator
-from .solvers import Reconstruction, _progress, _psnr_fn, _setup, tikhonov
+from .solvers import (
+    Reconstruction,
+    _fourier_diagonal,
+    _progress,
+    _psnr_fn,
+    _setup,
+    _transfer,
+    tikhonov,
+)
 
 __all__ = [
     "DEFAULT_TRAIN_IMAGES",
@@ -121,6 +130,13 @@ def pnp(y: Tensor, operator: Operator, *, denoiser: Denoiser, algorithm: str = "
         the estimate is :math:`z`. The linear step is :func:`~mlimaging.inverse.solvers.tikhonov`
         on the residual (closed form in Fourier for a circular blur or the identity, else
         ``cg_iterations`` of CG).
+    ``"hqs"`` (half-quadratic splitting)
+        ADMM without the dual variable (:math:`u \equiv 0`):
+        :math:`x_{k+1} = \mathrm{prox}_{\eta_k f}(z_k)`, :math:`z_{k+1} = D_{\sigma_k}(x_{k+1})`, the
+        algorithm of DPIR (Zhang et al. 2021) with :math:`\sigma_k` decreasing geometrically from
+        :math:`49/255` to the measurement noise :math:`\sigma_n` and
+        :math:`\eta_k = \sigma_k^2/(\lambda\sigma_n^2)`; it needs a noise-conditional denoiser
+        (:class:`UNetDenoiser`, or :class:`DnCNN` with ``sigma_input=True``).
 
     When :math:`D_\sigma = \mathrm{prox}_{\eta g}` both are the classical algorithms for
     :math:`\min f + g` and share its minimiser; a denoiser trained for Gaussian noise of level
@@ -138,7 +154,7 @@ def pnp(y: Tensor, operator: Operator, *, denoiser: Denoiser, algorithm: str = "
     denoiser : callable
         ``(x, sigma) -> x`` on ``(B, C, H, W)`` (e.g. :class:`DnCNN`, :class:`UNetDenoiser`, or
         :func:`default_denoiser`); run under ``no_grad`` and, for a module, in eval mode.
-    algorithm : {"pgd", "admm"}
+    algorithm : {"pgd", "admm", "hqs"}
         See above.
     iterations : int
         Number of iterations.
@@ -146,9 +162,9 @@ def pnp(y: Tensor, operator: Operator, *, denoiser: Denoiser, algorithm: str = "
         Denoiser noise level, or one per iteration (a decreasing schedule often helps).
     step : float or sequence of float, optional
         :math:`\eta`, or one per iteration (default :math:`1/\|A\|_2^2`, the largest step of a
-        convergent gradient descent on :math:`f`). For ADMM, :math:`\eta_k = \sigma_k^2/(\lambda
-        \sigma_n^2)` with the measurement noise :math:`\sigma_n` is the half-quadratic-splitting
-        schedule of Zhang et al. (2021).
+        convergent gradient descent on :math:`f`). For ADMM and HQS, :math:`\eta_k =
+        \sigma_k^2/(\lambda \sigma_n^2)` with the measurement noise :math:`\sigma_n` is the
+        half-quadratic-splitting schedule of Zhang et al. (2021).
     x0 : Tensor, optional
         Starting point (default :math:`A^\top y/\|A\|^2`).
     x_true, data_range : Tensor, float, optional
@@ -182,8 +198,8 @@ def pnp(y: Tensor, operator: Operator, *, denoiser: Denoiser, algorithm: str = "
     y, aty, x0, x_true = _setup(y, operator, x0, x_true)
     if not callable(denoiser):
         raise ValueError(f"denoiser must be a callable (x, sigma) -> x, got {type(denoiser).__name__}")
-    if algorithm not in ("pgd", "admm"):
-        raise ValueError(f"algorithm must be 'pgd' or 'admm', got {algorithm!r}")
+    if algorithm not in ("pgd", "admm", "hqs"):
+        raise ValueError(f"algorithm must be 'pgd', 'admm' or 'hqs', got {algorithm!r}")
     iterations = _int(iterations, "iterations")
     cg_iterations = _int(cg_iterations, "cg_iterations")
     sigmas = _schedule(sigma, iterations, "sigma")
@@ -206,7 +222,8 @@ def pnp(y: Tensor, operator: Operator, *, denoiser: Denoiser, algorithm: str = "
                 d = tikhonov(y - operator.A(v), operator, lam=1.0 / etas[k], iterations=cg_iterations).x
                 x = v + d
                 z = _denoise(denoiser, x + u, sigmas[k])
-                u = u + x - z
+                if algorithm == "admm":
+                    u = u + x - z
                 est = z
             if not isinstance(est, Tensor) or est.shape != aty.shape:
                 got = tuple(est.shape) if isinstance(est, Tensor) else type(est).__name__
@@ -256,6 +273,22 @@ class UnrolledNet(nn.Module):
     around a physics model). Train it with :func:`train_unrolled` (through
     :func:`~mlimaging.training.fit`).
 
+    **Deep unfolding of plug-and-play** (``denoiser=``): the proxes start as copies of a trained
+    noise-conditional denoiser :math:`D(\cdot, \sigma)` (one copy with ``shared=True``) with
+    learned noise levels :math:`\sigma_k = e^{\ell_k}` (start: ``sigma``) and steps
+    :math:`\eta_k = e^{s_k}\eta^0_k` (start: ``step``, default :math:`1/L`); for an operator diagonal
+    in Fourier (circular :class:`~mlimaging.inverse.operators.Blur`, ``Identity``) the data step is
+    exact, the half-quadratic splitting of :func:`pnp` (``algorithm="hqs"``):
+
+    .. math::
+
+        x_{k+1} = D_k\big((A^\top A + I/\eta_k)^{-1}(A^\top y + x_k/\eta_k),\ \sigma_k\big),
+
+    otherwise the gradient step above. Untrained, it *is* :func:`pnp` with that denoiser and
+    schedule; training end to end then fits the denoisers, noise levels and steps to the
+    operator (Zhang, Van Gool & Timofte 2020, "Deep unfolding network for image
+    super-resolution", CVPR, arXiv:2003.10428). Batch-norm statistics of the denoiser stay frozen.
+
     Parameters
     ----------
     operator : Operator
@@ -267,9 +300,15 @@ class UnrolledNet(nn.Module):
     channels : int
         Channels of :math:`A^\top y` (1 grey; 2 for the MRI operator's real layout).
     features, depth : int
-        Width and number of convolutions of each CNN.
+        Width and number of convolutions of each CNN (unused with ``denoiser``).
     seed : int, optional
         Initialise the weights from this seed without touching the global RNG.
+    denoiser : nn.Module, optional
+        A trained denoiser ``(x, sigma) -> x`` (e.g. :func:`default_denoiser`; copied, not
+        modified) whose copies are the proxes.
+    sigma, step : float or sequence of float
+        With ``denoiser``: the starting noise levels :math:`\sigma_k` and steps :math:`\eta^0_k`
+        (one value or one per iteration), as in :func:`pnp`.
 
     Examples
     --------
@@ -280,10 +319,21 @@ class UnrolledNet(nn.Module):
     >>> y = op.A(torch.rand(2, 1, 16, 16, generator=torch.Generator().manual_seed(0)))
     >>> tuple(net(y).shape), len(net.steps)
     ((2, 1, 16, 16), 3)
+
+    Unfolded plug-and-play: untrained, it equals :func:`pnp` (HQS) with the same schedule:
+
+    >>> den = DnCNN(depth=3, features=8, sigma_input=True, seed=0).eval()
+    >>> unfolded = UnrolledNet(op, iterations=3, denoiser=den, sigma=[0.1, 0.05, 0.02], step=[4.0, 2.0, 1.0]).eval()
+    >>> with torch.no_grad():
+    ...     a = unfolded(y)
+    >>> b = pnp(y, op, denoiser=den, algorithm="hqs", iterations=3, sigma=[0.1, 0.05, 0.02], step=[4.0, 2.0, 1.0]).x
+    >>> bool(torch.allclose(a, b, atol=1e-5))
+    True
     """
 
     def __init__(self, operator: Operator, *, iterations: int = 5, shared: bool = False, channels: int = 1,
-                 features: int = 32, depth: int = 4, seed: int | None = None) -> None:
+                 features: int = 32, depth: int = 4, seed: int | None = None, denoiser: nn.Module | None = None,
+                 sigma: float | Sequence[float] = 0.05, step: float | Sequence[float] | None = None) -> None:
         super().__init__()
         if not isinstance(operator, Operator):
             raise ValueError(f"operator must be an mlimaging.inverse.Operator, got {type(operator).__name__}")
@@ -293,11 +343,49 @@ class UnrolledNet(nn.Module):
         self.operator = operator
         for p in operator.parameters():
             p.requires_grad_(False)
-        with _seeded(seed):
-            n = 1 if self.shared else self.iterations
-            self.prox = nn.ModuleList(_ProxCNN(channels, features, depth) for _ in range(n))
+        n = 1 if self.shared else self.iterations
+        if denoiser is None:
+            with _seeded(seed):
+                self.prox = nn.ModuleList(_ProxCNN(channels, features, depth) for _ in range(n))
+        else:
+            if not isinstance(denoiser, nn.Module):
+                raise ValueError(f"denoiser must be an nn.Module (x, sigma) -> x, got {type(denoiser).__name__}")
+            self.prox = nn.ModuleList(copy.deepcopy(denoiser) for _ in range(n))
+            for p in self.prox.parameters():
+                p.requires_grad_(True)
+            sigmas = _schedule(sigma, self.iterations, "sigma", positive=True)
+            self.log_sigma = nn.Parameter(torch.log(torch.tensor(sigmas, dtype=torch.float64)).float())
+            etas = [0.0] * self.iterations if step is None else _schedule(step, self.iterations, "step",
+                                                                           positive=True)
+            self.register_buffer("base_steps", torch.tensor(etas))  # 0: 1/||A||^2
+        self.fourier = _fourier_diagonal(operator)
         self.steps = nn.Parameter(torch.zeros(self.iterations))
         self.register_buffer("lipschitz", torch.zeros(()))  # ||A||^2, computed on the first call
+        self._symbol: tuple[tuple[Any, ...], Tensor] | None = None
+
+    @property
+    def conditional(self) -> bool:
+        """Whether the proxes are a (noise-conditional) denoiser with learned noise levels."""
+        return hasattr(self, "log_sigma")
+
+    def train(self, mode: bool = True) -> UnrolledNet:
+        """As ``nn.Module.train``; batch-norm layers of a plugged-in denoiser keep their statistics (eval)."""
+        super().train(mode)
+        if self.conditional:
+            for m in self.prox.modules():
+                if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                    m.eval()
+        return self
+
+    def _data_prox(self, aty: Tensor, z: Tensor, eta: Tensor) -> Tensor:
+        """:math:`(A^\\top A + I/\\eta)^{-1}(A^\\top y + z/\\eta)` in Fourier (circular blur, identity)."""
+        key = (tuple(aty.shape[1:]), aty.dtype, aty.device)
+        if self._symbol is None or self._symbol[0] != key:
+            with torch.no_grad():
+                self._symbol = (key, _transfer(self.operator.AtA, aty[:1]))
+        dims = tuple(range(2, aty.ndim))
+        spectrum = torch.fft.rfftn(aty + z / eta, dim=dims) / (self._symbol[1] + 1.0 / eta)
+        return torch.fft.irfftn(spectrum, s=aty.shape[2:], dim=dims)
 
     def forward(self, y: Tensor, *, return_all: bool = False) -> Tensor | list[Tensor]:
         op = self.operator
@@ -308,8 +396,15 @@ class UnrolledNet(nn.Module):
         x = aty / self.lipschitz
         xs = [x]
         for k in range(self.iterations):
-            eta = torch.exp(self.steps[k]) / self.lipschitz
-            x = self.prox[0 if self.shared else k](x - eta * op.A_adjoint(op.A(x) - y))
+            prox = self.prox[0 if self.shared else k]
+            if not self.conditional:
+                eta = torch.exp(self.steps[k]) / self.lipschitz
+                x = prox(x - eta * op.A_adjoint(op.A(x) - y))
+            else:
+                base = self.base_steps[k] if float(self.base_steps[k]) > 0 else 1.0 / self.lipschitz
+                eta = torch.exp(self.steps[k]) * base
+                v = self._data_prox(aty, x, eta) if self.fourier else x - eta * op.A_adjoint(op.A(x) - y)
+                x = prox(v, torch.exp(self.log_sigma[k]).expand(v.shape[0]))
             xs.append(x)
         return xs if return_all else x
 
@@ -388,7 +483,9 @@ def train_unrolled(operator: Operator, *, iterations: int = 5, shared: bool = Fa
                    patch_size: int = 64, samples: int = 1024, noise: float | tuple[float, float] = 0.01,
                    epochs: int = 10, batch_size: int = 16, lr: float = 1e-3, val_samples: int = 64,
                    features: int = 32, depth: int = 4, seed: int = 0, device: str | torch.device = "cpu",
-                   progress: bool = False, **fit_kwargs: Any) -> tuple[UnrolledNet, Any]:
+                   progress: bool = False, denoiser: nn.Module | None = None,
+                   sigma: float | Sequence[float] = 0.05, step: float | Sequence[float] | None = None,
+                   **fit_kwargs: Any) -> tuple[UnrolledNet, Any]:
     r"""Train an :class:`UnrolledNet` for ``operator`` end to end through :func:`~mlimaging.training.fit`.
 
     Minimises :math:`\mathbb E\,\|\mathrm{Net}_\theta(Ax + \sigma n) - x\|^2` over a
@@ -399,8 +496,8 @@ def train_unrolled(operator: Operator, *, iterations: int = 5, shared: bool = Fa
     ----------
     operator : Operator
         :math:`A`.
-    iterations, shared, features, depth
-        As :class:`UnrolledNet`.
+    iterations, shared, features, depth, denoiser, sigma, step
+        As :class:`UnrolledNet` (``denoiser``: start from plug-and-play with it and fine-tune).
     images, patch_size, samples, noise
         As :class:`MeasurementDataset` (``samples`` is its ``length``).
     epochs, batch_size, lr, seed, device, progress, **fit_kwargs
@@ -429,7 +526,7 @@ def train_unrolled(operator: Operator, *, iterations: int = 5, shared: bool = Fa
     lr = _float(lr, "lr", positive=True)
     imgs = _as_images(images)
     net = UnrolledNet(operator, iterations=iterations, shared=shared, channels=imgs[0].shape[0],
-                      features=features, depth=depth, seed=seed)
+                      features=features, depth=depth, seed=seed, denoiser=denoiser, sigma=sigma, step=step)
     train = MeasurementDataset(operator, imgs, patch_size=patch_size, length=samples, noise=noise, seed=seed)
     val = (MeasurementDataset(operator, imgs, patch_size=patch_size, length=val_samples, noise=noise,
                               augment=False, seed=seed + 1) if val_samples else None)
