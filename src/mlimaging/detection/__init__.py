@@ -15,9 +15,43 @@ from mlimaging.detection.data import (
     load_yolo_folder,
     write_yolo_folder,
 )
+from mlimaging.detection.decode import decode, grid_boxes
+from mlimaging.detection.loss import yolo_loss, yolo_loss_terms
 from mlimaging.detection.metrics import mean_average_precision
+from mlimaging.detection.train import (
+    DEFAULT_TRAINING,
+    YOLODataset,
+    YOLOStep,
+    load_detector,
+    save_detector,
+    train_detector,
+)
+from mlimaging.detection.two_stage import (
+    TwoStageDetector,
+    output_size_and_time,
+    propose,
+    train_two_stage,
+)
+from mlimaging.detection.yolo import BACKBONES, YOLO, encode_targets
 
 __all__ = [
+    "BACKBONES",
+    "DEFAULT_TRAINING",
+    "TwoStageDetector",
+    "YOLO",
+    "YOLODataset",
+    "YOLOStep",
+    "decode",
+    "encode_targets",
+    "grid_boxes",
+    "load_detector",
+    "output_size_and_time",
+    "propose",
+    "save_detector",
+    "train_detector",
+    "train_two_stage",
+    "yolo_loss",
+    "yolo_loss_terms",
     "DetectionCanvases",
     "YOLOFolder",
     "batched_nms",
