@@ -27,7 +27,9 @@ over the classes :math:`K'` that have a (non-ignored) ground truth, :math:`T` = 
 class, averaged the same way. Values that cannot be computed (no ground truth) are ``-1``,
 as in COCO.
 
-Where it differs from pycocotools: nothing on purpose. The default thresholds are the
+Where it differs from pycocotools: only where ``max_detection_thresholds`` does not contain
+100: pycocotools' ``summarize()`` reads ``map`` at 100 detections whatever the caps (and so
+gives -1), here ``map`` uses the last cap like every other ``map*`` value. The default thresholds are the
 float32-rounded values torchmetrics passes to pycocotools (``torch.linspace(...).tolist()``:
 0.550000011920929, ...), not the decimal ones of ``COCOeval``; they differ only when an IoU
 or a recall equals a threshold exactly. IoU is computed like ``pycocotools.mask.iou`` on
