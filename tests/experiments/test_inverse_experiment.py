@@ -123,7 +123,10 @@ def test_numbers_agree_with_what_the_solvers_must_give(tiny_run):
     metrics = json.loads((folder / "metrics.json").read_text())
     lams = {(r["image"], r["problem"], r["solver"]): r["lam"] for r in metrics["results"]}
     # the chosen lambda is one of the grid's values (x ||A||^2 = 1 for a normalised blur)
-    assert lams[("phantom", "deblur", "TV")] in pytest.approx([0.006 * 0.5, 0.006 * 2.0])
+    assert any(
+        lams[("phantom", "deblur", "TV")] == pytest.approx(v, rel=0.02)
+        for v in (0.006 * 0.5, 0.006 * 2.0)
+    )
 
 
 def test_quick_mode_says_what_it_skips():
