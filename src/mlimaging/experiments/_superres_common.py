@@ -97,14 +97,18 @@ def _show(ax: Any, img: Any, title: str | None = None, **kw: Any) -> None:
         ax.set_title(title, fontsize=7)
 
 
-def _texture_window(hr: torch.Tensor, side: int) -> tuple[int, int]:
-    """Top-left corner of the ``side``-pixel window with the most gradient energy (the zoomed crop)."""
+def _texture_window(hr: torch.Tensor, side: int, margin: int) -> tuple[int, int]:
+    """Top-left corner of the ``side``-pixel window with the most gradient energy (the zoomed
+    crop), at least ``margin`` pixels from the image's border (where SR outputs are not scored)."""
     g = hr[0, 0].double()
     e = torch.zeros_like(g)
     e[1:, 1:] = (g[1:, 1:] - g[:-1, 1:]).abs() + (g[1:, 1:] - g[1:, :-1]).abs()
-    pooled = nn.functional.avg_pool2d(e[None, None], side, stride=max(side // 4, 1))[0, 0]
+    inner = e[margin : e.shape[0] - margin, margin : e.shape[1] - margin]
+    side = min(side, *inner.shape)
+    step = max(side // 4, 1)
+    pooled = nn.functional.avg_pool2d(inner[None, None], side, stride=step)[0, 0]
     i, j = divmod(int(pooled.argmax()), pooled.shape[1])
-    return i * max(side // 4, 1), j * max(side // 4, 1)
+    return margin + i * step, margin + j * step
 
 
 def _load_volume(kind: str, seed: int) -> tuple[np.ndarray, tuple[float, ...]]:
@@ -160,7 +164,7 @@ def _volume_section(cfg: Any, p: dict[str, Any], run: Run) -> None:
     data = TensorDataset(
         torch.stack(lrs)[:, None].contiguous(), torch.stack(hrs)[:, None].contiguous()
     )
-    kwargs = {"depth": 3, "features": 8} if cfg.quick else {"depth": 6, "features": 24}
+    kwargs = {"depth": 3, "features": 8} if cfg.quick else {"depth": 6, "features": 16}
     net = create_model("vdsr", scale=(1, 1, s), spatial_dims=3, seed=cfg.seed, **kwargs)
     c0 = time.process_time()
     fit(
