@@ -275,10 +275,12 @@ def _framed_digits(
     from mlimaging.data import load_dataset
 
     ds = load_dataset(source, split=split)
-    n = len(ds) if limit is None else min(len(ds), limit)
     g = np.random.default_rng(seed)
+    order = (
+        np.arange(len(ds)) if limit is None else g.permutation(len(ds))[:limit]
+    )  # the split is sorted by class
     xs, ys = [], []
-    for i in range(n):
+    for i in order.tolist():
         img, y = ds[i]
         size = max(4, round(img.shape[-1] * float(g.uniform(*scale))))
         arr = F.interpolate(
@@ -325,7 +327,7 @@ def train_two_stage(
     scale : (float, float)
         Range of the random rescaling.
     n_train : int, optional
-        Use only the first ``n_train`` training (and validation) digits.
+        Use only ``n_train`` training (and validation) digits, drawn at random (``seed``).
     **fit_kwargs
         Further options of :func:`~mlimaging.training.fit`.
 
