@@ -268,3 +268,65 @@ def test_checkpoint_round_trip(tmp_path):
         load_detector(tmp_path / "other.pt")
     with pytest.raises(FileNotFoundError):
         load_detector(tmp_path / "missing.pt")
+
+
+def _reference_decode(pred, *, b, image_size, conf_threshold, iou_threshold, tv):
+    """A cell-by-cell loop over boxes and classes (the paper's description), with torchvision's
+    batched_nms (Python offset trick on the CPU shim's nms)."""
+    n, s, _, d = pred.shape
+    c = d - 5 * b
+    cell = image_size / s
+    out = []
+    for k in range(n):
+        boxes, scores, labels = [], [], []
+        for i in range(s):
+            for j in range(s):
+                for p in range(b):
+                    x, y, sw, sh, conf = pred[k, i, j, 5 * p : 5 * p + 5].double().tolist()
+                    cx, cy, w, h = (
+                        (j + x) * cell,
+                        (i + y) * cell,
+                        sw**2 * image_size,
+                        sh**2 * image_size,
+                    )
+                    box = [
+                        max(cx - w / 2, 0),
+                        max(cy - h / 2, 0),
+                        min(cx + w / 2, image_size),
+                        min(cy + h / 2, image_size),
+                    ]
+                    for cls in range(c):
+                        score = conf * float(pred[k, i, j, 5 * b + cls])
+                        if score >= conf_threshold:
+                            boxes.append(box), scores.append(score), labels.append(cls)
+        boxes = torch.tensor(boxes, dtype=torch.float64).reshape(-1, 4)
+        scores, labels = (
+            torch.tensor(scores, dtype=torch.float64),
+            torch.tensor(labels, dtype=torch.int64),
+        )
+        keep = tv.batched_nms(boxes, scores, labels, iou_threshold)
+        out.append({"boxes": boxes[keep], "scores": scores[keep], "labels": labels[keep]})
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_decode_oracle_reference_loop_and_torchvision_nms(seed):
+    tv = pytest.importorskip("torchvision.ops")  # tests/conftest.py installed the CPU shim
+    g = torch.Generator().manual_seed(seed)
+    b, c, s = 2, 4, 5
+    pred = torch.rand(3, s, s, 5 * b + c, generator=g)
+    pred[..., 5 * b :] = torch.softmax(4 * torch.randn(3, s, s, c, generator=g), -1)
+    ours = decode(
+        pred,
+        image_size=80,
+        boxes_per_cell=b,
+        conf_threshold=0.2,
+        iou_threshold=0.4,
+        max_detections=None,
+    )
+    ref = _reference_decode(pred, b=b, image_size=80, conf_threshold=0.2, iou_threshold=0.4, tv=tv)
+    for a, r in zip(ours, ref, strict=True):
+        assert len(a["scores"]) == len(r["scores"]) > 0
+        torch.testing.assert_close(a["scores"].double(), r["scores"], atol=1e-6, rtol=0)
+        torch.testing.assert_close(a["boxes"].double(), r["boxes"], atol=1e-4, rtol=0)
+        assert torch.equal(a["labels"], r["labels"])
