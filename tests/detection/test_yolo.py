@@ -330,3 +330,35 @@ def test_decode_oracle_reference_loop_and_torchvision_nms(seed):
         torch.testing.assert_close(a["scores"].double(), r["scores"], atol=1e-6, rtol=0)
         torch.testing.assert_close(a["boxes"].double(), r["boxes"], atol=1e-4, rtol=0)
         assert torch.equal(a["labels"], r["labels"])
+
+
+def test_evaluate_detector_perfect_and_yolo_paths():
+    from torch import nn
+
+    from mlimaging.detection import detection_canvases, evaluate_detector
+
+    ds = detection_canvases(n=6, seed=2, split="test")
+
+    class Oracle(nn.Module):  # returns the ground truth, in order, with score 1
+        def __init__(self):
+            super().__init__()
+            self.k = 0
+
+        def forward(self, x):
+            out = [
+                {
+                    **ds.targets[self.k + i],
+                    "scores": torch.ones(len(ds.targets[self.k + i]["labels"])),
+                }
+                for i in range(len(x))
+            ]
+            self.k += len(x)
+            return out
+
+    res = evaluate_detector(Oracle(), ds, batch_size=4)
+    assert float(res["map"]) == pytest.approx(1.0) and len(res["detections"]) == 6
+    net = YOLO(grid=6, backbone="tiny").train()
+    res = evaluate_detector(net, (ds.images, ds.targets), batch_size=4)
+    assert 0.0 <= float(res["map_50"]) <= 1.0 and net.training  # mode restored
+    with pytest.raises(ValueError, match="data"):
+        evaluate_detector(net, (ds.images, ds.targets[:2]))
