@@ -9,6 +9,7 @@ from mlimaging.experiments import classification as _classification  # noqa: E40
 
 # Each module registers its experiment with @experiment; import them explicitly here.
 from mlimaging.experiments import data as _data  # noqa: E402,F401
+from mlimaging.experiments import detection as _detection  # noqa: E402,F401
 from mlimaging.experiments import federated as _federated  # noqa: E402,F401
 from mlimaging.experiments import generative as _generative  # noqa: E402,F401
 from mlimaging.experiments import interpretability as _interpretability  # noqa: E402,F401
