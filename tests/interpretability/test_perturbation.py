@@ -19,8 +19,17 @@ captum_attr = pytest.importorskip("captum.attr")
 
 def _tiny(channels: int = 2, classes: int = 3) -> nn.Module:
     torch.manual_seed(0)
-    return nn.Sequential(nn.Conv2d(channels, 4, 3), nn.Tanh(), nn.AdaptiveMaxPool2d(2),
-                         nn.Flatten(), nn.Linear(16, classes)).double().eval()
+    return (
+        nn.Sequential(
+            nn.Conv2d(channels, 4, 3),
+            nn.Tanh(),
+            nn.AdaptiveMaxPool2d(2),
+            nn.Flatten(),
+            nn.Linear(16, classes),
+        )
+        .double()
+        .eval()
+    )
 
 
 def _occlusion_by_loop(model, x, target, window, stride, baseline=0.0):
@@ -30,11 +39,14 @@ def _occlusion_by_loop(model, x, target, window, stride, baseline=0.0):
     h, w = x.shape[2:]
     with torch.no_grad():
         for b in range(x.shape[0]):
-            ref = model(x[b:b + 1])[0, target[b]]
+            ref = model(x[b : b + 1])[0, target[b]]
             for i in range(math.ceil((h - window[0]) / stride[0]) + 1):
                 for j in range(math.ceil((w - window[1]) / stride[1]) + 1):
-                    sl = (slice(None), slice(i * stride[0], i * stride[0] + window[0]),
-                          slice(j * stride[1], j * stride[1] + window[1]))
+                    sl = (
+                        slice(None),
+                        slice(i * stride[0], i * stride[0] + window[0]),
+                        slice(j * stride[1], j * stride[1] + window[1]),
+                    )
                     xo = x[b].clone()
                     xo[sl] = baseline
                     drop = ref - model(xo[None])[0, target[b]]
@@ -44,6 +56,7 @@ def _occlusion_by_loop(model, x, target, window, stride, baseline=0.0):
 
 
 # --- worked examples and exhaustive loops ----------------------------------------------------
+
 
 def test_one_pixel_window_equals_the_exhaustive_loop():
     model = _tiny()
@@ -71,8 +84,9 @@ def test_linear_model_by_hand():
     torch.testing.assert_close(got[0, 0], torch.tensor([[3.0] * 3, [12.0] * 3, [21.0] * 3]))
     seg = torch.tensor([[0, 0, 1], [0, 2, 1], [2, 2, 1]])
     got = feature_ablation(model, x, None, segments=seg)
-    torch.testing.assert_close(got[0, 0], torch.tensor([[4.0, 4.0, 15.0], [4.0, 17.0, 15.0],
-                                                        [17.0, 17.0, 15.0]]))
+    torch.testing.assert_close(
+        got[0, 0], torch.tensor([[4.0, 4.0, 15.0], [4.0, 17.0, 15.0], [17.0, 17.0, 15.0]])
+    )
 
 
 def test_background_windows_are_skipped_without_changing_values(lenet):
@@ -81,8 +95,12 @@ def test_background_windows_are_skipped_without_changing_values(lenet):
     x[:, :, 8:20, 10:18] = torch.rand(3, 1, 12, 8, generator=torch.Generator().manual_seed(2))
     ours = occlusion(lenet, x, [1, 2, 3], window=4, stride=2)
     ref = captum_attr.Occlusion(lenet).attribute(
-        x, target=torch.tensor([1, 2, 3]), sliding_window_shapes=(1, 4, 4), strides=(1, 2, 2),
-        perturbations_per_eval=32)
+        x,
+        target=torch.tensor([1, 2, 3]),
+        sliding_window_shapes=(1, 4, 4),
+        strides=(1, 2, 2),
+        perturbations_per_eval=32,
+    )
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
     assert (ours[:, :, :4] == 0).all()  # windows that only hold background: exactly 0
 
@@ -91,15 +109,18 @@ def test_batch_size_and_progress_do_not_change_values(seg_net):
     model = seg_net("inplace")
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
     a = occlusion(model, x, 1, window=3, stride=2)
-    torch.testing.assert_close(a, occlusion(model, x, 1, window=3, stride=2, batch_size=3,
-                                            progress=True))
+    torch.testing.assert_close(
+        a, occlusion(model, x, 1, window=3, stride=2, batch_size=3, progress=True)
+    )
     seg = torch.arange(64).view(8, 8) // 20
     b = feature_ablation(model, x, 1, segments=seg)
-    torch.testing.assert_close(b, feature_ablation(model, x, 1, segments=seg, batch_size=1,
-                                                   progress=True))
+    torch.testing.assert_close(
+        b, feature_ablation(model, x, 1, segments=seg, batch_size=1, progress=True)
+    )
 
 
 # --- oracles: Captum --------------------------------------------------------------------------
+
 
 def _phantom_labels(n: int) -> torch.Tensor:
     """Organs of a toy phantom: background 0, body 1, two 'kidneys' 2 and 3, a 'lesion' 7."""
@@ -127,10 +148,12 @@ def test_occlusion_equals_captum_on_segmentation_target(seg_net):
     x = torch.rand(2, 1, 12, 12, generator=torch.Generator().manual_seed(4))
     mask = _phantom_labels(12) == 2
     base = torch.full((1, 1, 12, 12), 0.3)
-    ours = occlusion(model, x, SegmentationTarget(2, mask), window=(3, 4), stride=(2, 3),
-                     baseline=base)
+    ours = occlusion(
+        model, x, SegmentationTarget(2, mask), window=(3, 4), stride=(2, 3), baseline=base
+    )
     ref = captum_attr.Occlusion(_Scalar(model, 2, mask)).attribute(
-        x, sliding_window_shapes=(1, 3, 4), strides=(1, 2, 3), baselines=0.3)
+        x, sliding_window_shapes=(1, 3, 4), strides=(1, 2, 3), baselines=0.3
+    )
     assert ref.abs().max() > 0
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
 
@@ -142,7 +165,8 @@ def test_occlusion_3d_equals_captum(seg_net):
     mask[2:6, 3:5, 1:7] = True
     ours = occlusion(model, x, (0, mask), window=3, stride=2, batch_size=10)
     ref = captum_attr.Occlusion(_Scalar(model, 0, mask)).attribute(
-        x, sliding_window_shapes=(1, 3, 3, 3), strides=(1, 2, 2, 2), perturbations_per_eval=8)
+        x, sliding_window_shapes=(1, 3, 3, 3), strides=(1, 2, 2, 2), perturbations_per_eval=8
+    )
     assert ref.abs().max() > 0
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
 
@@ -155,14 +179,16 @@ def test_feature_ablation_of_phantom_organs_equals_captum(seg_net):
     mask = labels == 7  # "why is this the lesion?"
     ours = feature_ablation(model, x, (1, mask), segments=labels)
     ref = captum_attr.FeatureAblation(_Scalar(model, 1, mask)).attribute(
-        x, feature_mask=labels.view(1, 1, n, n))
+        x, feature_mask=labels.view(1, 1, n, n)
+    )
     assert ref.abs().max() > 0
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
     # per-sample label maps (B, *spatial): sample 1 gets its labels shifted
     per_sample = torch.stack([labels, labels.roll(3, 1), labels])
     ours = feature_ablation(model, x, (1, mask), segments=per_sample.numpy())
     ref = captum_attr.FeatureAblation(_Scalar(model, 1, mask)).attribute(
-        x, feature_mask=per_sample.unsqueeze(1))
+        x, feature_mask=per_sample.unsqueeze(1)
+    )
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
 
 
@@ -174,7 +200,8 @@ def test_feature_ablation_per_channel_segments_equal_captum():
     seg[0, 0, :, 3:] = 2
     ours = feature_ablation(model, x, [0, 2], segments=seg, baseline=-1.0)
     ref = captum_attr.FeatureAblation(model).attribute(
-        x, target=torch.tensor([0, 2]), feature_mask=seg, baselines=-1.0)
+        x, target=torch.tensor([0, 2]), feature_mask=seg, baselines=-1.0
+    )
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
 
 
@@ -182,8 +209,9 @@ def test_ablating_every_label_equals_occluding_the_same_tiles():
     model = _tiny()
     x = torch.randn(2, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(8))
     tiles = (torch.arange(6)[:, None] // 2) * 3 + torch.arange(6)[None, :] // 2
-    torch.testing.assert_close(feature_ablation(model, x, 1, segments=tiles),
-                               occlusion(model, x, 1, window=2, stride=2))
+    torch.testing.assert_close(
+        feature_ablation(model, x, 1, segments=tiles), occlusion(model, x, 1, window=2, stride=2)
+    )
 
 
 # --- bad input -------------------------------------------------------------------------------
@@ -221,8 +249,11 @@ def test_window_with_the_wrong_number_of_axes(window):
 
 
 @settings(max_examples=30, deadline=None)
-@given(shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).filter(
-    lambda s: s not in ([4, 4], [1, 4, 4], [1, 1, 4, 4])))
+@given(
+    shape=st.lists(st.integers(1, 5), min_size=1, max_size=4).filter(
+        lambda s: s not in ([4, 4], [1, 4, 4], [1, 1, 4, 4])
+    )
+)
 def test_segments_with_the_wrong_shape(shape):
     with pytest.raises(ValueError, match="segments"):
         feature_ablation(_MODEL, _X, 0, segments=torch.zeros(shape, dtype=torch.long))

@@ -141,13 +141,17 @@ def resolve_layer(model: nn.Module, layer: Any, *, name: str = "layer") -> tuple
         for key, module in modules.items():
             if module is layer:
                 return key, module
-        raise ValueError(f"{name} must be a submodule of the model, got a {type(layer).__name__} "
-                         "that is not part of it")
+        raise ValueError(
+            f"{name} must be a submodule of the model, got a {type(layer).__name__} "
+            "that is not part of it"
+        )
     if not isinstance(layer, str) or not layer or layer not in modules:
         valid = layer_names(model)
         shown = ", ".join(repr(v) for v in valid[:8]) + (", ..." if len(valid) > 8 else "")
-        raise ValueError(f"{name} must be a submodule or the dotted name of one, got {layer!r}; "
-                         f"valid names: {shown or '(the model has no submodules)'}")
+        raise ValueError(
+            f"{name} must be a submodule or the dotted name of one, got {layer!r}; "
+            f"valid names: {shown or '(the model has no submodules)'}"
+        )
     return layer, modules[layer]
 
 
@@ -166,9 +170,7 @@ def as_baseline(baseline: Any, x: torch.Tensor, name: str = "baseline") -> torch
                 f"{name} of shape {tuple(b.shape)} does not broadcast to x {tuple(x.shape)}"
             ) from err
         if torch.broadcast_shapes(b.shape, x.shape) != x.shape:
-            raise ValueError(
-                f"{name} of shape {tuple(b.shape)} would enlarge x {tuple(x.shape)}"
-            )
+            raise ValueError(f"{name} of shape {tuple(b.shape)} would enlarge x {tuple(x.shape)}")
     else:
         raise ValueError(f"{name} must be a number or a tensor, got {type(baseline).__name__}")
     if not bool(torch.isfinite(b).all()):

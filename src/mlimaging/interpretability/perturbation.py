@@ -26,6 +26,7 @@ from mlimaging.interpretability._targets import _Target
 
 __all__ = ["feature_ablation", "occlusion"]
 
+
 def _per_axis(value: Any, name: str, ndim: int) -> tuple[int, ...]:
     """An int or a sequence of ``ndim`` ints >= 1, as a tuple."""
     if isinstance(value, Sequence) and not isinstance(value, str):
@@ -50,14 +51,27 @@ def _progress(total: int, enabled: bool, what: str) -> Iterator[Any]:
         return
     from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-    with Progress(TextColumn(what), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeRemainingColumn(), transient=True) as bar:
+    with Progress(
+        TextColumn(what),
+        BarColumn(),
+        TextColumn("{task.completed}/{task.total}"),
+        TimeRemainingColumn(),
+        transient=True,
+    ) as bar:
         task = bar.add_task(what, total=total)
         yield lambda n: bar.advance(task, n)
 
 
-def _score_drops(model: nn.Module, x: torch.Tensor, tgt: _Target, base: torch.Tensor,
-                 masks: Any, pairs: torch.Tensor, chunk: int, advance: Any) -> torch.Tensor:
+def _score_drops(
+    model: nn.Module,
+    x: torch.Tensor,
+    tgt: _Target,
+    base: torch.Tensor,
+    masks: Any,
+    pairs: torch.Tensor,
+    chunk: int,
+    advance: Any,
+) -> torch.Tensor:
     """:math:`f(x)_b - f(x^{(p)})_b` for each pair ``(p, b)`` of ``pairs`` ``(N, 2)``.
 
     ``masks(p, b)`` gives the boolean masks of perturbations ``p`` of samples ``b``
@@ -68,20 +82,27 @@ def _score_drops(model: nn.Module, x: torch.Tensor, tgt: _Target, base: torch.Te
     with torch.inference_mode():
         full = tgt.scores(run(x))
         for start in range(0, len(pairs), chunk):
-            p, b = pairs[start:start + chunk].unbind(1)
+            p, b = pairs[start : start + chunk].unbind(1)
             m = masks(p, b)
             xb = x[b]
             perturbed = torch.where(m, base[b], xb)
             out = run(perturbed)
-            drops[start:start + len(p)] = full[b] - tgt.take(b.cpu()).scores(out)
+            drops[start : start + len(p)] = full[b] - tgt.take(b.cpu()).scores(out)
             advance(len(p))
     return drops
 
 
-def occlusion(model: nn.Module, x: torch.Tensor, target: Any, *,
-              window: int | Sequence[int], stride: int | Sequence[int] = 1,
-              baseline: float | torch.Tensor = 0.0, batch_size: int | None = None,
-              progress: bool = False) -> torch.Tensor:
+def occlusion(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Any,
+    *,
+    window: int | Sequence[int],
+    stride: int | Sequence[int] = 1,
+    baseline: float | torch.Tensor = 0.0,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
     r"""Occlusion: the drop of the target score when a sliding window is set to a baseline.
 
     .. math::
@@ -201,10 +222,16 @@ def occlusion(model: nn.Module, x: torch.Tensor, target: Any, *,
     return attr.expand_as(x).contiguous()
 
 
-def feature_ablation(model: nn.Module, x: torch.Tensor, target: Any, *,
-                     segments: torch.Tensor | np.ndarray,
-                     baseline: float | torch.Tensor = 0.0, batch_size: int | None = None,
-                     progress: bool = False) -> torch.Tensor:
+def feature_ablation(
+    model: nn.Module,
+    x: torch.Tensor,
+    target: Any,
+    *,
+    segments: torch.Tensor | np.ndarray,
+    baseline: float | torch.Tensor = 0.0,
+    batch_size: int | None = None,
+    progress: bool = False,
+) -> torch.Tensor:
     r"""Feature ablation: the drop of the target score when a whole segment is ablated.
 
     .. math:: A_{b,i} = y_b(x_b) - y_b\big(x_b^{(s(i))}\big)
@@ -268,8 +295,10 @@ def feature_ablation(model: nn.Module, x: torch.Tensor, target: Any, *,
             f"segments must be {size}, (B, *{size}) or (B, C, *{size}), "
             f"got shape {tuple(seg.shape)}"
         )
-    if tuple(seg.shape[2:]) != size or seg.shape[0] not in (1, x.shape[0]) or (
-        seg.shape[1] not in (1, x.shape[1])
+    if (
+        tuple(seg.shape[2:]) != size
+        or seg.shape[0] not in (1, x.shape[0])
+        or (seg.shape[1] not in (1, x.shape[1]))
     ):
         raise ValueError(
             f"segments of shape {tuple(segments.shape)} do not match x {tuple(x.shape)}"
