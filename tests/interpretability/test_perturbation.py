@@ -205,6 +205,86 @@ def test_feature_ablation_per_channel_segments_equal_captum():
     torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
 
 
+def test_per_pixel_baseline_equals_captum():
+    # a baseline tensor that differs per sample, channel and pixel (the where path, not fill)
+    model = _tiny().float()
+    x = torch.rand(2, 2, 7, 9, generator=torch.Generator().manual_seed(9))
+    base = torch.randn(2, 2, 7, 9, generator=torch.Generator().manual_seed(10))
+    base[0, :, :3] = x[0, :, :3]  # windows inside this band change nothing: skipped, 0
+    ours = occlusion(model, x, [0, 2], window=(3, 2), stride=(2, 1), baseline=base)
+    ref = captum_attr.Occlusion(model).attribute(
+        x,
+        target=torch.tensor([0, 2]),
+        sliding_window_shapes=(2, 3, 2),
+        strides=(1, 2, 1),
+        baselines=base,
+    )
+    torch.testing.assert_close(ours, ref, atol=1e-5, rtol=1e-4)
+    seg = torch.arange(63).view(7, 9) // 10
+    torch.testing.assert_close(
+        feature_ablation(model, x, [0, 2], segments=seg, baseline=base),
+        captum_attr.FeatureAblation(model).attribute(
+            x, target=torch.tensor([0, 2]), feature_mask=seg.view(1, 1, 7, 9), baselines=base
+        ),
+        atol=1e-5,
+        rtol=1e-4,
+    )
+
+
+class _InPlaceView(nn.Module):
+    """Doubles its input in place, then flattens it with .view (channels-last fails there)."""
+
+    def __init__(self, inplace: bool = True):
+        super().__init__()
+        torch.manual_seed(0)
+        self.inplace = inplace
+        self.fc = nn.Linear(2 * 5 * 6, 3)
+
+    def forward(self, x):
+        x = x.mul_(2.0) if self.inplace else x * 2.0
+        flat = x.view(x.shape[0], -1) if self.inplace else x.reshape(x.shape[0], -1)
+        return self.fc(torch.tanh(flat))
+
+
+def test_layout_fallback_rebuilds_the_batch_an_in_place_model_changed():
+    # the channels-last batch is doubled in place before .view fails: the contiguous retry
+    # must start from a fresh batch, not from the doubled one
+    from mlimaging.interpretability._common import Runner
+
+    x = torch.rand(2, 2, 5, 6, generator=torch.Generator().manual_seed(11))
+    model, ref_model = _InPlaceView().eval(), _InPlaceView(inplace=False).eval()
+    layouts = []
+
+    def build(fmt):
+        layouts.append(fmt)
+        return x.clone(memory_format=fmt)
+
+    run = Runner(model)
+    with torch.no_grad():
+        torch.testing.assert_close(run.built(x, build), ref_model(x))
+        assert layouts == [torch.channels_last, torch.contiguous_format] and not run.fast
+        torch.testing.assert_close(run.built(x, build), ref_model(x))  # contiguous from now on
+    assert layouts[2:] == [torch.contiguous_format]
+
+
+def test_in_place_view_models_give_the_reference_maps():
+    # occlusion and ablation of a model that changes its input in place and needs contiguous
+    # strides equal those of the same model without either
+    x = torch.rand(2, 2, 5, 6, generator=torch.Generator().manual_seed(11))
+    before = x.clone()
+    ref_model = _InPlaceView(inplace=False).eval()
+    model = _InPlaceView().eval()
+    for kw in ({"baseline": 0.0}, {"baseline": torch.full((1, 2, 5, 6), 0.25)}):
+        got = occlusion(model, x, [1, 2], window=2, stride=1, **kw)
+        torch.testing.assert_close(got, occlusion(ref_model, x, [1, 2], window=2, stride=1, **kw))
+        seg = torch.arange(30).view(5, 6) // 7
+        torch.testing.assert_close(
+            feature_ablation(model, x, [1, 2], segments=seg, **kw),
+            feature_ablation(ref_model, x, [1, 2], segments=seg, **kw),
+        )
+    assert torch.equal(x, before)
+
+
 def test_ablating_every_label_equals_occluding_the_same_tiles():
     model = _tiny()
     x = torch.randn(2, 2, 6, 6, dtype=torch.float64, generator=torch.Generator().manual_seed(8))

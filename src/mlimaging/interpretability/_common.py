@@ -84,6 +84,21 @@ class Runner:
                 self.fast = False
         return self.model(batch.clone())  # a copy: in-place layers must not touch x
 
+    def built(self, like: torch.Tensor, build: Any) -> Any:
+        """Call the model on ``build(memory_format)``, a new batch shaped like ``like``.
+
+        The batch is made for this call only, so it goes to the model without the
+        protective copy of :meth:`__call__`; if the channels-last layout fails, it is built
+        again in the contiguous layout (an in-place layer may have changed the first one).
+        """
+        if self.fast and like.device.type == "cpu" and like.ndim in (4, 5):
+            fmt = torch.channels_last if like.ndim == 4 else torch.channels_last_3d
+            try:
+                return self.model(build(fmt))
+            except RuntimeError:
+                self.fast = False
+        return self.model(build(torch.contiguous_format))
+
 
 @contextlib.contextmanager
 def explained(model: nn.Module, *, eval_mode: bool = True) -> Iterator[nn.Module]:

@@ -2,8 +2,10 @@ r"""Perturbation attributions: occlusion and feature (segment) ablation.
 
 Both replace part of the input by a baseline and record how much the target score drops.
 Many perturbed copies go through the model in one forward pass (``batch_size`` images at a
-time, under ``torch.inference_mode``); the perturbed copies are built by broadcasting window
-masks, with no Python loop over windows. A perturbation that leaves a sample unchanged (the
+time, under ``torch.inference_mode``); each batch of perturbed copies is gathered from one
+copy of ``x`` in the model's layout (channels-last for 2D/3D on the CPU) and filled in place
+through broadcast window masks, with no Python loop over windows and no further copy. A
+perturbation that leaves a sample unchanged (the
 window already equals the baseline, e.g. black background occluded with 0) cannot change the
 output of the deterministic eval-mode model: its score drop is exactly 0 and its forward pass
 is skipped.
@@ -75,18 +77,31 @@ def _score_drops(
     """:math:`f(x)_b - f(x^{(p)})_b` for each pair ``(p, b)`` of ``pairs`` ``(N, 2)``.
 
     ``masks(p, b)`` gives the boolean masks of perturbations ``p`` of samples ``b``
-    (broadcastable to ``(len(p), C, *spatial)``); ``base`` is the baseline broadcast to ``x``.
+    (broadcastable to ``(len(p), C, *spatial)``); ``base`` is the baseline, one value
+    (any shape of one element) or a tensor broadcastable to ``x``. Each perturbed batch is
+    gathered from a copy of ``x`` in the model's layout and filled in place, then goes to
+    the model without a further copy.
     """
     drops = torch.empty(len(pairs), dtype=x.dtype, device=x.device)
+    fill = base.reshape(()) if base.numel() == 1 else None
+    base = base.expand_as(x)
+    sources: dict[torch.memory_format, torch.Tensor] = {}
     run = Runner(model)
     with torch.inference_mode():
         full = tgt.scores(run(x))
         for start in range(0, len(pairs), chunk):
             p, b = pairs[start : start + chunk].unbind(1)
             m = masks(p, b)
-            xb = x[b]
-            perturbed = torch.where(m, base[b], xb)
-            out = run(perturbed)
+
+            def build(fmt: torch.memory_format, p: Any = p, b: Any = b, m: Any = m) -> Any:
+                if fmt not in sources:
+                    sources[fmt] = x.clone(memory_format=fmt)
+                batch = sources[fmt][b]  # a new tensor, in the source's layout
+                if fill is not None:
+                    return batch.masked_fill_(m, fill)
+                return batch.copy_(torch.where(m, base[b], batch))
+
+            out = run.built(x, build)
             drops[start : start + len(p)] = full[b] - tgt.take(b.cpu()).scores(out)
             advance(len(p))
     return drops
@@ -168,7 +183,8 @@ def occlusion(
             raise ValueError(
                 f"stride {step} must not exceed window {win} (pixels would be left out)"
             )
-    base = as_baseline(baseline, x).expand_as(x)
+    base0 = as_baseline(baseline, x)
+    base = base0.expand_as(x)
     x0 = x.detach()
     counts = [math.ceil((d - k) / s) + 1 for k, s, d in zip(win, step, size, strict=True)]
     # per-axis window masks (n_i, D_i), clipped at the border
@@ -209,7 +225,7 @@ def occlusion(
     per_image = x[0].numel()
     chunk = auto_chunk(batch_size, per_image)
     with explained(model), _progress(len(pairs), progress, "occlusion") as advance:
-        drops = _score_drops(model, x0, tgt, base, masks, pairs, chunk, advance)
+        drops = _score_drops(model, x0, tgt, base0, masks, pairs, chunk, advance)
     grid = torch.zeros(changed.shape, dtype=x.dtype, device=x.device)
     grid[pairs[:, 0], pairs[:, 1]] = drops
     grid = grid.T.reshape(x.shape[0], 1, *counts)
@@ -306,7 +322,8 @@ def feature_ablation(
     seg = seg.long()
     labels = torch.unique(seg)
     code = torch.searchsorted(labels, seg)  # label index per pixel
-    base = as_baseline(baseline, x).expand_as(x)
+    base0 = as_baseline(baseline, x)
+    base = base0.expand_as(x)
     x0 = x.detach()
     n_labels = len(labels)
     # does ablating label l change sample b? any differing pixel of that label: (L, B)
@@ -324,7 +341,7 @@ def feature_ablation(
 
     chunk = auto_chunk(batch_size, x[0].numel())
     with explained(model), _progress(len(pairs), progress, "feature ablation") as advance:
-        drops = _score_drops(model, x0, tgt, base, masks, pairs, chunk, advance)
+        drops = _score_drops(model, x0, tgt, base0, masks, pairs, chunk, advance)
     grid = torch.zeros((x.shape[0], n_labels), dtype=x.dtype, device=x.device)
     grid[pairs[:, 1], pairs[:, 0]] = drops
     idx = code.expand(x.shape[0], *code.shape[1:]).reshape(x.shape[0], -1)
