@@ -147,8 +147,9 @@ def _resolve(cfg: DetectionConfig) -> dict[str, Any]:
 
     base = QUICK if cfg.quick else FULL
     p = {k: getattr(cfg, k) if getattr(cfg, k) is not None else v for k, v in base.items()}
-    p["n_train"] = p["n_train"] or DEFAULT_TRAINING["n_train"]
-    p["epochs"] = p["epochs"] or DEFAULT_TRAINING["epochs"]
+    for key in ("n_train", "epochs"):
+        if p[key] is None:
+            p[key] = DEFAULT_TRAINING[key]
     for key in (
         "n_train",
         "epochs",
