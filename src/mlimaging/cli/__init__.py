@@ -8,6 +8,7 @@ from mlimaging.cli import calc as _calc  # noqa: F401
 from mlimaging.cli import classify as _classify  # noqa: F401
 from mlimaging.cli import commands as _commands  # noqa: F401
 from mlimaging.cli import deidentify as _deidentify  # noqa: F401
+from mlimaging.cli import detect as _detect  # noqa: F401
 from mlimaging.cli import explain as _explain  # noqa: F401
 from mlimaging.cli import fl as _fl  # noqa: F401  (the `fl` group: simulate; deploy registers on fl_app)
 from mlimaging.cli import fl_deploy as _fl_deploy  # noqa: F401  (registers `fl deploy` on the `fl` group)
