@@ -67,6 +67,19 @@ OPERATORS = [
         lambda: Blur(gaussian_kernel(0.8, spatial_dims=3), padding="symmetric"),
         (1, 1, 4, 3, 5),
     ),
+    *[
+        (f"downsample-2d-{f}", lambda f=f: Downsample(2, filter=f), (2, 1, 6, 8))
+        for f in ("bicubic", "gaussian", "box")
+    ],
+    ("downsample-3d-box", lambda: Downsample(2, filter="box", spatial_dims=3), (1, 1, 4, 4, 6)),
+    ("inpainting-2d", lambda: Inpainting(cartesian_mask((6, 7), 2, 0.3, seed=1)), (2, 2, 6, 7)),
+    ("mri-2d", lambda: MRI(cartesian_mask((6, 8), 2, 0.25, seed=2)), (2, 2, 6, 8)),
+    (
+        "mri-2d-coils",
+        lambda: MRI(cartesian_mask((6, 6), 2, 0.3, seed=3), sensitivities=_coils(3, 6, 6)),
+        (1, 2, 6, 6),
+    ),
+    ("ct-2d", lambda: CT([0.0, 30.0, 75.0, 120.0], image_size=8), (1, 1, 8, 8)),
 ]
 
 
@@ -74,7 +87,7 @@ OPERATORS = [
     ("factory", "shape"), [o[1:] for o in OPERATORS], ids=[o[0] for o in OPERATORS]
 )
 def test_adjointness(factory, shape):
-    op = factory().to(F64)
+    op = factory().to(F64)  # every operator is an nn.Module whose .to() moves its buffers
     x = _rand(shape, 10)
     ax = op.A(x)
     y = _rand(tuple(ax.shape), 11)
@@ -459,3 +472,12 @@ def test_bad_constructor_arguments_name_themselves():
     for make, name in cases:
         with pytest.raises(ValueError, match=name):
             make()
+
+
+def test_inpainting_moves_with_to_like_any_module():
+    """nn.Module.to/.double() go through Module._apply: an operator must not shadow it."""
+    mask = cartesian_mask((5, 6), 2, 0.3, seed=4)
+    op = Inpainting(mask).double()
+    assert op.mask.dtype == F64
+    x = _rand((1, 1, 5, 6), 2)
+    torch.testing.assert_close(op.A(x), x * mask.to(F64))

@@ -538,7 +538,7 @@ class Inpainting(Operator):
             raise ValueError("mask must contain only 0 and 1 (or booleans)")
         self.register_buffer("mask", m.to(torch.float32))
 
-    def _apply(self, x: torch.Tensor, name: str) -> torch.Tensor:
+    def _mask_times(self, x: torch.Tensor, name: str) -> torch.Tensor:
         _check_x(x, name, None, "Inpainting")
         if x.ndim < 4:
             raise ValueError(
@@ -557,13 +557,13 @@ class Inpainting(Operator):
         return x * self.mask.to(device=x.device, dtype=x.dtype)
 
     def A(self, x: torch.Tensor) -> torch.Tensor:  # noqa: N802
-        return self._apply(x, "x")
+        return self._mask_times(x, "x")
 
     def A_adjoint(self, y: torch.Tensor) -> torch.Tensor:  # noqa: N802
-        return self._apply(y, "y")
+        return self._mask_times(y, "y")
 
     def A_dagger(self, y: torch.Tensor, **kwargs: object) -> torch.Tensor:  # noqa: N802
-        return self._apply(y, "y")
+        return self._mask_times(y, "y")
 
     def norm(self, x: torch.Tensor, **kwargs: object) -> float:
         _check_finite_tensor(x, "x")
