@@ -69,9 +69,12 @@ __all__ = ["load_superres", "train_superres_cmd", "upscale_array", "upscale_cmd"
 RUN_NAME = "train-superres"
 MODELS = ("srcnn", "vdsr", "espcn", "lapsrn", "dbpn")
 TRAIN_LOSSES = ("l1", "l2", "mse", "huber", "charbonnier")
-DEFAULTS: dict[str, Any] = {"model": "espcn", "scale": 2, "loss": "l1", "patch": 48, "patches": 64, "lr": 1e-3,
-                            "batch_size": 16, "seed": 0, "degradation": "bicubic", "n_test": 4, "eval_crop": 256,
-                            "grad_clip": None}
+#: ``None``: the model's recipe (:data:`mlimaging.inverse.superres.SR_RECIPES`) decides; ``patches``
+#: ``None``: every patch of the recipe's grid.
+DEFAULTS: dict[str, Any] = {"model": "espcn", "scale": 2, "loss": None, "patch": None, "stride": None,
+                            "patches": None, "lr": None, "batch_size": None, "seed": 0, "degradation": "bicubic",
+                            "n_test": 4, "eval_crop": 256, "grad_clip": None}
+RECIPE_KEYS = ("loss", "patch", "stride", "lr", "batch_size")
 
 
 # ------------------------------------------------------------------------------ model.pt
@@ -226,12 +229,18 @@ def train_superres_cmd(
     out: Path = typer.Option(..., "--out", help="Run folder (checkpoints, model.pt, report)."),
     model: str | None = typer.Option(None, "--model", help="srcnn, vdsr, espcn, lapsrn or dbpn (default: espcn)."),
     scale: int | None = typer.Option(None, "--scale", help="Upscaling factor: 2, 3 or 4 (lapsrn: 2, 4, 8; default 2)."),
-    epochs: int = typer.Option(20, "--epochs", help="Total epochs (a resumed run continues up to this number)."),
-    loss: str | None = typer.Option(None, "--loss", help=f"{', '.join(TRAIN_LOSSES)} (default: l1)."),
-    patch: int | None = typer.Option(None, "--patch", help="HR patch side in pixels, a multiple of --scale (default 48)."),
-    patches: int | None = typer.Option(None, "--patches", help="Most patches cut from each image (default 64)."),
-    lr: float | None = typer.Option(None, "--lr", help="Adam learning rate (default 0.001)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Patches per step (default 16)."),
+    epochs: int | None = typer.Option(None, "--epochs", help="Total epochs (default: the model's recipe; a resumed "
+                                      "run continues up to this number)."),
+    loss: str | None = typer.Option(None, "--loss", help=f"{', '.join(TRAIN_LOSSES)} (default: the model's recipe)."),
+    patch: int | None = typer.Option(None, "--patch", help="HR patch side in pixels, a multiple of --scale (default: "
+                                     "the model's recipe, 32 or 48)."),
+    stride: int | None = typer.Option(None, "--stride", help="Step of the patch grid in HR pixels, a multiple of "
+                                      "--scale (default: the model's recipe)."),
+    patches: int | None = typer.Option(None, "--patches", help="Most patches cut from each image (default: all)."),
+    lr: float | None = typer.Option(None, "--lr", help="Initial Adam learning rate, cosine-annealed (default: the "
+                                    "model's recipe)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Patches per step (default: the model's "
+                                          "recipe)."),
     seed: int | None = typer.Option(None, "--seed", help="Seed of the image split, patches, initialisation and batch "
                                     "order (default 0)."),
     degradation: str | None = typer.Option(None, "--degradation", help="bicubic, blur-down or kspace (default: "
@@ -247,12 +256,17 @@ def train_superres_cmd(
     force: bool = typer.Option(False, "--force", help="Delete an existing --out run folder and start again."),
 ) -> None:
     """Train a super-resolution network; model.pt, held-out PSNR/SSIM vs bicubic and a report in --out."""
-    import torch
     from rich.table import Table
 
-    from mlimaging.inverse.superres import DEGRADATIONS, LOSSES, split_images, sr_pairs
+    from mlimaging.inverse.superres import (
+        DEGRADATIONS,
+        split_images,
+        sr_pairs,
+        sr_recipe,
+        train_superres,
+    )
     from mlimaging.models import create_model
-    from mlimaging.training import fit, load_checkpoint
+    from mlimaging.training import load_checkpoint
 
     if model is not None and model not in MODELS:
         raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
@@ -260,7 +274,8 @@ def train_superres_cmd(
         raise ValueError(f"--loss must be one of {', '.join(TRAIN_LOSSES)}, got {loss!r}")
     if degradation is not None and degradation not in DEGRADATIONS:
         raise ValueError(f"--degradation must be one of {', '.join(DEGRADATIONS)}, got {degradation!r}")
-    for value, option in ((epochs, "--epochs"), (scale, "--scale"), (patch, "--patch"), (patches, "--patches"),
+    for value, option in ((epochs, "--epochs"), (scale, "--scale"), (patch, "--patch"), (stride, "--stride"),
+                          (patches, "--patches"),
                           (batch_size, "--batch-size"), (n_test, "--n-test"), (eval_crop, "--eval-crop")):
         check_positive(value, option, integer=True)
     check_positive(lr, "--lr")
@@ -268,23 +283,28 @@ def train_superres_cmd(
     if seed is not None and seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
     stored, clear = prepare_out(out, resume=resume, force=force, command="train superres")
-    given = {"model": model, "scale": scale, "loss": loss, "patch": patch, "patches": patches, "lr": lr,
+    given = {"model": model, "scale": scale, "loss": loss, "patch": patch, "stride": stride, "patches": patches, "lr": lr,
              "batch_size": batch_size, "seed": seed, "degradation": degradation, "n_test": n_test,
              "eval_crop": eval_crop, "grad_clip": grad_clip}
     s = resolve_settings(given, stored, DEFAULTS)
-    if s["patch"] % s["scale"]:
-        raise ValueError(f"--patch must be a multiple of --scale {s['scale']}, got {s['patch']}")
+    recipe = sr_recipe(s["model"])
+    s.update({k: recipe[k] for k in RECIPE_KEYS if s[k] is None})
+    recipe.update({k: s[k] for k in RECIPE_KEYS})
+    epochs = epochs or (stored or {}).get("epochs") or recipe["epochs"]
+    for key in ("patch", "stride"):
+        if s[key] % s["scale"]:
+            raise ValueError(f"--{key} must be a multiple of --scale {s['scale']}, got {s[key]}")
     if s["eval_crop"] <= 2 * s["scale"] + 1:
         raise ValueError(f"--eval-crop must exceed twice --scale (the border cut before scoring), got {s['eval_crop']}")
-    kwargs = {"scale": s["scale"], "in_channels": 1}
+    kwargs = {"scale": s["scale"], "in_channels": 1, **recipe["model_kwargs"]}
     try:
         net = create_model(s["model"], seed=s["seed"], **kwargs)
     except ValueError as exc:
         raise ValueError(f"--scale {s['scale']} does not fit --model {s['model']}: {exc}") from None
     train_names, test_names = split_images(n_test=s["n_test"], seed=s["seed"])
-    train = sr_pairs(train_names, scale=s["scale"], patch=s["patch"], max_patches=s["patches"],
-                     degradation=s["degradation"], seed=s["seed"])
-    val = sr_pairs(test_names, scale=s["scale"], patch=s["patch"], max_patches=s["patches"],
+    train = sr_pairs(train_names, scale=s["scale"], patch=s["patch"], stride=s["stride"], max_patches=s["patches"],
+                     degradation=s["degradation"], augment=s["degradation"] == "bicubic", seed=s["seed"])
+    val = sr_pairs(test_names, scale=s["scale"], patch=s["patch"], max_patches=s["patches"] or 32,
                    degradation=s["degradation"], seed=s["seed"])
     meta = {"model": s["model"], "model_kwargs": kwargs, "scale": s["scale"], "channels": "y", "loss": s["loss"],
             "degradation": s["degradation"], "train_images": train_names, "test_images": test_names,
@@ -292,12 +312,10 @@ def train_superres_cmd(
     run = open_run(out, RUN_NAME, {**s, "epochs": epochs, "meta": meta}, stored=stored, clear=clear,
                    command=_command(s, epochs, out), console=err_console)
     try:
-        history = fit(net, train, val, loss=LOSSES[s["loss"]], metrics=(), epochs=epochs,
-                      optimizer=lambda p: torch.optim.Adam(p, lr=s["lr"]), batch_size=s["batch_size"],
-                      grad_clip=s["grad_clip"], seed=s["seed"], checkpoint_dir=out / "checkpoints",
-                      resume=stored is not None, run=run,
-                      monitor="val_loss", mode="min", callbacks=[ExportBest(out / "model.pt", "superres", meta)],
-                      device=device)
+        history = train_superres(net, train, val, name=s["model"], recipe=recipe, epochs=epochs,
+                                 grad_clip=s["grad_clip"], seed=s["seed"], checkpoint_dir=out / "checkpoints",
+                                 resume=stored is not None, run=run, monitor="val_loss", mode="min",
+                                 callbacks=[ExportBest(out / "model.pt", "superres", meta)], device=device)
     except KeyboardInterrupt:
         run.finish(error="interrupted; continue with --resume")
         err_console.print(f"interrupted: continue with `{_command(s, epochs, out)} --resume` (checkpoints in {out})",
@@ -310,8 +328,9 @@ def train_superres_cmd(
             test_ssim=mean["ssim"], bicubic_psnr=mean["bicubic_psnr"], bicubic_ssim=mean["bicubic_ssim"],
             gain_db=mean["gain_db"])
     clip = f" (gradient norm clipped to {s['grad_clip']})" if s["grad_clip"] else ""
+    aug = ", random flips/rotations" if train.augment else ""
     run.section("Training", f"{s['model']} x{s['scale']} on {len(train)} LR/HR patch pairs ({s['patch']} px) of "
-                f"{len(train_names)} bundled images ({s['degradation']} degradation), {s['loss']} loss, Adam lr "
+                f"{len(train_names)} bundled images ({s['degradation']} degradation), {s['loss']} loss{aug}, Adam lr "
                 f"{s['lr']}{clip}, batch {s['batch_size']}, seed {s['seed']}; validation on {len(val)} patches of the "
                 f"held-out images {', '.join(test_names)}.")
     run.table("Held-out", rows, caption=f"PSNR (dB) and SSIM on the Y channel, {s['scale']}-pixel border cut, centre "

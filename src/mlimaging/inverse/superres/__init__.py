@@ -10,7 +10,11 @@ LR/HR patch pairs from bundled images, the bicubic baseline and the papers' eval
 - Data and evaluation (``data.py``): :func:`sr_pairs`, :func:`split_images`, :func:`degrade`
   (``"bicubic"``, ``"blur-down"``, ``"kspace"``), :func:`bicubic_upscale`, :func:`sr_evaluate`
   (PSNR/SSIM on Y with a ``scale``-pixel border cut), :func:`rgb_to_y`,
-  :func:`through_plane_degrade` (thick slices of a volume for through-plane SR).
+  :func:`through_plane_degrade` (thick slices of a volume for through-plane SR), :func:`dihedral`
+  (the flips/rotations of ``sr_pairs(augment=True)``).
+- Training (``training.py``): :data:`SR_RECIPES` (one per model), :func:`sr_recipe`,
+  :func:`train_superres` (through :func:`mlimaging.training.fit`), :class:`AdjustableGradientClip`
+  (VDSR).
 
 Examples
 --------
@@ -34,6 +38,7 @@ from mlimaging.inverse.superres.data import (
     SRPairs,
     bicubic_upscale,
     degrade,
+    dihedral,
     load_sr_image,
     modcrop,
     rgb_to_y,
@@ -60,6 +65,12 @@ from mlimaging.inverse.superres.losses import (
     load_vgg_features,
     total_variation,
 )
+from mlimaging.inverse.superres.training import (
+    SR_RECIPES,
+    AdjustableGradientClip,
+    sr_recipe,
+    train_superres,
+)
 from mlimaging.models.superres import (
     DBPN,
     ESPCN,
@@ -71,6 +82,11 @@ from mlimaging.models.superres import (
 
 __all__ = [
     "DBPN",
+    "SR_RECIPES",
+    "AdjustableGradientClip",
+    "dihedral",
+    "sr_recipe",
+    "train_superres",
     "DEGRADATIONS",
     "ESPCN",
     "IMAGENET_MEAN",

@@ -37,6 +37,7 @@ __all__ = [
     "SRPairs",
     "bicubic_upscale",
     "degrade",
+    "dihedral",
     "load_sr_image",
     "modcrop",
     "rgb_to_y",
@@ -281,23 +282,53 @@ def bicubic_upscale(lr: Any, scale: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ patch pairs
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """Element ``k`` (0..7) of the dihedral group on the last two axes: ``rot90`` by ``k % 4``
+    quarter turns, then a left-right flip when ``k >= 4`` (``k = 0``: the identity).
+
+    The eight transforms commute with the ``"bicubic"`` degradation of :func:`degrade` (symmetric
+    kernel, pixel centres aligned) on patches cut at multiples of ``scale``, so an LR/HR pair
+    transformed alike is still a pair: the flips/rotations augmentation of the SR papers. They do
+    not commute with ``"blur-down"``/``"kspace"``, whose LR sample :math:`j` sits at HR sample
+    :math:`s j` (a flip moves the grid by :math:`s - 1` pixels).
+
+    Examples
+    --------
+    >>> import torch
+    >>> x = torch.arange(4.0).view(1, 2, 2)
+    >>> [dihedral(x, k)[0, 0].tolist() for k in (0, 1, 4)]
+    [[0.0, 1.0], [1.0, 3.0], [1.0, 0.0]]
+    """
+    if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < 8:
+        raise ValueError(f"k must be an int in 0..7, got {k!r}")
+    y = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(y, dims=(-1,)) if k >= 4 else y
+
+
 class SRPairs(Dataset):
     """LR/HR patch pairs ``(lr, hr)``: float32 tensors ``(C, p/s, p/s)`` and ``(C, p, p)``.
 
     Built by :func:`sr_pairs`; ``names`` and ``positions`` say where each patch comes from
-    (image index, top, left in HR pixels).
+    (image index, top, left in HR pixels). With ``augment``, each item is drawn through one of
+    the eight flips/rotations (:func:`dihedral`), chosen by a generator seeded with ``seed``
+    (one draw per item read: a seeded training run is repeatable).
     """
 
     def __init__(self, lr: torch.Tensor, hr: torch.Tensor, positions: list[tuple[int, int, int]], *,
-                 scale: int, degradation: str) -> None:
+                 scale: int, degradation: str, augment: bool = False, seed: int = 0) -> None:
         self.lr, self.hr, self.positions = lr, hr, positions
         self.scale, self.degradation = scale, degradation
+        self.augment = bool(augment)
+        self._generator = torch.Generator().manual_seed(int(seed))
 
     def __len__(self) -> int:
         return len(self.hr)
 
     def __getitem__(self, i: int) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.lr[i], self.hr[i]
+        if not self.augment:
+            return self.lr[i], self.hr[i]
+        k = int(torch.randint(8, (1,), generator=self._generator))
+        return dihedral(self.lr[i], k).contiguous(), dihedral(self.hr[i], k).contiguous()
 
 
 def _load(images: Sequence[Any], channels: str) -> list[np.ndarray]:
@@ -321,7 +352,7 @@ def _load(images: Sequence[Any], channels: str) -> list[np.ndarray]:
 
 def sr_pairs(images: Sequence[Any], *, scale: int, patch: int, degradation: str = "bicubic",
              stride: int | None = None, max_patches: int | None = None, channels: str = "y",
-             seed: int = 0) -> SRPairs:
+             augment: bool = False, seed: int = 0) -> SRPairs:
     r"""LR/HR patch pairs cut from whole images (a ``Dataset`` for :func:`mlimaging.training.fit`).
 
     Each image is cropped to a multiple of ``scale`` (:func:`modcrop`) and degraded as a whole
@@ -347,8 +378,11 @@ def sr_pairs(images: Sequence[Any], *, scale: int, patch: int, degradation: str 
         Patches kept per image.
     channels : str
         ``"y"`` (luma, the papers' setting) or ``"rgb"``.
+    augment : bool
+        Draw each item through a random flip/rotation (:func:`dihedral`; 8x the distinct pairs);
+        ``"bicubic"`` degradation only (the others do not commute with flips).
     seed : int
-        Seed of the patch subset.
+        Seed of the patch subset (and of the augmentation draws).
 
     Examples
     --------
@@ -371,6 +405,9 @@ def sr_pairs(images: Sequence[Any], *, scale: int, patch: int, degradation: str 
         raise ValueError(f"degradation must be one of {DEGRADATIONS}, got {degradation!r}")
     if channels not in ("y", "rgb"):
         raise ValueError(f"channels must be 'y' or 'rgb', got {channels!r}")
+    if augment and degradation != "bicubic":
+        raise ValueError(f"augment=True needs degradation='bicubic' (flips do not commute with {degradation!r}: "
+                         "its LR samples are not centred)")
     rng = np.random.default_rng(seed)
     lrs, hrs, positions = [], [], []
     p, q = patch, patch // s
@@ -387,7 +424,7 @@ def sr_pairs(images: Sequence[Any], *, scale: int, patch: int, degradation: str 
             lrs.append(lr[:, i // s : i // s + q, j // s : j // s + q])
             positions.append((k, i, j))
     return SRPairs(torch.stack(lrs).contiguous(), torch.stack(hrs).contiguous(), positions,
-                   scale=s, degradation=degradation)
+                   scale=s, degradation=degradation, augment=augment, seed=seed)
 
 
 # ------------------------------------------------------------------------------ evaluation
