@@ -293,6 +293,18 @@ def test_noise_conditional_dncnn_uses_the_noise_map_and_requires_sigma():
         net(x)
 
 
+def test_log_uniform_noise_levels_stay_in_range_and_favour_low_levels():
+    kw = dict(patch_size=8, length=200, sigma=(0.01, 0.16), noise_level_input=True, seed=0)
+    levels = {m: [float(PatchDataset(["coins"], sigma_sampling=m, **kw)[i][0][1, 0, 0]) for i in range(200)]
+              for m in ("uniform", "log")}
+    assert all(0.01 <= v <= 0.16 for v in levels["log"])
+    below = {m: sum(v < 0.04 for v in vals) for m, vals in levels.items()}  # log: P = 1/2; uniform: 1/5
+    assert below["log"] > 70 and below["uniform"] < 60
+    with pytest.raises(ValueError, match="low > 0"):
+        PatchDataset(["coins"], patch_size=8, sigma=(0.0, 0.1), sigma_sampling="log")
+    with pytest.raises(ValueError, match="sigma_sampling"):
+        PatchDataset(["coins"], patch_size=8, sigma_sampling="normal")
+
 def test_pnp_hqs_is_admm_without_the_dual_update():
     op = Blur(gaussian_kernel(1.0), padding="circular")
     x = _smooth_image(16)

@@ -379,6 +379,10 @@ class PatchDataset(Dataset):
         Noise level or range (images in [0, 1]).
     noise_level_input : bool
         Append the noise map :math:`\sigma` as a last input channel (for :class:`UNetDenoiser`).
+    sigma_sampling : {"uniform", "log"}
+        Draw :math:`\sigma` uniformly, or log-uniformly (then :math:`\sigma_0 > 0`): more low
+        noise levels, where a plug-and-play schedule ends and an MSE-trained denoiser is least
+        accurate.
     augment : bool
         Random flips and 90-degree rotations.
     seed : int
@@ -394,11 +398,16 @@ class PatchDataset(Dataset):
 
     def __init__(self, images: Any = None, *, patch_size: int = 40, length: int = 4096,
                  sigma: float | tuple[float, float] = (0.0, 0.1), noise_level_input: bool = False,
-                 augment: bool = True, seed: int = 0) -> None:
+                 augment: bool = True, seed: int = 0, sigma_sampling: str = "uniform") -> None:
         self.images = _as_images(images)
         self.patch_size = _int(patch_size, "patch_size")
         self.length = _int(length, "length")
         self.sigma = _sigma_range(sigma)
+        if sigma_sampling not in ("uniform", "log"):
+            raise ValueError(f"sigma_sampling must be 'uniform' or 'log', got {sigma_sampling!r}")
+        if sigma_sampling == "log" and self.sigma[0] <= 0:
+            raise ValueError(f"sigma_sampling='log' needs a sigma range with low > 0, got {sigma!r}")
+        self.sigma_sampling = sigma_sampling
         self.noise_level_input = bool(noise_level_input)
         self.augment = bool(augment)
         self.seed = _int(seed, "seed", 0)
@@ -412,7 +421,8 @@ class PatchDataset(Dataset):
         rng, g = _item_rng(self.seed, index)
         clean = random_patch(self.images, self.patch_size, rng, augment=self.augment)
         lo, hi = self.sigma
-        s = lo + (hi - lo) * float(rng.random())
+        u = float(rng.random())
+        s = lo * (hi / lo) ** u if self.sigma_sampling == "log" else lo + (hi - lo) * u
         noisy = clean + s * torch.randn(clean.shape, generator=g)
         if self.noise_level_input:
             noisy = torch.cat([noisy, torch.full_like(clean[:1], s)], 0)
@@ -436,8 +446,8 @@ def _build(model: str | nn.Module, channels: int, seed: int) -> nn.Module:
 def train_denoiser(model: str | nn.Module = "dncnn", *, images: Any = None, patch_size: int = 40,
                    patches: int = 4096, sigma: float | tuple[float, float] = (0.0, 0.1), epochs: int = 10,
                    batch_size: int = 32, lr: float = 1e-3, val_patches: int = 256, seed: int = 0,
-                   device: str | torch.device = "cpu", progress: bool = False, **fit_kwargs: Any,
-                   ) -> tuple[nn.Module, Any]:
+                   device: str | torch.device = "cpu", progress: bool = False, sigma_sampling: str = "uniform",
+                   **fit_kwargs: Any) -> tuple[nn.Module, Any]:
     r"""Train a Gaussian denoiser on random patches through :func:`mlimaging.training.fit`.
 
     Minimises the MSE :math:`\mathbb E\,\|D_\theta(x + \sigma n, \sigma) - x\|^2` over the patches
@@ -450,7 +460,7 @@ def train_denoiser(model: str | nn.Module = "dncnn", *, images: Any = None, patc
         ``"dncnn"``: :class:`DnCNN` (depth 6, 32 features, batch norm); ``"unet"``:
         :class:`UNetDenoiser` (32-64-128, 2 blocks), sized as :data:`DEFAULT_SETTINGS`; or a module ``(x, sigma) -> x``. A
         :class:`UNetDenoiser` gets the noise map as input.
-    images, patch_size, patches, sigma
+    images, patch_size, patches, sigma, sigma_sampling
         As :class:`PatchDataset` (``patches`` is its ``length``).
     epochs, batch_size, lr, seed, device, progress
         Passed to :func:`~mlimaging.training.fit`; ``seed`` also seeds the initial weights and
@@ -483,7 +493,7 @@ def train_denoiser(model: str | nn.Module = "dncnn", *, images: Any = None, patc
     net = _build(model, channels, seed)
     conditional = isinstance(net, UNetDenoiser) or bool(getattr(net, "sigma_input", False))
     trainable = _SigmaInput(net) if conditional else net
-    kw = dict(patch_size=patch_size, sigma=sigma, noise_level_input=conditional)
+    kw = dict(patch_size=patch_size, sigma=sigma, noise_level_input=conditional, sigma_sampling=sigma_sampling)
     train = PatchDataset(imgs, length=patches, seed=seed, **kw)
     val = PatchDataset(imgs, length=val_patches, seed=seed + 1, augment=False, **kw) if val_patches else None
     total = epochs * math.ceil(patches / batch_size)
@@ -504,7 +514,7 @@ def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
 # dncnn: about 150 CPU s on one thread; validation MSE 4.5e-4 over sigma in [0, 0.05]. As a PnP prior on
 # camera 512 (blur 2, noise 0.01) it gives 27.7 dB, below TV's 28.3: a stronger prior needs longer training.
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
-    "dncnn": {"depth": 6, "features": 32, "sigma_input": False, "patch_size": 40, "patches": 4096, "sigma": [0.0, 0.05], "epochs": 6,
+    "dncnn": {"depth": 6, "features": 32, "sigma_input": False, "sigma_sampling": "uniform", "patch_size": 40, "patches": 4096, "sigma": [0.0, 0.05], "epochs": 6,
               "batch_size": 32, "lr": 2e-3, "seed": 0},
     "unet": {"features": [32, 64, 128], "blocks": 2, "patch_size": 48, "patches": 4096, "sigma": [0.0, 0.1],
              "epochs": 8, "batch_size": 32, "lr": 1e-3, "seed": 0},
@@ -567,7 +577,8 @@ def default_denoiser(kind: str = "dncnn", *, cache_dir: str | os.PathLike | None
     t0 = time.process_time()
     net, hist = train_denoiser(net, patch_size=cfg["patch_size"], patches=cfg["patches"],
                                sigma=tuple(cfg["sigma"]), epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                               lr=cfg["lr"], seed=cfg["seed"], progress=progress)
+                               lr=cfg["lr"], seed=cfg["seed"], progress=progress,
+                               sigma_sampling=cfg.get("sigma_sampling", "uniform"))
     meta = {"kind": kind, "version": DENOISER_VERSION, "settings": cfg, "images": list(DEFAULT_TRAIN_IMAGES),
             "val_mse": float(hist["val_loss"][-1]), "cpu_seconds": time.process_time() - t0,
             "threads": torch.get_num_threads()}
