@@ -68,7 +68,7 @@ CT_CASE: dict[str, Any] = {"size": 128, "views": 60, "noise_fraction": 0.01, "la
 PNP: dict[str, Any] = {"algorithm": "hqs", "iterations": 8, "sigma_start": 49 / 255, "lam": 0.23}
 # the unrolled network: UnrolledNet(denoiser=...) = that PnP unfolded, fine-tuned end to end for this blur
 UNROLLED: dict[str, Any] = {"shared": False, "patch_size": 40, "samples": 256, "epochs": 1, "batch_size": 8,
-                            "lr": 1e-4, "val_samples": 16, "seed": 0}
+                            "lr": 2e-4, "val_samples": 16, "seed": 0}
 UNROLLED_QUICK: dict[str, Any] = {"patch_size": 24, "samples": 16, "val_samples": 4}
 DENOISER_QUICK: dict[str, Any] = {"depth": 3, "features": 8, "patches": 128, "epochs": 1, "patch_size": 24}
 
