@@ -153,6 +153,11 @@ QUICK: dict[str, Any] = {
     "timing_repeats": 2,
 }
 #: Full mode: every network, 32-pixel HR patches, 48 per training image, 10 epochs (CPU minutes).
+#: Measured (seed 0, 2 torch threads on a loaded 2-core machine: 433 CPU s, 30 min wall): held-out
+#: gain over bicubic (30.96 dB at x2, 25.89 at x4): vdsr +0.68/+0.11, dbpn +0.42/+0.09, lapsrn
+#: -0.88/-0.50, espcn -1.00/-1.08, srcnn -1.56/-0.62 dB (not converged: only the residual networks
+#: beat bicubic); losses (vdsr x4, brick): L2 28.15, L1 27.80, perceptual 27.75, adversarial 27.88
+#: dB, bicubic 27.84; through-plane x4: 3D VDSR 19.79 dB vs linear 19.54 vs nearest 19.31.
 FULL: dict[str, Any] = {
     "models": MODELS,
     "patch": 32,
@@ -467,6 +472,7 @@ def _curves_figure(run: Run, curves: dict[tuple[int, str], list[float]]) -> None
         ax.set_xlabel("epoch")
         ax.set_ylabel("training L1")
         ax.legend(fontsize=6)
+    fig.tight_layout()
     run.figure(fig, "training-curves", caption="Training L1 loss per epoch.")
 
 
