@@ -365,7 +365,7 @@ def _boxes_section(
         f"{n} held-out canvases: true boxes dashed green with their "
         f"label, predictions of score >= {DRAW_THRESHOLD:g} in red with label and score.",
     )
-    fig, axes = plt.subplots(2, n, figsize=(1.7 * n, 3.8), squeeze=False)
+    fig, axes = plt.subplots(2, n, figsize=(2.3 * n, 5.0), squeeze=False)
     for j in range(n):
         draw_boxes(axes[0, j], test.images[j], yolo_preds[j], test.targets[j])
         draw_boxes(axes[1, j], test.images[j], two_preds[j], test.targets[j])
