@@ -13,10 +13,17 @@ import torch
 import mlimaging.experiments.inverse  # noqa: F401  (registers the experiment)
 from mlimaging.experiments import ExperimentFailed, list_experiments, run_experiment
 from mlimaging.experiments.inverse import (
+    LAMBDA,
+    PNP,
     QUICK,
     SOLVERS,
+    TV_ALGORITHM,
     InverseConfig,
+    _classical,
+    _load_image,
+    _measure,
     _operator,
+    _pnp_schedule,
     _RealImage,
     _resolve,
     _skipped_solvers,
@@ -34,7 +41,7 @@ TINY = dict(
     sweep_points=3,
     pnp_iterations=3,
     denoiser="tiny",
-    unrolled_problems=("deblur",),
+    unrolled_problems=("deblur", "inpaint-random"),
     unrolled_iterations=2,
     unrolled_samples=8,
     unrolled_epochs=1,
@@ -99,7 +106,7 @@ def test_psnr_table_has_every_case_and_the_solvers_where_they_run(tiny_run):
     for r in rows:
         ran = {s for s in SOLVERS if r[s] != ""}
         expected = {"LS", "Tikhonov", "TV", "wavelet", "PnP"}
-        expected |= {"unrolled"} if r["problem"] == "deblur" else set()
+        expected |= {"unrolled"} if r["problem"] in TINY["unrolled_problems"] else set()
         expected |= {"CSGM"} if r["image"] == "phantom" else set()
         expected |= (
             {"DIP"} if r["image"] == "phantom" and r["problem"] in ("deblur", "ct-60") else set()
@@ -127,6 +134,39 @@ def test_numbers_agree_with_what_the_solvers_must_give(tiny_run):
         lams[("phantom", "deblur", "TV")] == pytest.approx(v, rel=0.02)
         for v in (0.006 * 0.5, 0.006 * 2.0)
     )
+
+
+def test_unrolled_networks_are_unfolded_pnp_for_every_listed_problem(tiny_run):
+    folder, _ = tiny_run
+    cost = {r["model"]: r["detail"] for r in _rows(folder, "training-cost")}
+    # inpainting included (Inpainting once shadowed nn.Module._apply, so fit's model.to failed on it)
+    for problem in TINY["unrolled_problems"]:
+        assert "unfolded PnP-HQS" in cost[f"unrolled ({problem})"]
+
+
+def test_pnp_schedule_is_dpirs_worked_example():
+    sigmas, etas = _pnp_schedule(3, 0.01, 0.5)
+    end = PNP["sigma_end"] * 0.01
+    assert sigmas == pytest.approx([PNP["sigma_start"], math.sqrt(PNP["sigma_start"] * end), end])
+    assert etas == pytest.approx([s * s / (PNP["lam"] * 0.25) for s in sigmas])
+    assert sigmas[0] > sigmas[1] > sigmas[2] and etas[0] > etas[-1]
+
+
+def test_ct_tv_is_fista_and_beats_fbp_clearly():
+    # PDHG's single step pair cannot suit ||A|| ~ 50 and ||grad||: TV must run FISTA on CT, at lambda ~ 1
+    assert TV_ALGORITHM["ct-60"] == "fista"
+    x = _load_image("shepp-logan", 48, 0)
+    op = _operator("ct-60", 48, 0)
+    y, _ = _measure(op, "ct-60", x, 0.01, 0)
+    norm = float(op.norm(op.A_adjoint(y)))
+    lam = LAMBDA["TV"]["ct-60"] * norm**2
+    assert 0.2 < lam < 2.0
+    p = {"iterations": 60, "ls_iterations": 10}
+    tv = _classical("TV", "ct-60", y, op, x, lam, p, norm)
+    from mlimaging.metrics import psnr
+
+    fbp = float(psnr(op.fbp(y, filter="ramp"), x, data_range=1.0)[0])
+    assert float(psnr(tv.x, x, data_range=1.0)[0]) > fbp + 3.0
 
 
 def test_quick_mode_says_what_it_skips():

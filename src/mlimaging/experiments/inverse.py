@@ -9,9 +9,11 @@ Methods from :mod:`mlimaging.inverse`; every learned model trains through :func:
    ``noise`` (CT: ``noise`` times the sinogram's peak).
 2. **Table and grid**: PSNR, SSIM (:mod:`mlimaging.metrics`) and CPU seconds per solver: the baseline
    (:math:`A^\top y/\|A\|^2`, zero filling, FBP), least squares (CGLS), Tikhonov (gradient regulariser), TV
-   (PDHG, Chambolle & Pock 2011), wavelet sparsity (FISTA, Beck & Teboulle 2009), plug-and-play with a DnCNN
-   (Venkatakrishnan et al. 2013; Zhang et al. 2017), a learned proximal-gradient network (Adler & Öktem
-   2018), CSGM with a DCGAN trained on phantom slices (Bora et al. 2017) and the deep image prior (Ulyanov
+   (PDHG, Chambolle & Pock 2011; CT: FISTA, Beck & Teboulle 2009), wavelet sparsity (FISTA), plug-and-play
+   half-quadratic splitting with a noise-conditional DnCNN and DPIR's decreasing noise schedule
+   (Venkatakrishnan et al. 2013; Zhang et al. 2017, 2021), that PnP unfolded and fine-tuned end to end (Adler &
+   Öktem 2018; Zhang et al. 2020), CSGM with a DCGAN trained on phantom slices (Bora et al. 2017) and the deep
+   image prior (Ulyanov
    et al. 2018). :math:`\lambda` is the best of a small grid per case (scaled by :math:`\|A\|^2`), chosen
    against the truth: an oracle, as in the papers' tables.
 3. :math:`\lambda` **sweeps**: PSNR against :math:`\lambda` for Tikhonov, TV and wavelets, with the TV images
@@ -29,6 +31,9 @@ imaging. JMIV 40. doi:10.1007/s10851-010-0251-1.
 
 Beck A., Teboulle M. (2009). A fast iterative shrinkage-thresholding algorithm for linear inverse problems.
 SIAM J. Imaging Sci. 2(1). doi:10.1137/080716542.
+
+Zhang K., Li Y., Zuo W., Zhang L., Van Gool L., Timofte R. (2021). Plug-and-play image restoration with deep
+denoiser prior (DPIR). IEEE TPAMI 44(10). arXiv:2008.13751.
 
 Venkatakrishnan S. V., Bouman C. A., Wohlberg B. (2013). Plug-and-play priors for model based
 reconstruction. IEEE GlobalSIP. doi:10.1109/GlobalSIP.2013.6737048.
@@ -56,50 +61,104 @@ import numpy as np
 import torch
 from torch import nn
 
+from mlimaging.experiments._inverse_figures import (
+    _convergence,
+    _dip_figure,
+    _grid_figure,
+    _problems_figure,
+    _show,
+    _sweep,
+)
+from mlimaging.experiments._inverse_solve import (
+    LAMBDA,
+    PNP,
+    SOLVERS,
+    TV_ALGORITHM,
+    TV_STEP_RATIO,
+    _classical,
+    _pnp_schedule,
+    _solve_case,
+    _sweep_case,
+    _timed,
+)
 from mlimaging.experiments.registry import ExperimentConfig, experiment
 from mlimaging.inverse.base import Operator
 from mlimaging.reporting import Run
 from mlimaging.reporting.figures import plt
 
-__all__ = ["FULL", "IMAGES", "PROBLEMS", "QUICK", "SOLVERS", "InverseConfig", "text_mask"]
+__all__ = [
+    "FULL",
+    "IMAGES",
+    "LAMBDA",
+    "PNP",
+    "PROBLEMS",
+    "QUICK",
+    "SOLVERS",
+    "TV_ALGORITHM",
+    "TV_STEP_RATIO",
+    "InverseConfig",
+    "text_mask",
+]
 
 IMAGES = ("shepp-logan", "camera", "phantom")
 PROBLEMS = ("deblur", "sr-x2", "inpaint-random", "inpaint-text", "mri-4x", "ct-60")
-SOLVERS = ("LS", "Tikhonov", "TV", "wavelet", "PnP", "unrolled", "CSGM", "DIP")
 
-#: Quick mode (about 15 CPU s): 64 px, two images, three problems, short runs; PnP with a tiny DnCNN trained
-#: here in a few seconds (not the cached default); the unrolled network and DIP on one case; no CSGM.
+#: Quick mode (about 15 CPU s): 64 px, two images, three problems, short runs; PnP with a tiny noise-conditional
+#: DnCNN trained here in a few seconds (not the cached default); the unrolled network and DIP on one case; no CSGM.
 QUICK: dict[str, Any] = {
-    "size": 64, "images": ("shepp-logan", "camera"), "problems": ("deblur", "inpaint-text", "mri-4x"),
-    "iterations": 40, "ls_iterations": 20, "lam_grid": (1.0,), "sweep_points": 5, "pnp_iterations": 20,
-    "denoiser": "tiny", "unrolled_problems": ("deblur",), "unrolled_iterations": 3, "unrolled_samples": 48,
-    "unrolled_epochs": 1, "unrolled_features": 8, "csgm": False, "gan_images": 0, "gan_epochs": 0,
-    "csgm_steps": 0, "csgm_images": (), "dip_images": ("camera",), "dip_problems": ("deblur",), "dip_steps": 80,
+    "size": 64,
+    "images": ("shepp-logan", "camera"),
+    "problems": ("deblur", "inpaint-text", "mri-4x"),
+    "iterations": 40,
+    "ls_iterations": 20,
+    "lam_grid": (1.0,),
+    "sweep_points": 5,
+    "pnp_iterations": 8,
+    "denoiser": "tiny",
+    "unrolled_problems": ("deblur",),
+    "unrolled_iterations": 3,
+    "unrolled_samples": 48,
+    "unrolled_epochs": 1,
+    "unrolled_features": 8,
+    "csgm": False,
+    "gan_images": 0,
+    "gan_epochs": 0,
+    "csgm_steps": 0,
+    "csgm_images": (),
+    "dip_images": ("camera",),
+    "dip_problems": ("deblur",),
+    "dip_steps": 80,
     "dip_channels": (16, 32, 32),
 }
-#: Full mode: 96 px, every image and problem; the cached default DnCNN (trained once, about 150 CPU s); an
-#: unrolled network per problem except inpainting (``Inpainting._apply(x, name)`` shadows ``nn.Module._apply``,
-#: so ``fit``'s ``model.to(device)`` fails on an UnrolledNet around it); a DCGAN on 1,000 phantom slices for CSGM; DIP on camera for three problems.
-#: About 10 CPU minutes on two threads (the default denoiser's first training included).
+#: Full mode: 96 px, every image and problem; the cached default (noise-conditional) DnCNN, trained once; PnP-HQS
+#: with 8 iterations and, per problem, that PnP unfolded (8 steps) and fine-tuned; a DCGAN on 1,000 phantom slices
+#: for CSGM; DIP on camera for three problems.
 FULL: dict[str, Any] = {
-    "size": 96, "images": IMAGES, "problems": PROBLEMS,
-    "iterations": 100, "ls_iterations": 40, "lam_grid": (0.4, 1.0, 2.5), "sweep_points": 9, "pnp_iterations": 40,
-    "denoiser": "default", "unrolled_problems": ("deblur", "sr-x2", "mri-4x", "ct-60"), "unrolled_iterations": 4, "unrolled_samples": 96,
-    "unrolled_epochs": 2, "unrolled_features": 16, "csgm": True, "gan_images": 1000, "gan_epochs": 8,
-    "csgm_steps": 200, "csgm_images": ("phantom",), "dip_images": ("camera",),
-    "dip_problems": ("deblur", "inpaint-text", "mri-4x"), "dip_steps": 500, "dip_channels": (32, 64, 64),
+    "size": 96,
+    "images": IMAGES,
+    "problems": PROBLEMS,
+    "iterations": 100,
+    "ls_iterations": 40,
+    "lam_grid": (0.15, 0.4, 1.0, 2.5),
+    "sweep_points": 9,
+    "pnp_iterations": 8,
+    "denoiser": "default",
+    "unrolled_problems": PROBLEMS,
+    "unrolled_iterations": 8,
+    "unrolled_samples": 64,
+    "unrolled_epochs": 1,
+    "unrolled_features": 16,
+    "csgm": True,
+    "gan_images": 1000,
+    "gan_epochs": 8,
+    "csgm_steps": 200,
+    "csgm_images": ("phantom",),
+    "dip_images": ("camera",),
+    "dip_problems": ("deblur", "inpaint-text", "mri-4x"),
+    "dip_steps": 500,
+    "dip_channels": (32, 64, 64),
 }
 
-#: Regularisation weight at grid factor 1, per problem, times ||A||^2 (TV and wavelets minimise
-#: 1/2 ||Ax - y||^2 + lam R(x); Tikhonov ||Ax - y||^2 + lam ||grad x||^2).
-LAMBDA = {
-    "TV": {"deblur": 0.006, "sr-x2": 0.008, "inpaint-random": 0.015, "inpaint-text": 0.01, "mri-4x": 0.01,
-           "ct-60": 0.01},
-    "wavelet": {"deblur": 0.006, "sr-x2": 0.008, "inpaint-random": 0.02, "inpaint-text": 0.015, "mri-4x": 0.01,
-                "ct-60": 0.01},
-    "Tikhonov": {"deblur": 0.02, "sr-x2": 0.02, "inpaint-random": 0.05, "inpaint-text": 0.05, "mri-4x": 0.05,
-                 "ct-60": 0.05},
-}
 GAN_SIZE = 64  # the DCGAN's native side; its samples are resized to ``size``
 
 
@@ -162,27 +221,54 @@ def _resolve(cfg: InverseConfig) -> dict[str, Any]:
     base = QUICK if cfg.quick else FULL
     p = {k: getattr(cfg, k) if getattr(cfg, k) is not None else v for k, v in base.items()}
     p["noise"] = cfg.noise
-    if isinstance(p["size"], bool) or not isinstance(p["size"], int) or p["size"] < 32 or p["size"] % 8:
+    if (
+        isinstance(p["size"], bool)
+        or not isinstance(p["size"], int)
+        or p["size"] < 32
+        or p["size"] % 8
+    ):
         raise ValueError(f"size must be an int >= 32 and a multiple of 8, got {p['size']!r}")
-    for key, valid in (("images", IMAGES), ("problems", PROBLEMS), ("unrolled_problems", PROBLEMS),
-                       ("csgm_images", IMAGES), ("dip_images", IMAGES), ("dip_problems", PROBLEMS)):
+    for key, valid in (
+        ("images", IMAGES),
+        ("problems", PROBLEMS),
+        ("unrolled_problems", PROBLEMS),
+        ("csgm_images", IMAGES),
+        ("dip_images", IMAGES),
+        ("dip_problems", PROBLEMS),
+    ):
         p[key] = tuple(p[key])
         bad = [v for v in p[key] if v not in valid]
         if bad or (key in ("images", "problems") and not p[key]):
-            raise ValueError(f"{key} must be a non-empty subset of {valid}, got {p[key]!r}" if key in
-                             ("images", "problems") else f"{key} must be a subset of {valid}, got {p[key]!r}")
-    for key in ("iterations", "ls_iterations", "pnp_iterations", "unrolled_iterations", "unrolled_samples",
-                "unrolled_epochs", "unrolled_features", "dip_steps"):
+            raise ValueError(
+                f"{key} must be a non-empty subset of {valid}, got {p[key]!r}"
+                if key in ("images", "problems")
+                else f"{key} must be a subset of {valid}, got {p[key]!r}"
+            )
+    for key in (
+        "iterations",
+        "ls_iterations",
+        "pnp_iterations",
+        "unrolled_iterations",
+        "unrolled_samples",
+        "unrolled_epochs",
+        "unrolled_features",
+        "dip_steps",
+    ):
         if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 1:
             raise ValueError(f"{key} must be a positive integer, got {p[key]!r}")
     for key in ("sweep_points", "gan_images", "gan_epochs", "csgm_steps"):
         if isinstance(p[key], bool) or not isinstance(p[key], int) or p[key] < 0:
             raise ValueError(f"{key} must be an integer >= 0, got {p[key]!r}")
     if not p["lam_grid"] or any(not (isinstance(v, (int, float)) and v > 0) for v in p["lam_grid"]):
-        raise ValueError(f"lam_grid must be a non-empty tuple of positive numbers, got {p['lam_grid']!r}")
-    if not p["dip_channels"] or any(isinstance(c, bool) or not isinstance(c, int) or c < 1
-                                    for c in p["dip_channels"]):
-        raise ValueError(f"dip_channels must be a non-empty tuple of positive ints, got {p['dip_channels']!r}")
+        raise ValueError(
+            f"lam_grid must be a non-empty tuple of positive numbers, got {p['lam_grid']!r}"
+        )
+    if not p["dip_channels"] or any(
+        isinstance(c, bool) or not isinstance(c, int) or c < 1 for c in p["dip_channels"]
+    ):
+        raise ValueError(
+            f"dip_channels must be a non-empty tuple of positive ints, got {p['dip_channels']!r}"
+        )
     p["dip_channels"] = tuple(p["dip_channels"])
     if p["denoiser"] not in ("default", "tiny", "none"):
         raise ValueError(f"denoiser must be 'default', 'tiny' or 'none', got {p['denoiser']!r}")
@@ -194,7 +280,9 @@ def _resolve(cfg: InverseConfig) -> dict[str, Any]:
 
 
 # ------------------------------------------------------------------------------------ data and operators
-def text_mask(size: int, text: str = "INVERSE\nPROBLEMS\nIN IMAGING", *, fontsize: float = 13.0) -> np.ndarray:
+def text_mask(
+    size: int, text: str = "INVERSE\nPROBLEMS\nIN IMAGING", *, fontsize: float = 13.0
+) -> np.ndarray:
     """A 0/1 inpainting mask of ``size`` x ``size`` that hides the pixels under ``text`` (drawn by matplotlib).
 
     The text is rendered with matplotlib's Agg canvas on a one-inch figure at ``size`` dots per inch (so
@@ -211,8 +299,18 @@ def text_mask(size: int, text: str = "INVERSE\nPROBLEMS\nIN IMAGING", *, fontsiz
 
     fig = Figure(figsize=(1, 1), dpi=size)
     canvas = FigureCanvasAgg(fig)
-    fig.text(0.5, 0.5, text, ha="center", va="center", fontsize=fontsize,
-             fontweight="bold", linespacing=1.1, rotation=12, color="black")
+    fig.text(
+        0.5,
+        0.5,
+        text,
+        ha="center",
+        va="center",
+        fontsize=fontsize,
+        fontweight="bold",
+        linespacing=1.1,
+        rotation=12,
+        color="black",
+    )
     canvas.draw()
     ink = np.asarray(canvas.buffer_rgba())[..., :3].astype(np.float32).mean(-1) < 160
     return (~ink).astype(np.float32)
@@ -266,7 +364,9 @@ def _operator(problem: str, size: int, seed: int) -> Operator:
     return CT(np.linspace(0.0, 180.0, 60, endpoint=False), image_size=size)
 
 
-def _measure(op: Operator, problem: str, x: torch.Tensor, noise: float, seed: int) -> tuple[torch.Tensor, float]:
+def _measure(
+    op: Operator, problem: str, x: torch.Tensor, noise: float, seed: int
+) -> tuple[torch.Tensor, float]:
     """y = A x + sigma n (MRI: masked again); returns y and the absolute sigma."""
     ax = op.A(x)
     sigma = noise * float(ax.abs().max()) if problem == "ct-60" else noise
@@ -277,23 +377,27 @@ def _measure(op: Operator, problem: str, x: torch.Tensor, noise: float, seed: in
     return y, sigma
 
 
-def _baseline(op: Operator, problem: str, y: torch.Tensor, lipschitz: float) -> tuple[str, torch.Tensor]:
-    if problem == "ct-60":
-        return "FBP", op.fbp(y, filter="ramp")
-    if problem == "mri-4x":
-        return "zero-filled", op.A_adjoint(y)
-    return "A^T y / ||A||^2", op.A_adjoint(y) / lipschitz
-
-
 # ------------------------------------------------------------------------------------ learned parts
 def _tiny_denoiser(seed: int) -> tuple[nn.Module, dict[str, Any]]:
     from mlimaging.inverse import DnCNN, train_denoiser
 
     t0 = time.process_time()
-    net, hist = train_denoiser(DnCNN(depth=4, features=16, norm="none", seed=seed), patch_size=32, patches=768,
-                               epochs=2, sigma=(0.0, 0.1), lr=2e-3, val_patches=0, seed=seed)
-    return net, {"denoiser": "DnCNN depth 4, 16 features, no batch norm, 768 patches x 2 epochs (quick)",
-                 "cpu_seconds": time.process_time() - t0, "final_loss": hist["loss"][-1]}
+    net, hist = train_denoiser(
+        DnCNN(depth=4, features=16, norm="none", sigma_input=True, seed=seed),
+        patch_size=32,
+        patches=768,
+        epochs=2,
+        sigma=(0.0, 0.2),
+        lr=2e-3,
+        val_patches=0,
+        seed=seed,
+    )
+    return net, {
+        "denoiser": "noise-conditional DnCNN depth 4, 16 features, no batch norm, 768 patches x 2 epochs "
+        "(quick)",
+        "cpu_seconds": time.process_time() - t0,
+        "final_loss": hist["loss"][-1],
+    }
 
 
 def _default_denoiser() -> tuple[nn.Module, dict[str, Any]]:
@@ -302,8 +406,12 @@ def _default_denoiser() -> tuple[nn.Module, dict[str, Any]]:
     t0 = time.process_time()
     net = default_denoiser("dncnn")
     meta = dict(getattr(net, "meta", {}))
-    return net, {"denoiser": f"default DnCNN {meta.get('settings', '')}", "cpu_seconds": time.process_time() - t0,
-                 "training_cpu_seconds": meta.get("cpu_seconds"), "val_mse": meta.get("val_mse")}
+    return net, {
+        "denoiser": f"default DnCNN {meta.get('settings', '')}",
+        "cpu_seconds": time.process_time() - t0,
+        "training_cpu_seconds": meta.get("cpu_seconds"),
+        "val_mse": meta.get("val_mse"),
+    }
 
 
 def _phantom_gan(p: dict[str, Any], seed: int) -> tuple[nn.Module, dict[str, Any]]:
@@ -315,19 +423,40 @@ def _phantom_gan(p: dict[str, Any], seed: int) -> tuple[nn.Module, dict[str, Any
     from mlimaging.training import fit
 
     t0 = time.process_time()
-    x = torch.stack([torch.from_numpy(make_phantom((GAN_SIZE, GAN_SIZE), seed=10_000 + seed + i, n_structures=8,
-                                                   variability=0.5)[0]).clamp(0, 1)[None]
-                     for i in range(p["gan_images"])])
+    x = torch.stack(
+        [
+            torch.from_numpy(
+                make_phantom(
+                    (GAN_SIZE, GAN_SIZE), seed=10_000 + seed + i, n_structures=8, variability=0.5
+                )[0]
+            ).clamp(0, 1)[None]
+            for i in range(p["gan_images"])
+        ]
+    )
     torch.manual_seed(seed)
     G = DCGANGenerator(latent_dim=64, image_size=GAN_SIZE, width=16)
     D = DCGANDiscriminator(image_size=GAN_SIZE, width=16)
     adam = lambda ps: torch.optim.Adam(ps, lr=4e-4, betas=(0.5, 0.999))  # noqa: E731
     step = GANStep(D, loss="non_saturating", d_optimizer=adam, seed=seed, ema=0.99)
-    hist = fit(G, TensorDataset(x), step=step, optimizer=adam, epochs=p["gan_epochs"], metrics=(), batch_size=64,
-               seed=seed, progress=False)
+    hist = fit(
+        G,
+        TensorDataset(x),
+        step=step,
+        optimizer=adam,
+        epochs=p["gan_epochs"],
+        metrics=(),
+        batch_size=64,
+        seed=seed,
+        progress=False,
+    )
     gen = getattr(step, "ema_generator", None) or G
-    return gen.eval(), {"gan_images": p["gan_images"], "epochs": p["gan_epochs"], "cpu_seconds":
-                        time.process_time() - t0, "g_loss": hist["g_loss"][-1], "d_loss": hist["d_loss"][-1]}
+    return gen.eval(), {
+        "gan_images": p["gan_images"],
+        "epochs": p["gan_epochs"],
+        "cpu_seconds": time.process_time() - t0,
+        "g_loss": hist["g_loss"][-1],
+        "d_loss": hist["d_loss"][-1],
+    }
 
 
 class _Resized(nn.Module):
@@ -341,270 +470,96 @@ class _Resized(nn.Module):
         x = self.generator(z)
         if x.shape[-1] == self.size:
             return x
-        return nn.functional.interpolate(x, size=(self.size, self.size), mode="bilinear", align_corners=False)
+        return nn.functional.interpolate(
+            x, size=(self.size, self.size), mode="bilinear", align_corners=False
+        )
 
 
-# ------------------------------------------------------------------------------------ solving
-def _scores(est: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
-    from mlimaging.metrics import psnr, ssim
-
-    est = est.detach().float()
-    return float(psnr(est, truth, data_range=1.0)[0]), float(ssim(est, truth, data_range=1.0)[0])
-
-
-def _timed(fn: Any) -> tuple[Any, float]:
-    t0 = time.process_time()
-    out = fn()
-    return out, time.process_time() - t0
-
-
-def _classical(solver: str, problem: str, y: torch.Tensor, op: Operator, truth: torch.Tensor, lam: float,
-               p: dict[str, Any], norm: float, *, iterations: int | None = None, algorithm: str | None = None) -> Any:
-    from mlimaging.inverse import least_squares, tikhonov, tv_reconstruct, wavelet_reconstruct
-
-    kw = {"x_true": truth, "data_range": 1.0}
-    its = iterations or p["iterations"]
-    if solver == "LS":
-        return least_squares(y, op, iterations=iterations or p["ls_iterations"], **kw)
-    if solver == "Tikhonov":
-        return tikhonov(y, op, lam=lam, regulariser="gradient", iterations=50, **kw)
-    if solver == "TV":
-        return tv_reconstruct(y, op, lam=lam, iterations=its, algorithm=algorithm or "pdhg", norm=norm, **kw)
-    return wavelet_reconstruct(y, op, lam=lam, wavelet="db4", levels=3, iterations=its,
-                               algorithm=algorithm or "fista", norm=norm, **kw)
-
-
-def _solve_case(p: dict[str, Any], image: str, problem: str, truth: torch.Tensor, op: Operator, y: torch.Tensor,
-                learned: dict[str, Any], seed: int) -> dict[str, dict[str, Any]]:
-    """Every solver that applies to this case: {solver: {x, psnr, ssim, cpu_s, lam, history}}."""
-    from mlimaging.inverse import csgm, deep_image_prior, pnp
-
-    norm = float(op.norm(op.A_adjoint(y)))
-    lipschitz = norm**2
-    out: dict[str, dict[str, Any]] = {}
-    (name, base), cpu = _timed(lambda: _baseline(op, problem, y, lipschitz))
-    out["baseline"] = {"x": base, "cpu_s": cpu, "method": name}
-    for solver in ("LS", "Tikhonov", "TV", "wavelet"):
-        grid = (None,) if solver == "LS" else tuple(LAMBDA[solver][problem] * f * lipschitz for f in p["lam_grid"])
-        best = None
-        for lam in grid:
-            rec, cpu = _timed(lambda lam=lam, solver=solver: _classical(solver, problem, y, op, truth, lam or 0.0, p, norm))
-            score = _scores(rec.x, truth)
-            if best is None or score[0] > best["psnr"]:
-                best = {"x": rec.x, "psnr": score[0], "ssim": score[1], "cpu_s": cpu, "lam": lam,
-                        "history": {"objective": rec.objective, "psnr": rec.psnr}}
-        out[solver] = best
-    x0 = base if problem == "ct-60" else None  # PnP starts CT from FBP (from A^T y / L it needs hundreds of steps)
-    if learned.get("denoiser") is not None:
-        rec, cpu = _timed(lambda: pnp(y, op, denoiser=learned["denoiser"], algorithm="pgd",
-                                      iterations=p["pnp_iterations"], sigma=2 * p["noise"], x0=x0, x_true=truth,
-                                      data_range=1.0))
-        out["PnP"] = {"x": rec.x, "cpu_s": cpu, "history": {"psnr": rec.psnr}}
-    net = learned.get("unrolled", {}).get(problem)
-    if net is not None:
-        with torch.no_grad():
-            xs, cpu = _timed(lambda: net(y, return_all=True))
-        out["unrolled"] = {"x": xs[-1], "cpu_s": cpu,
-                           "history": {"psnr": [_scores(x, truth)[0] for x in xs[1:]]}}
-    if learned.get("generator") is not None and image in p["csgm_images"]:
-        rec, cpu = _timed(lambda: csgm(y, op, generator=learned["generator"], steps=p["csgm_steps"], lr=0.05,
-                                       restarts=4, z_dim=learned["generator"].latent_dim, seed=seed, x_true=truth,
-                                       data_range=1.0))
-        out["CSGM"] = {"x": rec.x, "cpu_s": cpu, "history": {"psnr": rec.psnr}}
-    if image in p["dip_images"] and problem in p["dip_problems"]:
-        curve = problem == p["dip_problems"][0]  # the curve case runs all steps; the others stop by the rule
-        rec, cpu = _timed(lambda: deep_image_prior(y, op, steps=p["dip_steps"], early_stopping="variance",
-                                                   stop=not curve, patience=150, channels=p["dip_channels"], x_true=truth, data_range=1.0,
-                                                   seed=seed))
-        out["DIP"] = {"x": rec.x, "cpu_s": cpu, "history": {"psnr": rec.psnr, "variance": rec.variance,
-                                                             "stop": rec.stop_iteration, "curve": curve}}
-    for r in out.values():
-        if "psnr" not in r:
-            r["psnr"], r["ssim"] = _scores(r["x"], truth)
-    return out
-
-
-# ------------------------------------------------------------------------------------ figures
-def _show(ax: Any, img: torch.Tensor, title: str, fontsize: int = 7) -> None:
-    ax.imshow(img.detach().float().squeeze().numpy(), cmap="gray", vmin=0, vmax=1, interpolation="nearest")
-    ax.set_title(title, fontsize=fontsize)
-    ax.axis("off")
-
-
-def _measurement_view(problem: str, y: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
-    if problem == "ct-60":  # the sinogram, scaled to [0, 1]
-        return y / y.max()
-    if problem == "sr-x2":
-        return y
-    return base
-
-
-def _problems_figure(run: Run, p: dict[str, Any], cases: dict[tuple[str, str], dict[str, Any]]) -> None:
-    rows, cols = p["images"], p["problems"]
-    fig, axes = plt.subplots(len(rows), len(cols) + 1, figsize=(1.7 * (len(cols) + 1), 1.85 * len(rows)),
-                             squeeze=False)
-    for i, image in enumerate(rows):
-        _show(axes[i, 0], cases[(image, cols[0])]["truth"], image, 8)
-        for j, problem in enumerate(cols):
-            c = cases[(image, problem)]
-            _show(axes[i, j + 1], _measurement_view(problem, c["y"], c["results"]["baseline"]["x"]),
-                  f"{problem}: y" if problem in ("sr-x2", "ct-60") else f"{problem}: {c['results']['baseline']['method']}",
-                  7)
-    fig.tight_layout()
-    run.figure(fig, "problems", caption="Truth and measurement of every problem (CT: the sinogram, angles along x; "
-               "MRI: the zero-filled image; otherwise A^T y).")
-
-
-def _grid_figure(run: Run, p: dict[str, Any], image: str, cases: dict[tuple[str, str], dict[str, Any]]) -> None:
-    methods = ["baseline", *[s for s in SOLVERS if any(s in cases[(image, q)]["results"] for q in p["problems"])]]
-    fig, axes = plt.subplots(len(p["problems"]), len(methods) + 1,
-                             figsize=(1.45 * (len(methods) + 1), 1.6 * len(p["problems"])), squeeze=False)
-    for i, problem in enumerate(p["problems"]):
-        res = cases[(image, problem)]["results"]
-        _show(axes[i, 0], cases[(image, problem)]["truth"], f"{problem}\ntruth", 7)
-        for j, m in enumerate(methods):
-            ax = axes[i, j + 1]
-            if m in res:
-                label = res[m].get("method", m) if m == "baseline" else m
-                label = "A^T y/L" if label.startswith("A^T") else label
-                _show(ax, res[m]["x"], f"{label}\n{res[m]['psnr']:.1f} dB", 7)
-            else:
-                ax.axis("off")
-    fig.tight_layout()
-    run.figure(fig, f"grid-{image}", caption=f"{image}: each problem (rows) by each solver (columns), PSNR in the "
-               "title; blank where the solver was not run on this case.")
-
-
-def _sweep(run: Run, p: dict[str, Any], sweeps: list[tuple[str, str, dict[str, Any]]]) -> None:
-    fig, axes = plt.subplots(1, len(sweeps) + 1, figsize=(4.2 * len(sweeps) + 5.2, 3.2), squeeze=False,
-                             gridspec_kw={"width_ratios": [1.0] * len(sweeps) + [1.25]})
-    for ax, (image, problem, s) in zip(axes[0], sweeps, strict=False):
-        for solver, marker in (("Tikhonov", "o"), ("TV", "s"), ("wavelet", "^")):
-            lams, ps = s[solver]["lam"], s[solver]["psnr"]
-            ax.semilogx(lams, ps, marker + "-", ms=3, label=solver)
-            k = int(np.argmax(ps))
-            ax.plot(lams[k], ps[k], marker, color="k", ms=6, mfc="none")
-        ax.axhline(s["baseline"], color="gray", ls=":", lw=1, label="baseline")
-        ax.set(xlabel="lambda (x ||A||^2 scale of each solver)", ylabel="PSNR (dB)", title=f"{image}, {problem}")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    # thumbnails of TV at a small, the best and a large lambda for the first sweep
-    image, problem, s = sweeps[0]
-    axes[0, -1].axis("off")
-    sub = axes[0, -1].get_subplotspec().subgridspec(1, 3, wspace=0.05)
-    for k, (label, idx) in enumerate((("small", 0), ("best", int(np.argmax(s["TV"]["psnr"]))),
-                                      ("large", len(s["TV"]["lam"]) - 1))):
-        ax = fig.add_subplot(sub[0, k])
-        _show(ax, s["TV"]["x"][idx], f"TV {label} lambda\n{s['TV']['lam'][idx]:.2g}: {s['TV']['psnr'][idx]:.1f} dB",
-              7)
-    fig.tight_layout()
-    run.figure(fig, "lambda-sweeps", caption="PSNR against lambda: too small keeps the noise (and, for "
-               "inpainting/MRI, the holes and aliasing), too large smooths the image away; circles mark the best. "
-               f"Right: TV on {image}, {problem}.")
-
-
-def _convergence(run: Run, image: str, problem: str, conv: dict[str, Any], res: dict[str, Any]) -> None:
-    fig, axes = plt.subplots(1, 3, figsize=(13, 3.3))
-    for ax, pair, title in ((axes[0], ("TV PDHG", "TV FISTA"), "TV objective"),
-                            (axes[1], ("wavelet ISTA", "wavelet FISTA"), "wavelet objective")):
-        best = min(min(conv[k]["objective"]) for k in (*pair, pair[0].split()[0] + " reference"))
-        for k in pair:
-            gap = np.maximum(np.asarray(conv[k]["objective"]) - best, 1e-12) / abs(best)
-            ax.semilogy(np.arange(1, len(gap) + 1), gap, label=k)
-        ax.set(xlabel="iteration", ylabel="(F_k - F*) / F*", title=f"{title} ({image}, {problem})")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    ax = axes[2]
-    ax.plot(np.arange(1, len(conv["LS long"]["psnr"]) + 1), conv["LS long"]["psnr"], label="LS (CGLS)")
-    for k in ("TV PDHG", "TV FISTA", "wavelet FISTA"):
-        ax.plot(np.arange(1, len(conv[k]["psnr"]) + 1), conv[k]["psnr"], label=k)
-    for k in ("PnP", "unrolled"):
-        if k in res:
-            h = res[k]["history"]["psnr"]
-            ax.plot(np.arange(1, len(h) + 1), h, "o-" if k == "unrolled" else "-", ms=3, label=k)
-    ax.set(xlabel="iteration (unrolled: learned step)", ylabel="PSNR (dB)", title="PSNR per iteration")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    fig.tight_layout()
-    run.figure(fig, "convergence", caption="Left, middle: relative objective gap to F*, the best value reached by "
-               "FISTA run three times longer (FISTA's acceleration against PDHG / ISTA). Right: PSNR per iteration; CGLS rises then falls as it fits the "
-               "noise (semi-convergence), the unrolled network reaches its PSNR in a few learned steps.")
-
-
-def _dip_figure(run: Run, image: str, problem: str, dip: dict[str, Any], tv_psnr: float) -> None:
-    h = dip["history"]
-    fig, ax = plt.subplots(figsize=(6.5, 3.4))
-    it = np.arange(1, len(h["psnr"]) + 1)
-    ax.plot(it, h["psnr"], color="C0", label="DIP PSNR")
-    ax.axvline(h["stop"], color="C3", ls="--", lw=1, label=f"ES-WMV stop ({h['stop']})")
-    ax.axhline(tv_psnr, color="gray", ls=":", lw=1, label=f"TV ({tv_psnr:.1f} dB)")
-    k = int(np.argmax(h["psnr"]))
-    ax.plot(it[k], h["psnr"][k], "o", color="C0", mfc="none", label=f"peak {h['psnr'][k]:.1f} dB at {it[k]}")
-    ax.set(xlabel="Adam step", ylabel="PSNR (dB)", title=f"Deep image prior: {image}, {problem}")
-    if h["variance"]:
-        ax2 = ax.twinx()
-        w = len(it) - len(h["variance"])
-        ax2.semilogy(it[w:], h["variance"], color="C2", lw=0.8, alpha=0.7)
-        ax2.set_ylabel("running variance (ES-WMV)", color="C2")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    run.figure(fig, "dip-curve", caption="The deep image prior's PSNR rises, peaks and falls as the network starts "
-               "fitting the noise; the no-reference ES-WMV rule (minimum of the running variance, green) picks the "
-               "output without the truth.")
-
-
-def _sweep_case(p: dict[str, Any], c: dict[str, Any]) -> dict[str, Any]:
-    """PSNR against lambda for Tikhonov, TV and wavelets on one case (lambda x ||A||^2, log grid)."""
-    op, y, truth, problem = c["op"], c["y"], c["truth"], c["problem"]
-    norm = float(op.norm(op.A_adjoint(y)))
-    factors = np.logspace(-2, 1.5, p["sweep_points"])
-    out: dict[str, Any] = {"baseline": c["results"]["baseline"]["psnr"]}
-    for solver in ("Tikhonov", "TV", "wavelet"):
-        lams = [float(LAMBDA[solver][problem] * f * norm**2) for f in factors]
-        recs = [_classical(solver, problem, y, op, truth, lam, p, norm).x for lam in lams]
-        out[solver] = {"lam": lams, "psnr": [_scores(x, truth)[0] for x in recs], "x": recs if solver == "TV" else []}
-    return out
-
-
-def _train_learned(p: dict[str, Any], seed: int, run: Run, cases: dict[tuple[str, str], dict[str, Any]]
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def _train_learned(
+    p: dict[str, Any], seed: int, run: Run, cases: dict[tuple[str, str], dict[str, Any]]
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     from mlimaging.inverse import train_unrolled
 
     learned: dict[str, Any] = {"unrolled": {}}
     cost: list[dict[str, Any]] = []
     if p["denoiser"] != "none":
-        learned["denoiser"], info = _tiny_denoiser(seed) if p["denoiser"] == "tiny" else _default_denoiser()
-        cost.append({"model": "PnP denoiser", "detail": info["denoiser"], "cpu_s": info["cpu_seconds"]})
+        learned["denoiser"], info = (
+            _tiny_denoiser(seed) if p["denoiser"] == "tiny" else _default_denoiser()
+        )
+        cost.append(
+            {"model": "PnP denoiser", "detail": info["denoiser"], "cpu_s": info["cpu_seconds"]}
+        )
     size = p["size"]
-    for problem in run.track([q for q in p["problems"] if q in p["unrolled_problems"]], "unrolled training"):
+    den = learned.get("denoiser")
+    for problem in run.track(
+        [q for q in p["problems"] if q in p["unrolled_problems"]], "unrolled training"
+    ):
         op = next(c["op"] for (_, q), c in cases.items() if q == problem)
-        (net, hist), cpu = _timed(lambda op=op, problem=problem: train_unrolled(
-            op, iterations=p["unrolled_iterations"], patch_size=size, samples=p["unrolled_samples"],
-            noise=cases[(p["images"][0], problem)]["sigma"], epochs=p["unrolled_epochs"], batch_size=8, lr=2e-3,
-            val_samples=0, features=p["unrolled_features"], depth=3, seed=seed))
+        sigma_n = cases[(p["images"][0], problem)]["sigma"]
+        # with a denoiser: PnP-HQS unfolded (its schedule; exact HQS data step only for the circular blur, else a
+        # gradient step of 1/||A||^2, learned), else small CNN proxes from Landweber
+        sigmas, etas = _pnp_schedule(p["unrolled_iterations"], p["noise"], sigma_n)
+        kw = (
+            {
+                "denoiser": den,
+                "sigma": sigmas,
+                "step": etas if problem == "deblur" else None,
+                "lr": 5e-4,
+            }
+            if den is not None
+            else {"features": p["unrolled_features"], "depth": 3, "lr": 2e-3}
+        )
+        (net, hist), cpu = _timed(
+            lambda op=op, sigma_n=sigma_n, kw=kw: train_unrolled(
+                op,
+                iterations=p["unrolled_iterations"],
+                patch_size=size,
+                samples=p["unrolled_samples"],
+                noise=sigma_n,
+                epochs=p["unrolled_epochs"],
+                batch_size=8,
+                val_samples=0,
+                seed=seed,
+                **kw,
+            )
+        )
         learned["unrolled"][problem] = net
-        cost.append({"model": f"unrolled ({problem})", "detail": f"{p['unrolled_iterations']} steps, "
-                     f"{p['unrolled_samples']} patches x {p['unrolled_epochs']} epochs, final MSE "
-                     f"{hist['loss'][-1]:.2e}", "cpu_s": cpu})
+        cost.append(
+            {
+                "model": f"unrolled ({problem})",
+                "detail": f"{p['unrolled_iterations']} steps"
+                f"{' (unfolded PnP-HQS)' if den is not None else ''}, {p['unrolled_samples']} patches x "
+                f"{p['unrolled_epochs']} epochs, final MSE {hist['loss'][-1]:.2e}",
+                "cpu_s": cpu,
+            }
+        )
     if p["csgm"] and p["csgm_images"]:
         gen, info = _phantom_gan(p, seed)
         learned["generator"] = _Resized(gen, size)
         learned["gan"] = gen
-        cost.append({"model": "CSGM generator", "detail": f"DCGAN width 16 on {info['gan_images']} phantom slices "
-                     f"x {info['epochs']} epochs (g {info['g_loss']:.2f}, d {info['d_loss']:.2f})",
-                     "cpu_s": info["cpu_seconds"]})
+        cost.append(
+            {
+                "model": "CSGM generator",
+                "detail": f"DCGAN width 16 on {info['gan_images']} phantom slices "
+                f"x {info['epochs']} epochs (g {info['g_loss']:.2f}, d {info['d_loss']:.2f})",
+                "cpu_s": info["cpu_seconds"],
+            }
+        )
     return learned, cost
 
 
-def _pivot(p: dict[str, Any], cases: dict[tuple[str, str], dict[str, Any]], key: str, fmt: int
-           ) -> list[dict[str, Any]]:
+def _pivot(
+    p: dict[str, Any], cases: dict[tuple[str, str], dict[str, Any]], key: str, fmt: int
+) -> list[dict[str, Any]]:
     rows = []
     for image in p["images"]:
         for problem in p["problems"]:
             res = cases[(image, problem)]["results"]
-            row: dict[str, Any] = {"image": image, "problem": problem,
-                                   "baseline": round(res["baseline"][key], fmt)}
+            row: dict[str, Any] = {
+                "image": image,
+                "problem": problem,
+                "baseline": round(res["baseline"][key], fmt),
+            }
             for s in SOLVERS:
                 row[s] = round(res[s][key], fmt) if s in res else None
             rows.append(row)
@@ -614,19 +569,27 @@ def _pivot(p: dict[str, Any], cases: dict[tuple[str, str], dict[str, Any]], key:
 def _skipped_solvers(p: dict[str, Any]) -> list[str]:
     notes = []
     if p["denoiser"] == "tiny":
-        notes.append("PnP uses a tiny DnCNN trained here in a few seconds (quick mode; the cached default DnCNN "
-                     "takes about 150 CPU s to train once), so its numbers are not representative.")
+        notes.append(
+            "PnP uses a tiny DnCNN trained here in a few seconds (quick mode; the cached default DnCNN "
+            "takes about 230 CPU s to train once), so its numbers are not representative."
+        )
     if p["denoiser"] == "none":
         notes.append("PnP was not run (denoiser='none').")
     if not (p["csgm"] and p["csgm_images"]):
-        notes.append("CSGM was not run: it needs a generator of the image class (full mode trains a DCGAN on "
-                     "phantom slices for a few minutes, beyond the quick budget).")
+        notes.append(
+            "CSGM was not run: it needs a generator of the image class (full mode trains a DCGAN on "
+            "phantom slices for a few minutes, beyond the quick budget)."
+        )
     else:
-        notes.append(f"CSGM runs on {', '.join(p['csgm_images'])} only: its DCGAN was trained on phantom slices, and "
-                     "a GAN prior can only return images in its generator's range.")
-    notes.append(f"DIP runs on {', '.join(p['dip_images'])} for {', '.join(p['dip_problems'])} (about "
-                 f"{p['dip_steps']} Adam steps each); the unrolled network is trained for "
-                 f"{', '.join(q for q in p['problems'] if q in p['unrolled_problems']) or 'no problem'}.")
+        notes.append(
+            f"CSGM runs on {', '.join(p['csgm_images'])} only: its DCGAN was trained on phantom slices, and "
+            "a GAN prior can only return images in its generator's range."
+        )
+    notes.append(
+        f"DIP runs on {', '.join(p['dip_images'])} for {', '.join(p['dip_problems'])} (about "
+        f"{p['dip_steps']} Adam steps each); the unrolled network is trained for "
+        f"{', '.join(q for q in p['problems'] if q in p['unrolled_problems']) or 'no problem'}."
+    )
     return notes
 
 
@@ -650,42 +613,81 @@ def inverse_experiment(cfg: InverseConfig, run: Run) -> None:
         truth = _load_image(image, p["size"], cfg.seed)
         for problem in p["problems"]:
             y, sigma = _measure(ops[problem], problem, truth, p["noise"], cfg.seed)
-            cases[(image, problem)] = {"image": image, "problem": problem, "truth": truth, "op": ops[problem],
-                                       "y": y, "sigma": sigma}
+            cases[(image, problem)] = {
+                "image": image,
+                "problem": problem,
+                "truth": truth,
+                "op": ops[problem],
+                "y": y,
+                "sigma": sigma,
+            }
     lap("data")
     learned, cost = _train_learned(p, cfg.seed, run, cases)
     lap("training")
-    run.section("1. Problems and solvers", f"{len(p['images'])} images of {p['size']} px x {len(p['problems'])} "
-                f"problems, Gaussian noise {p['noise']:g} (CT: {p['noise']:g} x the sinogram peak). "
-                f"Solvers: LS = CGLS ({p['ls_iterations']} it.), Tikhonov (gradient regulariser), TV (PDHG, "
-                f"{p['iterations']} it.), wavelet (db4, 3 levels, FISTA, {p['iterations']} it.), PnP (proximal "
-                f"gradient + DnCNN, {p['pnp_iterations']} it.; CT starts from FBP), unrolled (learned proximal "
-                f"gradient, {p['unrolled_iterations']} steps, trained per problem on patches of other images), CSGM "
-                "(Adam on z, 4 restarts), DIP (ES-WMV stop). Lambda: best of "
-                f"{len(p['lam_grid'])} value(s) per case against the truth (oracle).\n\n" + " ".join(_skipped_solvers(p)))
+    run.section(
+        "1. Problems and solvers",
+        f"{len(p['images'])} images of {p['size']} px x {len(p['problems'])} "
+        f"problems, Gaussian noise {p['noise']:g} (CT: {p['noise']:g} x the sinogram peak). "
+        f"Solvers: LS = CGLS ({p['ls_iterations']} it.), Tikhonov (gradient regulariser), TV (PDHG, "
+        f"{p['iterations']} it.; CT: FISTA), wavelet (db4, 3 levels, FISTA, {p['iterations']} it.), PnP (HQS with a "
+        f"noise-conditional DnCNN, DPIR's schedule sigma {PNP['sigma_start']:g} -> {PNP['sigma_end']:g} x noise, "
+        f"{p['pnp_iterations']} it.; inpainting starts from Tikhonov), unrolled (that PnP unfolded, "
+        f"{p['unrolled_iterations']} steps, fine-tuned per problem on patches of other images), CSGM "
+        "(Adam on z, 4 restarts), DIP (ES-WMV stop). Lambda: best of "
+        f"{len(p['lam_grid'])} value(s) per case against the truth (oracle).\n\n"
+        + " ".join(_skipped_solvers(p)),
+    )
     rows = []
     for key in run.track(list(cases), "reconstruction"):
         c = cases[key]
-        c["results"] = _solve_case(p, c["image"], c["problem"], c["truth"], c["op"], c["y"], learned, cfg.seed)
-        rows += [{"image": key[0], "problem": key[1], "solver": s, "psnr": r["psnr"], "ssim": r["ssim"],
-                  "cpu_s": r["cpu_s"], "lam": r.get("lam")} for s, r in c["results"].items()]
+        c["results"] = _solve_case(
+            p, c["image"], c["problem"], c["truth"], c["op"], c["y"], learned, cfg.seed, c["sigma"]
+        )
+        rows += [
+            {
+                "image": key[0],
+                "problem": key[1],
+                "solver": s,
+                "psnr": r["psnr"],
+                "ssim": r["ssim"],
+                "cpu_s": r["cpu_s"],
+                "lam": r.get("lam"),
+            }
+            for s, r in c["results"].items()
+        ]
         run.log(results=rows)  # kept if a later case fails
     lap("reconstruction")
     _problems_figure(run, p, cases)
-    run.table("PSNR (dB)", _pivot(p, cases, "psnr", 2), caption="Baseline: A^T y / ||A||^2 (deblur, SR, "
-              "inpainting), zero filling (MRI), FBP with the ramp filter (CT). Empty: not run on this case.")
+    run.table(
+        "PSNR (dB)",
+        _pivot(p, cases, "psnr", 2),
+        caption="Baseline: A^T y / ||A||^2 (deblur, SR, "
+        "inpainting), zero filling (MRI), FBP with the ramp filter (CT). Empty: not run on this case.",
+    )
     run.table("SSIM", _pivot(p, cases, "ssim", 3))
     times = []
     for problem in p["problems"]:
         row: dict[str, Any] = {"problem": problem}
         for s in ("baseline", *SOLVERS):
-            v = [cases[(i, problem)]["results"][s]["cpu_s"] for i in p["images"] if s in cases[(i, problem)]["results"]]
+            v = [
+                cases[(i, problem)]["results"][s]["cpu_s"]
+                for i in p["images"]
+                if s in cases[(i, problem)]["results"]
+            ]
             row[s] = round(float(np.mean(v)), 3) if v else None
         times.append(row)
-    run.table("CPU seconds per solve", times, caption=f"Mean over images, {torch.get_num_threads()} torch "
-              "thread(s); Tikhonov, TV and wavelet: the chosen lambda's solve; unrolled: inference only.")
-    run.table("Training cost", cost, caption="CPU seconds (the default denoiser is loaded from its cache when "
-              "present: then only the loading is counted).")
+    run.table(
+        "CPU seconds per solve",
+        times,
+        caption=f"Mean over images, {torch.get_num_threads()} torch "
+        "thread(s); Tikhonov, TV and wavelet: the chosen lambda's solve; unrolled: inference only.",
+    )
+    run.table(
+        "Training cost",
+        cost,
+        caption="CPU seconds (the default denoiser is loaded from its cache when "
+        "present: then only the loading is counted).",
+    )
     for image in p["images"]:
         _grid_figure(run, p, image, cases)
     lap("tables and grids")
@@ -693,7 +695,9 @@ def inverse_experiment(cfg: InverseConfig, run: Run) -> None:
     first = ("camera", "deblur") if ("camera", "deblur") in cases else next(iter(cases))
     if p["sweep_points"]:
         run.section("2. Lambda sweeps")
-        picks = [first] + [k for k in (("shepp-logan", "mri-4x"), ("shepp-logan", "ct-60")) if k in cases][:1]
+        picks = [first] + [
+            k for k in (("shepp-logan", "mri-4x"), ("shepp-logan", "ct-60")) if k in cases
+        ][:1]
         picks = picks if not cfg.quick else picks[:1]
         _sweep(run, p, [(k[0], k[1], _sweep_case(p, cases[k])) for k in picks])
         lap("lambda sweeps")
@@ -702,17 +706,48 @@ def inverse_experiment(cfg: InverseConfig, run: Run) -> None:
     c, res = cases[first], cases[first]["results"]
     norm = float(c["op"].norm(c["op"].A_adjoint(c["y"])))
     conv = {}
-    for name, solver, alg in (("TV PDHG", "TV", "pdhg"), ("TV FISTA", "TV", "fista"),
-                              ("wavelet ISTA", "wavelet", "ista"), ("wavelet FISTA", "wavelet", "fista")):
-        rec = _classical(solver, c["problem"], c["y"], c["op"], c["truth"], res[solver]["lam"], p, norm, algorithm=alg)
+    for name, solver, alg in (
+        ("TV PDHG", "TV", "pdhg"),
+        ("TV FISTA", "TV", "fista"),
+        ("wavelet ISTA", "wavelet", "ista"),
+        ("wavelet FISTA", "wavelet", "fista"),
+    ):
+        rec = _classical(
+            solver,
+            c["problem"],
+            c["y"],
+            c["op"],
+            c["truth"],
+            res[solver]["lam"],
+            p,
+            norm,
+            algorithm=alg,
+        )
         conv[name] = {"objective": rec.objective, "psnr": rec.psnr}
         if alg == "fista":  # F*: FISTA run three times longer
-            ref = _classical(solver, c["problem"], c["y"], c["op"], c["truth"], res[solver]["lam"], p, norm,
-                             algorithm=alg, iterations=3 * p["iterations"])
+            ref = _classical(
+                solver,
+                c["problem"],
+                c["y"],
+                c["op"],
+                c["truth"],
+                res[solver]["lam"],
+                p,
+                norm,
+                algorithm=alg,
+                iterations=3 * p["iterations"],
+            )
             conv[f"{solver} reference"] = {"objective": ref.objective}
     from mlimaging.inverse import least_squares
 
-    ls = least_squares(c["y"], c["op"], iterations=3 * p["ls_iterations"], tol=0.0, x_true=c["truth"], data_range=1.0)
+    ls = least_squares(
+        c["y"],
+        c["op"],
+        iterations=3 * p["ls_iterations"],
+        tol=0.0,
+        x_true=c["truth"],
+        data_range=1.0,
+    )
     conv["LS long"] = {"psnr": ls.psnr}
     _convergence(run, first[0], first[1], conv, res)
     run.log(convergence={k: {kk: vv[-1] for kk, vv in v.items() if vv} for k, v in conv.items()})
@@ -724,11 +759,20 @@ def inverse_experiment(cfg: InverseConfig, run: Run) -> None:
         (image, problem), d = next(((k, d) for k, d in dip if d["history"]["curve"]), dip[0])
         _dip_figure(run, image, problem, d, cases[(image, problem)]["results"]["TV"]["psnr"])
         h = d["history"]
-        run.log(dip={"case": f"{image}/{problem}", "peak_psnr": max(h["psnr"]), "peak_iteration":
-                     int(np.argmax(h["psnr"])) + 1, "stop_iteration": h["stop"], "stop_psnr": h["psnr"][h["stop"] - 1],
-                     "last_psnr": h["psnr"][-1]})
+        run.log(
+            dip={
+                "case": f"{image}/{problem}",
+                "peak_psnr": max(h["psnr"]),
+                "peak_iteration": int(np.argmax(h["psnr"])) + 1,
+                "stop_iteration": h["stop"],
+                "stop_psnr": h["psnr"][h["stop"] - 1],
+                "last_psnr": h["psnr"][-1],
+            }
+        )
     if "gan" in learned:
-        z = torch.randn(8, learned["gan"].latent_dim, generator=torch.Generator().manual_seed(cfg.seed))
+        z = torch.randn(
+            8, learned["gan"].latent_dim, generator=torch.Generator().manual_seed(cfg.seed)
+        )
         with torch.no_grad():
             samples = learned["gan"](z)
         fig, axes = plt.subplots(1, 9, figsize=(11, 1.6))
@@ -736,6 +780,10 @@ def inverse_experiment(cfg: InverseConfig, run: Run) -> None:
         for ax, s in zip(axes[1:], samples, strict=True):
             _show(ax, s, "G(z)", 7)
         fig.tight_layout()
-        run.figure(fig, "csgm-generator", caption="CSGM's prior: samples of the DCGAN trained on phantom slices (64 px) "
-                   "beside the held-out test phantom.")
+        run.figure(
+            fig,
+            "csgm-generator",
+            caption="CSGM's prior: samples of the DCGAN trained on phantom slices (64 px) "
+            "beside the held-out test phantom.",
+        )
     lap("figures")
