@@ -289,6 +289,22 @@ class UnrolledNet(nn.Module):
     operator (Zhang, Van Gool & Timofte 2020, "Deep unfolding network for image
     super-resolution", CVPR, arXiv:2003.10428). Batch-norm statistics of the denoiser stay frozen.
 
+    **Initialiser** (``init``): :math:`x_0 = A^\top y/L` (``"adjoint"``, the default),
+    :math:`x_0 = A^\dagger y` by ``init_iterations`` conjugate-gradient steps on the normal
+    equations (``"dagger"``, :meth:`~mlimaging.inverse.base.Operator.A_dagger`), or any fixed
+    reconstruction ``init(y)`` (e.g. filtered backprojection for CT, a Tikhonov fill for
+    inpainting), computed without gradients. A few unrolled steps cannot travel far: started from
+    a classical reconstruction, the network only has to improve on it (Jin, McCann, Froustey &
+    Unser 2017, "Deep convolutional neural network for inverse problems in imaging", IEEE TIP
+    26(9), arXiv:1611.03679, learn a correction of FBP; Adler & Öktem 2018 start from FBP too).
+
+    **Data step** (``data_step``): ``"auto"`` is the behaviour above (exact HQS step in Fourier
+    with a denoiser, else the gradient step); ``"gradient"`` always takes the gradient step;
+    ``"hqs"`` always takes the HQS step :math:`\arg\min_x \|Ax - y\|^2/2 + \|x - x_k\|^2/(2\eta_k)`,
+    exact in Fourier and otherwise ``cg_iterations`` conjugate-gradient steps on
+    :math:`(A^\top A + I/\eta_k)\,x = A^\top y + x_k/\eta_k` from :math:`x_k` (per sample,
+    differentiable), as DPIR does for any :math:`A` (Zhang et al. 2021, arXiv:2008.13751).
+
     Parameters
     ----------
     operator : Operator
@@ -309,6 +325,15 @@ class UnrolledNet(nn.Module):
     sigma, step : float or sequence of float
         With ``denoiser``: the starting noise levels :math:`\sigma_k` and steps :math:`\eta^0_k`
         (one value or one per iteration), as in :func:`pnp`.
+    init : {"adjoint", "dagger"} or callable
+        The starting point :math:`x_0` (see above); a callable maps ``y`` to a tensor shaped
+        like :math:`A^\top y` and is not trained.
+    init_iterations : int
+        CG steps of ``init="dagger"``.
+    data_step : {"auto", "gradient", "hqs"}
+        The data-consistency step (see above).
+    cg_iterations : int
+        CG steps of the HQS data step for an operator that is not diagonal in Fourier.
 
     Examples
     --------
@@ -329,14 +354,36 @@ class UnrolledNet(nn.Module):
     >>> b = pnp(y, op, denoiser=den, algorithm="hqs", iterations=3, sigma=[0.1, 0.05, 0.02], step=[4.0, 2.0, 1.0]).x
     >>> bool(torch.allclose(a, b, atol=1e-5))
     True
+
+    Started from a classical reconstruction (here :math:`A^\dagger y`), the untrained network with
+    CNN proxes (which start as the identity) and no steps left to take returns it unchanged:
+
+    >>> from mlimaging.inverse.operators import Downsample
+    >>> ds = Downsample(2, filter="box")
+    >>> yd = ds.A(torch.rand(1, 1, 16, 16, generator=torch.Generator().manual_seed(1)))
+    >>> warm = UnrolledNet(ds, iterations=1, features=8, seed=0, init="dagger", data_step="hqs").eval()
+    >>> with torch.no_grad():
+    ...     bool(torch.allclose(warm(yd, return_all=True)[0], ds.A_dagger(yd, iterations=20), atol=1e-6))
+    True
     """
 
     def __init__(self, operator: Operator, *, iterations: int = 5, shared: bool = False, channels: int = 1,
                  features: int = 32, depth: int = 4, seed: int | None = None, denoiser: nn.Module | None = None,
-                 sigma: float | Sequence[float] = 0.05, step: float | Sequence[float] | None = None) -> None:
+                 sigma: float | Sequence[float] = 0.05, step: float | Sequence[float] | None = None,
+                 init: str | Callable[[Tensor], Tensor] = "adjoint", init_iterations: int = 20,
+                 data_step: str = "auto", cg_iterations: int = 5) -> None:
         super().__init__()
         if not isinstance(operator, Operator):
             raise ValueError(f"operator must be an mlimaging.inverse.Operator, got {type(operator).__name__}")
+        if not (callable(init) or init in ("adjoint", "dagger")):
+            raise ValueError(f"init must be 'adjoint', 'dagger' or a callable y -> x0, got {init!r}")
+        if data_step not in ("auto", "gradient", "hqs"):
+            raise ValueError(f"data_step must be 'auto', 'gradient' or 'hqs', got {data_step!r}")
+        self.init = init if isinstance(init, str) else "callable"
+        self._init_fn = None if isinstance(init, str) else init
+        self.init_iterations = _int(init_iterations, "init_iterations")
+        self.data_step = data_step
+        self.cg_iterations = _int(cg_iterations, "cg_iterations")
         self.iterations = _int(iterations, "iterations")
         self.shared = bool(shared)
         channels, features, depth = _int(channels, "channels"), _int(features, "features"), _int(depth, "depth", 2)
@@ -387,23 +434,67 @@ class UnrolledNet(nn.Module):
         spectrum = torch.fft.rfftn(aty + z / eta, dim=dims) / (self._symbol[1] + 1.0 / eta)
         return torch.fft.irfftn(spectrum, s=aty.shape[2:], dim=dims)
 
+    def _cg_prox(self, aty: Tensor, z: Tensor, eta: Tensor) -> Tensor:
+        """``cg_iterations`` CG steps on :math:`(A^\\top A + I/\\eta)x = A^\\top y + z/\\eta` from ``z``, per sample."""
+        op = self.operator
+
+        def normal(v: Tensor) -> Tensor:
+            return op.A_adjoint(op.A(v)) + v / eta
+
+        def dot(a: Tensor, b: Tensor) -> Tensor:
+            return (a * b).flatten(1).sum(1).view(-1, *([1] * (a.ndim - 1)))
+
+        x = z
+        r = aty + z / eta - normal(z)
+        p, rs = r, dot(r, r)
+        for _ in range(self.cg_iterations):
+            mp = normal(p)
+            curvature = dot(p, mp)
+            alpha = torch.where(curvature > 0, rs / torch.where(curvature > 0, curvature, 1.0), 0.0)
+            x, r = x + alpha * p, r - alpha * mp
+            rs_new = dot(r, r)
+            p = r + torch.where(rs > 0, rs_new / torch.where(rs > 0, rs, 1.0), 0.0) * p
+            rs = rs_new
+        return x
+
+    def _initial(self, y: Tensor, aty: Tensor) -> Tensor:
+        """:math:`x_0`: :math:`A^\\top y/L`, :math:`A^\\dagger y` or ``init(y)`` (the last two without gradients)."""
+        if self.init == "adjoint":
+            return aty / self.lipschitz
+        with torch.no_grad():
+            if self.init == "dagger":
+                x0 = self.operator.A_dagger(y.detach(), iterations=self.init_iterations)
+            else:
+                x0 = self._init_fn(y.detach())
+        if not isinstance(x0, Tensor) or x0.shape != aty.shape:
+            got = tuple(x0.shape) if isinstance(x0, Tensor) else type(x0).__name__
+            raise ValueError(f"init must return a tensor shaped like A^T y {tuple(aty.shape)}, got {got}")
+        return x0.detach().to(aty.dtype)
+
+    def _data(self, y: Tensor, aty: Tensor, x: Tensor, eta: Tensor) -> Tensor:
+        op = self.operator
+        hqs = self.data_step == "hqs" or (self.data_step == "auto" and self.conditional and self.fourier)
+        if not hqs:
+            return x - eta * op.A_adjoint(op.A(x) - y)
+        return self._data_prox(aty, x, eta) if self.fourier else self._cg_prox(aty, x, eta)
+
     def forward(self, y: Tensor, *, return_all: bool = False) -> Tensor | list[Tensor]:
         op = self.operator
         aty = op.A_adjoint(y)
         if float(self.lipschitz) == 0.0:
             with torch.no_grad():
                 self.lipschitz.fill_(float(op.norm(aty.detach())) ** 2)
-        x = aty / self.lipschitz
+        x = self._initial(y, aty)
         xs = [x]
         for k in range(self.iterations):
             prox = self.prox[0 if self.shared else k]
             if not self.conditional:
                 eta = torch.exp(self.steps[k]) / self.lipschitz
-                x = prox(x - eta * op.A_adjoint(op.A(x) - y))
+                x = prox(self._data(y, aty, x, eta))
             else:
                 base = self.base_steps[k] if float(self.base_steps[k]) > 0 else 1.0 / self.lipschitz
                 eta = torch.exp(self.steps[k]) * base
-                v = self._data_prox(aty, x, eta) if self.fourier else x - eta * op.A_adjoint(op.A(x) - y)
+                v = self._data(y, aty, x, eta)
                 x = prox(v, torch.exp(self.log_sigma[k]).expand(v.shape[0]))
             xs.append(x)
         return xs if return_all else x
@@ -485,6 +576,8 @@ def train_unrolled(operator: Operator, *, iterations: int = 5, shared: bool = Fa
                    features: int = 32, depth: int = 4, seed: int = 0, device: str | torch.device = "cpu",
                    progress: bool = False, denoiser: nn.Module | None = None,
                    sigma: float | Sequence[float] = 0.05, step: float | Sequence[float] | None = None,
+                   init: str | Callable[[Tensor], Tensor] = "adjoint", init_iterations: int = 20,
+                   data_step: str = "auto", cg_iterations: int = 5,
                    **fit_kwargs: Any) -> tuple[UnrolledNet, Any]:
     r"""Train an :class:`UnrolledNet` for ``operator`` end to end through :func:`~mlimaging.training.fit`.
 
@@ -496,8 +589,10 @@ def train_unrolled(operator: Operator, *, iterations: int = 5, shared: bool = Fa
     ----------
     operator : Operator
         :math:`A`.
-    iterations, shared, features, depth, denoiser, sigma, step
-        As :class:`UnrolledNet` (``denoiser``: start from plug-and-play with it and fine-tune).
+    iterations, shared, features, depth, denoiser, sigma, step, init, init_iterations, data_step, cg_iterations
+        As :class:`UnrolledNet` (``denoiser``: start from plug-and-play with it and fine-tune;
+        ``init``: start each reconstruction from a classical one, e.g. ``init="dagger"`` or
+        ``init=lambda y: op.fbp(y)`` for CT).
     images, patch_size, samples, noise
         As :class:`MeasurementDataset` (``samples`` is its ``length``).
     epochs, batch_size, lr, seed, device, progress, **fit_kwargs
@@ -526,7 +621,8 @@ def train_unrolled(operator: Operator, *, iterations: int = 5, shared: bool = Fa
     lr = _float(lr, "lr", positive=True)
     imgs = _as_images(images)
     net = UnrolledNet(operator, iterations=iterations, shared=shared, channels=imgs[0].shape[0],
-                      features=features, depth=depth, seed=seed, denoiser=denoiser, sigma=sigma, step=step)
+                      features=features, depth=depth, seed=seed, denoiser=denoiser, sigma=sigma, step=step,
+                      init=init, init_iterations=init_iterations, data_step=data_step, cg_iterations=cg_iterations)
     train = MeasurementDataset(operator, imgs, patch_size=patch_size, length=samples, noise=noise, seed=seed)
     val = (MeasurementDataset(operator, imgs, patch_size=patch_size, length=val_samples, noise=noise,
                               augment=False, seed=seed + 1) if val_samples else None)
