@@ -58,6 +58,23 @@ def test_dncnn_shapes_and_residual(norm):
     assert sum(isinstance(m, nn.Conv2d) for m in net.modules()) == 4
 
 
+def test_bias_free_dncnn_is_positively_homogeneous():
+    # Mohan et al. 2020: without additive constants, R(a y, a sigma) = a R(y, sigma) for a >= 0
+    net = DnCNN(depth=4, features=8, norm="none", bias=False, sigma_input=True, seed=0).eval()
+    assert all(m.bias is None for m in net.modules() if isinstance(m, nn.Conv2d))
+    y = torch.rand(2, 1, 12, 12, generator=_gen())
+    with torch.no_grad():
+        torch.testing.assert_close(net(3.0 * y, 0.3), 3.0 * net(y, 0.1), rtol=1e-5, atol=1e-6)
+        assert torch.equal(net.residual(torch.zeros_like(y), 0.0), torch.zeros_like(y))
+
+
+def test_dncnn_bias_false_needs_no_norm():
+    with pytest.raises(ValueError, match="bias"):
+        DnCNN(depth=3, features=4, norm="batch", bias=False)
+    with pytest.raises(ValueError, match="bias"):
+        DnCNN(depth=3, features=4, norm="none", bias=0)
+
+
 def test_dncnn_seed_is_repeatable_and_leaves_global_rng():
     state = torch.get_rng_state()
     a, b = DnCNN(depth=3, features=4, seed=5), DnCNN(depth=3, features=4, seed=5)

@@ -329,7 +329,7 @@ def _solve(
         )
     if solver == "pnp":
         err_console.print(
-            "pnp: the default DnCNN denoiser (the first run trains it, about 230 CPU s, and caches it "
+            "pnp: the default DnCNN denoiser (the first run trains it, about 20 CPU minutes, and caches it "
             "in $MLIMAGING_CACHE or ~/.cache/mlimaging)",
             highlight=False,
             soft_wrap=True,
