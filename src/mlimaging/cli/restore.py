@@ -34,7 +34,7 @@ camera at ``--noise 0.01``; raise it for more noise):
   schedule (denoiser level from 49/255 down to ``--noise``, data step
   :math:`\sigma_k^2/(\lambda\sigma_n^2)`, :math:`\lambda` = ``--lam``, default 0.23, 8
   iterations; Venkatakrishnan et al. 2013; Zhang et al. 2017, 2021). The denoiser is
-  trained once (about 230 CPU s) and cached in ``$MLIMAGING_CACHE`` or ``~/.cache/mlimaging``;
+  trained once (about 20 CPU minutes) and cached in ``$MLIMAGING_CACHE`` or ``~/.cache/mlimaging``;
 * ``dip``: deep image prior, an untrained network fitted to the one measurement for at most
   ``--steps`` Adam steps, stopped early by the running variance of its outputs (Ulyanov et al.
   2018; Wang et al. 2021). 2D only; minutes on a CPU for a 512 x 512 image.
@@ -414,7 +414,7 @@ def restore_cmd(
         "tv",
         "--solver",
         help=f"Reconstruction: {', '.join(SOLVERS)} (pnp trains its "
-        "denoiser once, about 230 CPU s, then loads it from the cache).",
+        "denoiser once, about 20 CPU minutes, then loads it from the cache).",
     ),
     lam: float | None = typer.Option(
         None,

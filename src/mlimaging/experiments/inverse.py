@@ -578,7 +578,7 @@ def _skipped_solvers(p: dict[str, Any]) -> list[str]:
     if p["denoiser"] == "tiny":
         notes.append(
             "PnP uses a tiny DnCNN trained here in a few seconds (quick mode; the cached default DnCNN "
-            "takes about 230 CPU s to train once), so its numbers are not representative."
+            "takes about 20 CPU minutes to train once), so its numbers are not representative."
         )
     if p["denoiser"] == "none":
         notes.append("PnP was not run (denoiser='none').")
