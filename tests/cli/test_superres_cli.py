@@ -58,6 +58,17 @@ def test_train_superres_writes_the_run_folder(sr_run):
     assert_allclose(metrics["gain_db"], metrics["test_psnr"] - metrics["bicubic_psnr"], atol=1e-9)
     assert "bicubic PSNR" in output and "mean" in output
     assert "Held-out" in (out / "report.html").read_text()
+    # a tiny network trained on 4 patches for one epoch upscales worse than bicubic: it says so
+    assert metrics["gain_db"] < 0
+    assert "warning:" in output and "below bicubic" in output
+    assert "below bicubic" in (out / "report.html").read_text()
+
+
+def test_below_bicubic_warning_worked_example():
+    from mlimaging.cli.superres import _below_bicubic_warning
+
+    assert _below_bicubic_warning(0.4) == "" and _below_bicubic_warning(0.0) == ""
+    assert "1.25 dB below bicubic" in _below_bicubic_warning(-1.25)
 
 
 def test_resume_continues_to_more_epochs(sr_run, tmp_path):

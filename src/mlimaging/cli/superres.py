@@ -336,6 +336,9 @@ def train_superres_cmd(
     run.table("Held-out", rows, caption=f"PSNR (dB) and SSIM on the Y channel, {s['scale']}-pixel border cut, centre "
               f"crops of at most {s['eval_crop']} px of the held-out images, best epoch's weights (model.pt) beside "
               "bicubic upscaling.")
+    worse = _below_bicubic_warning(mean["gain_db"])
+    if worse:
+        run.section("Warning", worse)
     report = run.finish()
     table = Table("image", "PSNR", "SSIM", "bicubic PSNR", "bicubic SSIM", "gain (dB)",
                   title=f"train superres: {s['model']} x{s['scale']}, best epoch {history.best_epoch} of {len(history)}")
@@ -343,7 +346,18 @@ def train_superres_cmd(
         table.add_row(r["image"], f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['bicubic_psnr']:.2f}",
                       f"{r['bicubic_ssim']:.4f}", f"{r['gain_db']:+.2f}")
     console.print(table)
+    if worse:
+        err_console.print(f"[yellow]warning:[/] {worse}", highlight=False, soft_wrap=True)
     console.print(f"model: {out / 'model.pt'}\nreport: {report}", soft_wrap=True)
+
+
+def _below_bicubic_warning(gain_db: float) -> str:
+    """A warning when the network upscales the held-out images worse than plain bicubic interpolation."""
+    if gain_db >= 0.0:
+        return ""
+    return (f"the network is {-gain_db:.2f} dB below bicubic interpolation on the held-out images: it is not "
+            "trained enough to be worth using (more --epochs; `mlimaging upscale` with this model.pt would "
+            "degrade images).")
 
 
 @command("upscale")
