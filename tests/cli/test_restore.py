@@ -646,3 +646,13 @@ def test_non_positive_sizes_are_refused(tmp_path_factory, option, value):
     write_image(tmp / "x.png", np.zeros((8, 8), np.uint8))
     result = _restore(tmp / "x.png", option, value, "--out", tmp / "r.png")
     _one_red_line(result, option)
+
+
+def test_a_reconstruction_worse_than_its_measurement_is_flagged(blocks_png, tmp_path):
+    """TV with a huge lambda flattens the image below the blurred input: the user is told."""
+    path, _ = blocks_png
+    args = ["--operator", "blur", "--sigma", "1.0", "--noise", "0.01", "--solver", "tv"]
+    bad = _ok(_restore(path, *args, "--lam", "50", "--out", tmp_path / "bad.png"))
+    assert "warning:" in bad and "below the degraded image" in bad
+    good = _ok(_restore(path, *args, "--lam", "0.005", "--out", tmp_path / "good.png"))
+    assert "below the degraded image" not in good

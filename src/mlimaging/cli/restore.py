@@ -623,3 +623,10 @@ def restore_cmd(
     table.add_row(f"restored ({solver})", f"{p1:.2f}", f"{s1:.4f}", str(out))
     table.add_row("gain", f"{p1 - p0:+.2f}", f"{s1 - s0:+.4f}", "")
     console.print(table)
+    if p1 < p0:
+        err_console.print(
+            f"[yellow]warning:[/] the {solver} reconstruction is {p0 - p1:.2f} dB below the degraded image "
+            f"itself: try another --lam (or --iterations), or another --solver",
+            highlight=False,
+            soft_wrap=True,
+        )
