@@ -196,6 +196,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch.set_num_threads for every case (default 1)")
     parser.add_argument("--jobs", type=int, default=1, help="processes running the cases in parallel (default 1)")
     parser.add_argument("--quick", action="store_true", help="short check: 1/10 of the epochs, fewer repeats")
+    parser.add_argument("--epoch-scale", type=float, default=None,
+                        help="multiply every recipe's epochs (default 1; 0.1 with --quick)")
     parser.add_argument("--output", type=Path, default=None,
                         help=f"default {RESULTS.name} (superres-quick.json with --quick)")
     args = parser.parse_args()
@@ -203,12 +205,15 @@ def main() -> None:
         args.output = RESULTS.with_name("superres-quick.json") if args.quick else RESULTS
     torch.set_num_threads(args.threads)
     started, cpu0 = time.perf_counter(), time.process_time()
-    rows, speed_rows, setup = run_cases(threads=args.threads, jobs=args.jobs, epoch_scale=0.1 if args.quick else 1.0,
+    epoch_scale = args.epoch_scale if args.epoch_scale is not None else (0.1 if args.quick else 1.0)
+    if epoch_scale <= 0:
+        parser.error(f"--epoch-scale must be positive, got {epoch_scale}")
+    rows, speed_rows, setup = run_cases(threads=args.threads, jobs=args.jobs, epoch_scale=epoch_scale,
                                         repeats=3 if args.quick else 7)
     rows += speed_rows
     train_cpu = sum(r.get("train_cpu_s", 0.0) for r in rows)
     report = {"benchmark": "superres", "quick": args.quick, "scale": SCALE, "torch_threads": torch.get_num_threads(),
-              "jobs": args.jobs, **setup, "rows": rows, "all_passed": all(r["passed"] for r in rows),
+              "jobs": args.jobs, "epoch_scale": epoch_scale, **setup, "rows": rows, "all_passed": all(r["passed"] for r in rows),
               "seconds": time.perf_counter() - started, "training_cpu_seconds": train_cpu,
               "main_cpu_seconds": time.process_time() - cpu0,
               "platform": platform.platform(), "processor": platform.processor(),
