@@ -369,7 +369,29 @@ def random_patch(images: Sequence[Tensor], size: int | None, rng: np.random.Gene
     return im.contiguous()
 
 
-class PatchDataset(Dataset):
+class _SeededPatches(Dataset):
+    """Base of the patch datasets: ``length`` items, item ``i`` drawn from generators seeded by
+    ``(seed, i)`` (a random patch of one of ``images``, flipped/rotated when ``augment``)."""
+
+    def __init__(self, images: Any, patch_size: int | None, length: int, augment: bool, seed: int) -> None:
+        self.images = _as_images(images)
+        self.patch_size = None if patch_size is None else _int(patch_size, "patch_size")
+        self.length = _int(length, "length")
+        self.augment = bool(augment)
+        self.seed = _int(seed, "seed", 0)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def _draw(self, index: int) -> tuple[np.random.Generator, torch.Generator, Tensor]:
+        """The item's NumPy and torch generators and its clean patch."""
+        if not 0 <= index < self.length:
+            raise IndexError(index)
+        rng, g = _item_rng(self.seed, index)
+        return rng, g, random_patch(self.images, self.patch_size, rng, augment=self.augment)
+
+
+class PatchDataset(_SeededPatches):
     r"""Random noisy/clean patch pairs, :math:`(x + \sigma n, x)`, :math:`\sigma \sim U[\sigma_0, \sigma_1]`.
 
     Item ``i`` is drawn from generators seeded by ``(seed, i)``: the same index always gives the
@@ -410,9 +432,7 @@ class PatchDataset(Dataset):
     def __init__(self, images: Any = None, *, patch_size: int = 40, length: int = 4096,
                  sigma: float | tuple[float, float] = (0.0, 0.1), noise_level_input: bool = False,
                  augment: bool = True, seed: int = 0, sigma_sampling: str = "uniform") -> None:
-        self.images = _as_images(images)
-        self.patch_size = _int(patch_size, "patch_size")
-        self.length = _int(length, "length")
+        super().__init__(images, _int(patch_size, "patch_size"), length, augment, seed)
         self.sigma = _sigma_range(sigma)
         if sigma_sampling not in ("uniform", "log"):
             raise ValueError(f"sigma_sampling must be 'uniform' or 'log', got {sigma_sampling!r}")
@@ -420,17 +440,9 @@ class PatchDataset(Dataset):
             raise ValueError(f"sigma_sampling='log' needs a sigma range with low > 0, got {sigma!r}")
         self.sigma_sampling = sigma_sampling
         self.noise_level_input = bool(noise_level_input)
-        self.augment = bool(augment)
-        self.seed = _int(seed, "seed", 0)
-
-    def __len__(self) -> int:
-        return self.length
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        rng, g = _item_rng(self.seed, index)
-        clean = random_patch(self.images, self.patch_size, rng, augment=self.augment)
+        rng, g, clean = self._draw(index)
         lo, hi = self.sigma
         u = float(rng.random())
         s = lo * (hi / lo) ** u if self.sigma_sampling == "log" else lo + (hi - lo) * u

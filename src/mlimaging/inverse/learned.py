@@ -29,7 +29,6 @@ from typing import Any
 import numpy as np
 import torch
 from torch import Tensor, nn
-from torch.utils.data import Dataset
 
 from ._denoisers import (
     DEFAULT_TRAIN_IMAGES,
@@ -39,11 +38,10 @@ from ._denoisers import (
     _as_images,
     _float,
     _int,
-    _item_rng,
     _seeded,
+    _SeededPatches,
     default_denoiser,
     load_training_images,
-    random_patch,
     train_denoiser,
 )
 from ._dip import DIPReconstruction, deep_image_prior
@@ -509,7 +507,7 @@ def _noise_range(value: object) -> tuple[float, float]:
     return v, v
 
 
-class MeasurementDataset(Dataset):
+class MeasurementDataset(_SeededPatches):
     r"""``(y, x)`` pairs made on the fly: :math:`y = A x + \sigma n` for random patches :math:`x`.
 
     Item ``i`` comes from generators seeded by ``(seed, i)`` (patch, flip/rotation, noise level and
@@ -547,22 +545,12 @@ class MeasurementDataset(Dataset):
                  noise: float | tuple[float, float] = 0.01, augment: bool = True, seed: int = 0) -> None:
         if not isinstance(operator, Operator):
             raise ValueError(f"operator must be an mlimaging.inverse.Operator, got {type(operator).__name__}")
+        super().__init__(images, patch_size, length, augment, seed)
         self.operator = operator
-        self.images = _as_images(images)
-        self.patch_size = None if patch_size is None else _int(patch_size, "patch_size")
-        self.length = _int(length, "length")
         self.noise = _noise_range(noise)
-        self.augment = bool(augment)
-        self.seed = _int(seed, "seed", 0)
-
-    def __len__(self) -> int:
-        return self.length
 
     def __getitem__(self, index: int) -> tuple[Tensor, Tensor]:
-        if not 0 <= index < self.length:
-            raise IndexError(index)
-        rng, g = _item_rng(self.seed, index)
-        x = random_patch(self.images, self.patch_size, rng, augment=self.augment)
+        rng, g, x = self._draw(index)
         lo, hi = self.noise
         s = lo + (hi - lo) * float(rng.random())
         with torch.no_grad():
