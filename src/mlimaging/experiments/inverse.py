@@ -720,31 +720,11 @@ def inverse_experiment(cfg: InverseConfig, run: Run) -> None:
         ("wavelet ISTA", "wavelet", "ista"),
         ("wavelet FISTA", "wavelet", "fista"),
     ):
-        rec = _classical(
-            solver,
-            c["problem"],
-            c["y"],
-            c["op"],
-            c["truth"],
-            res[solver]["lam"],
-            p,
-            norm,
-            algorithm=alg,
-        )
+        args = (solver, c["problem"], c["y"], c["op"], c["truth"], res[solver]["lam"], p, norm)
+        rec = _classical(*args, algorithm=alg)
         conv[name] = {"objective": rec.objective, "psnr": rec.psnr}
         if alg == "fista":  # F*: FISTA run three times longer
-            ref = _classical(
-                solver,
-                c["problem"],
-                c["y"],
-                c["op"],
-                c["truth"],
-                res[solver]["lam"],
-                p,
-                norm,
-                algorithm=alg,
-                iterations=3 * p["iterations"],
-            )
+            ref = _classical(*args, algorithm=alg, iterations=3 * p["iterations"])
             conv[f"{solver} reference"] = {"objective": ref.objective}
     from mlimaging.inverse import least_squares
 
