@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -21,22 +22,39 @@ from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from mlimaging.privacy import fedavg
-from mlimaging.privacy.flower import _config, _data, _proc_table, alive, deploy, initial_model
+from mlimaging.privacy.federated import (
+    _client_seed,
+    _optimizer_factory,
+    _subset,
+    _train_client,
+    _weighted_average,
+)
+from mlimaging.privacy.flower import (
+    SECAGG_CLIP,
+    SECAGG_LEVELS,
+    _config,
+    _data,
+    _proc_table,
+    alive,
+    deploy,
+    initial_model,
+)
 
 SMALL = {"n_train": 150, "n_test": 60, "seed": 0, "lr": 0.05, "batch_size": 10, "local_epochs": 1}
 FLOWER_EXES = {"flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp", "flwr"}
 
 
 def _flower_processes() -> set[tuple[int, str]]:
-    """Live processes running a Flower executable (argv[0] or the script python runs)."""
+    """Live processes running a Flower executable (argv[0] or the script python runs) or our warm
+    SuperExec (``python -m mlimaging.privacy._flower_exec``)."""
     found = set()
     for pid, (_, started) in _proc_table().items():
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
-                argv = [a.decode(errors="replace") for a in f.read().split(b"\0")[:2]]
+                argv = [a.decode(errors="replace") for a in f.read().split(b"\0")[:3]]
         except OSError:
             continue
-        if any(os.path.basename(a) in FLOWER_EXES for a in argv):
+        if any(os.path.basename(a) in FLOWER_EXES for a in argv[:2]) or "mlimaging.privacy._flower_exec" in argv:
             found.add((pid, started))
     return found
 
@@ -97,8 +115,104 @@ def test_deploy_survives_a_killed_supernode(tmp_path):
     _assert_all_stopped(out, before)
 
 
+def test_secure_deploy_equals_plain_aggregation(tmp_path):
+    r"""Oracle: Flower's SecAgg+ on 3 SuperNodes x 2 rounds. Each round's global weights equal the plain
+    sample-weighted mean of the same three local updates, replayed in-process from the previous
+    round's (secure) global weights with the same seeds, within SecAgg+'s fixed-point error: each
+    client's :math:`r_k w_k` is stochastically rounded to a step :math:`\Delta = 2 \cdot 8 / 2^{22}`,
+    so the unmasked mean :math:`\sum_k r_k w_k / \sum_k r_k` is off by less than
+    :math:`K \Delta / \sum_k r_k`."""
+    pytest.importorskip("flwr")
+    before = _flower_processes()
+    out = tmp_path / "sec"
+    h = deploy(clients=3, rounds=2, out=out, secure=True, round_timeout=150, timeout=480, progress=False, **SMALL)
+    assert h.round == [1, 2] and h.clients == [[0, 1, 2], [0, 1, 2]]
+    train, _, parts = _data(_config({"num-clients": 3, "n-train": SMALL["n_train"], "n-test": SMALL["n_test"],
+                                     "seed": SMALL["seed"]}))
+    sizes = [len(p) for p in parts]
+    ratios = [n / max(sizes) for n in sizes]
+    atol = len(parts) * (2 * SECAGG_CLIP / SECAGG_LEVELS) / sum(ratios) + 1e-7  # + float32 rounding
+    prev = initial_model(SMALL["seed"]).state_dict()
+    for rnd in (1, 2):
+        states = []
+        for pid, idx in enumerate(parts):
+            anchor = initial_model(SMALL["seed"])
+            anchor.load_state_dict(prev)
+            state, _, _ = _train_client(
+                initial_model(SMALL["seed"]), anchor, prev, _subset(train, idx), loss=torch.nn.CrossEntropyLoss(),
+                proximal_mu=0.0, factory=_optimizer_factory("sgd", SMALL["lr"]), local_epochs=1,
+                batch_size=SMALL["batch_size"], seed=_client_seed(SMALL["seed"], rnd, pid), device=torch.device("cpu"))
+            states.append(state)
+        plain = _weighted_average(states, [n / sum(sizes) for n in sizes])
+        secure = torch.load(out / "rounds" / f"round-{rnd}.pt", weights_only=True)
+        moved = max(float((plain[k] - prev[k]).abs().max()) for k in plain)
+        assert moved > 100 * atol  # the round changed the weights far beyond the tolerance
+        for k, v in plain.items():
+            torch.testing.assert_close(secure[k], v, atol=atol, rtol=0)
+        prev = secure
+    log = (out / "logs" / "flwr-run.log").read_text(errors="replace")  # the ServerApp's log, streamed by flwr run
+    assert log.count("Secure aggregation commencing") == 2 and "Secure aggregation completed" in log
+    final = torch.load(out / "model.pt", weights_only=True)
+    assert all(torch.equal(final[k], prev[k]) for k in final)
+    _assert_all_stopped(out, before)
+
+
+def test_deploy_stops_everything_on_timeout(tmp_path):
+    """Error path: a run that cannot finish within ``timeout`` raises TimeoutError, and every process of
+    the deployment (SuperLink, SuperNodes, warm SuperExecs, app processes) is gone afterwards."""
+    pytest.importorskip("flwr")
+    before = _flower_processes()
+    out = tmp_path / "slow"
+    with pytest.raises(TimeoutError, match="did not finish"):
+        deploy(clients=2, rounds=50, out=out, timeout=20, progress=False, **SMALL)
+    _assert_all_stopped(out, before)
+
+
+def test_deploy_stops_everything_on_ctrl_c(tmp_path):
+    """Ctrl-C (SIGINT) during round 1: deploy raises KeyboardInterrupt after stopping every process."""
+    pytest.importorskip("flwr")
+    before = _flower_processes()
+    out = tmp_path / "int"
+    code = ("import sys, json; from mlimaging.privacy.flower import deploy\n"
+            "try:\n"
+            f"    deploy(clients=2, rounds=50, out={str(out)!r}, timeout=300, progress=False, **{SMALL!r})\n"
+            "except KeyboardInterrupt:\n"
+            "    sys.exit(42)\n")
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        deadline = time.monotonic() + 240
+        while not (out / "round.json").exists() and proc.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert proc.poll() is None, "deploy ended before round 1"
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(timeout=60) == 42
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    _assert_all_stopped(out, before)
+
+
+def test_fork_executor_runs_clientapp_tasks_only():
+    """The warm SuperExec forks only for ClientApp tasks; anything else is refused, nothing started."""
+    pytest.importorskip("flwr")
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.superexec.executor import LaunchResultStatus
+    from flwr.supercore.superexec.executor.types import ExecutionSpec
+
+    from mlimaging.privacy._flower_exec import ForkExecutor
+
+    ex = ForkExecutor()
+    spec = ExecutionSpec(task_type=TaskType.SERVER_APP, runtime_api_address="127.0.0.1:1", token="ab", insecure=True,
+                         root_certificates_path=None, runtime_dependency_install=False, parent_pid=None,
+                         suppress_output=True, task_id=1)
+    assert ex.launch(spec).status == LaunchResultStatus.FAILED
+    assert ex.children == {}
+    assert ex.get_eligible_capacity({TaskType.CLIENT_APP}) == ({TaskType.CLIENT_APP}, set())
+
+
 def test_flwr_is_imported_lazily():
-    code = ("import sys, mlimaging.cli, mlimaging.privacy.flower, mlimaging.cli.fl_deploy; "
+    code = ("import sys, mlimaging.cli, mlimaging.privacy.flower, mlimaging.cli.fl_deploy, "
+            "mlimaging.privacy._flower_exec; "
             "assert not [m for m in sys.modules if m.split('.')[0] == 'flwr'], 'flwr imported at module level'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
@@ -125,6 +239,7 @@ def _cli_app():
     ({"batch_size": 0}, "batch_size"), ({"scheme": "zipf"}, "scheme"), ({"proximal_mu": -1.0}, "proximal_mu"),
     ({"round_timeout": 0}, "round_timeout"), ({"kill": (3, 1)}, "kill"), ({"kill": (0, 9)}, "kill"),
     ({"kill": 1}, "kill"), ({"n_train": 0}, "n_train"), ({"clients": True}, "clients"),
+    ({"secure": True}, "secure"), ({"secure": "yes", "clients": 3}, "secure"),
 ])
 def test_deploy_rejects_bad_input(tmp_path, kw, match):
     args = {"clients": 2, "rounds": 1, "out": tmp_path / "o", **kw}

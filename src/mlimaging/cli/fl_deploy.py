@@ -33,7 +33,7 @@ __all__ = ["deploy_cmd"]
 
 #: What ``fl deploy`` writes besides a run folder's usual entries (``--force`` deletes only these).
 DEPLOY_ENTRIES = frozenset({"history.json", "round.json", "round.tmp", "history.tmp", "processes.json", "logs",
-                            "app", "flwr-home"})
+                            "app", "flwr-home", "timing.json", "timing.tmp", "processes.tmp", "rounds"})
 
 
 def _fail(message: str, code: int) -> None:
@@ -57,6 +57,7 @@ def deploy_cmd(
                                         "replies (a client that died is left out)."),
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds the whole run may take."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial model, the partition and the clients."),
+    secure: bool = typer.Option(False, "--secure", help="Aggregate with Flower's SecAgg+ (needs --clients >= 3)."),
     force: bool = typer.Option(False, "--force", help="Delete an existing --out run folder and start again."),
 ) -> None:
     """Deploy FedAvg on Flower (SuperLink + one SuperNode per client on 127.0.0.1); report in --out."""
@@ -78,6 +79,8 @@ def deploy_cmd(
         raise ValueError(f"--mu must be a finite number >= 0, got {mu}")
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
+    if secure and clients < 3:
+        raise ValueError(f"--secure needs --clients >= 3 (with 2, the sum reveals the other's update), got {clients}")
     b = parse_batch_size(batch_size)
     try:
         import flwr  # noqa: F401
@@ -88,13 +91,15 @@ def deploy_cmd(
     if clear:
         shutil.rmtree(out)
     s = {"clients": clients, "rounds": rounds, "scheme": scheme, "local_epochs": local_epochs, "batch_size": b,
-         "lr": lr, "mu": mu, "round_timeout": round_timeout, "seed": seed, "model": "lenet", "dataset": "mnist5k"}
+         "lr": lr, "mu": mu, "round_timeout": round_timeout, "seed": seed, "secure": secure, "model": "lenet",
+         "dataset": "mnist5k"}
     cmd = (f"mlimaging fl deploy --clients {clients} --rounds {rounds} --scheme {scheme} --local-epochs "
-           f"{local_epochs} --batch-size {b} --lr {lr} --mu {mu} --seed {seed} --out {out}")
+           f"{local_epochs} --batch-size {b} --lr {lr} --mu {mu} --seed {seed}{' --secure' if secure else ''} --out {out}")
     run = Run.create("fl-deploy", s, path=out, command=cmd, console=err_console)
     try:
         h = deploy(clients=clients, rounds=rounds, out=out, seed=seed, lr=lr, local_epochs=local_epochs,
-                   batch_size=b, proximal_mu=mu, scheme=scheme, round_timeout=round_timeout, timeout=timeout)
+                   batch_size=b, proximal_mu=mu, scheme=scheme, round_timeout=round_timeout, timeout=timeout,
+                   secure=secure)
     except KeyboardInterrupt:
         run.finish(error="interrupted")
         err_console.print(f"interrupted; every Flower process was stopped; partial run folder {out}",
@@ -107,7 +112,9 @@ def deploy_cmd(
             mean_round_seconds=sum(h.seconds) / len(h), total_seconds=sum(h.seconds))
     run.section("Flower deployment", f"FedAvg{f' (FedProx, mu {mu:g})' if mu > 0 else ''} on mnist5k as a Flower "
                 f"deployment: one SuperLink and {clients} SuperNodes on 127.0.0.1 ({scheme} partition), E = "
-                f"{local_epochs}, B = {b}, SGD lr {lr:g}, seed {seed}. Final test accuracy {h.accuracy[-1]:.4f}.")
+                f"{local_epochs}, B = {b}, SGD lr {lr:g}, seed {seed}"
+                f"{'; aggregation by Flower SecAgg+ (the server sees only the sum)' if secure else ''}. "
+                f"Final test accuracy {h.accuracy[-1]:.4f}.")
     run.table("History", h.to_rows(), caption="Per round: test accuracy and loss of the global model, clients' "
               "training loss, clients that replied, wall seconds and bytes sent and received.")
     fig, ax = plt.subplots(figsize=(5.2, 3.4))

@@ -10,18 +10,40 @@ our engine (:func:`mlimaging.training.fit`, FedProx's proximal step when ``proxi
 127.0.0.1, submits the app with Flower's own runner (``flwr run``) and always stops every
 process it started.
 
+With ``secure=True`` the aggregation is Flower's SecAgg+ (``SecAggPlusWorkflow`` with
+``secaggplus_mod`` on the clients; Bell et al. 2020): Flower 1.42 implements it only for its
+legacy ``Strategy``/``FitIns`` API, so the secure rounds run Flower's ``DefaultWorkflow`` on a
+``LegacyContext`` inside the same ``ServerApp``, and the same ``ClientApp`` answers legacy
+``FitIns``. The server learns only the weighted sum, which equals our weighted mean up to
+SecAgg+'s quantisation step.
+
+Fixed costs of a Flower deployment, and what :func:`deploy` does about them (Flower 1.42):
+
+* every ClientApp message is a new process (``flwr-clientapp``: a new interpreter importing
+  torch, Flower and mlimaging and loading mnist5k, about 3.5 CPU s per client per round). The
+  SuperNodes run with ``--isolation process`` beside a warm SuperExec of ours
+  (:mod:`mlimaging.privacy._flower_exec`) that imports all that and loads the data once and
+  ``fork``\ s a process per task;
+* telemetry is switched off (``FLWR_TELEMETRY_ENABLED=0``; an exiting Flower process otherwise
+  waits up to 4 s to report), and the SuperExecs poll for tasks every 0.1 s
+  (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``, default 1 s);
+* the ServerApp polls the SuperLink for replies every 0.1 s (``poll-interval``) instead of the
+  3 s Flower's grid sleeps;
+* left as is (no setting exists): a SuperNode asks the SuperLink for new messages every 3 s
+  when idle, so each message waits 1.5 s on average before a client sees it.
+
 Flower is optional: ``pip install "mlimaging[fl]"``. Nothing here imports it at module level.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import numbers
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +54,17 @@ from typing import Any
 import torch
 from torch import nn
 
+from mlimaging.privacy._flower_procs import (
+    _descendants,
+    _executable,
+    _free_port,
+    _proc_table,  # noqa: F401 - re-exported for the tests
+    _signal_tree,
+    _stop,
+    _wait_port,
+    alive,
+    tree_cpu_seconds,
+)
 from mlimaging.privacy.federated import (
     FLHistory,
     _client_seed,
@@ -49,7 +82,8 @@ APP_MODULE = "mlimaging_flower_app"
 RUN_DEFAULTS: dict[str, Any] = {
     "num-server-rounds": 5, "num-clients": 4, "seed": 0, "lr": 0.05, "local-epochs": 1, "batch-size": 10,
     "proximal-mu": 0.0, "scheme": "iid", "n-train": 0, "n-test": 0, "out-dir": "", "round-timeout": 120.0,
-    "wait-timeout": 120.0, "threads": 1,
+    "wait-timeout": 120.0, "threads": 1, "poll-interval": 0.1,
+    "secure": False,
 }
 
 
@@ -86,16 +120,20 @@ def _config(run_config: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _data(cfg: Mapping[str, Any]) -> tuple[Any, Any, list[list[int]]]:
-    """(train, test, partition) of mnist5k, the same in every process."""
+    """(train, test, partition) of mnist5k, the same in every process (cached per process: the warm
+    SuperExec of :mod:`mlimaging.privacy._flower_exec` loads it once and its forked tasks reuse it)."""
+    return _load(int(cfg["n-train"]), int(cfg["n-test"]), int(cfg["seed"]), int(cfg["num-clients"]), str(cfg["scheme"]))
+
+
+@functools.lru_cache(maxsize=2)
+def _load(n_train: int, n_test: int, seed: int, clients: int, scheme: str) -> tuple[Any, Any, list[list[int]]]:
     from torch.utils.data import TensorDataset
 
     from mlimaging.experiments.federated import load_mnist
     from mlimaging.privacy._partition import partition
 
-    n_train, n_test = int(cfg["n-train"]) or None, int(cfg["n-test"]) or None
-    xtr, ytr, xte, yte = load_mnist(n_train=n_train, n_test=n_test, seed=int(cfg["seed"]))
-    parts = partition((xtr, ytr), num_clients=int(cfg["num-clients"]), scheme=str(cfg["scheme"]),
-                      seed=int(cfg["seed"]))
+    xtr, ytr, xte, yte = load_mnist(n_train=n_train or None, n_test=n_test or None, seed=seed)
+    parts = partition((xtr, ytr), num_clients=clients, scheme=scheme, seed=seed)
     return TensorDataset(xtr, ytr), TensorDataset(xte, yte), parts
 
 
@@ -126,27 +164,62 @@ def make_client_app() -> Any:
 
     app = ClientApp()
 
-    @app.train()
+    @app.train(mods=[_secagg_mod])
     def train(msg: Any, context: Any) -> Any:
         cfg = _config(context.run_config)
         set_torch_threads(int(cfg["threads"]))
         pid = int(context.node_config["partition-id"])
-        rnd = int(msg.content["config"]["server-round"])
         data, _, parts = _data(cfg)
-        global_state = msg.content["arrays"].to_torch_state_dict()
+        legacy = "fitins.parameters" in msg.content.array_records  # SecAgg+ speaks Flower's legacy FitIns
+        if legacy:
+            from flwr.common import parameters_to_ndarrays
+            from flwr.compat.common import recorddict_compat as compat
+
+            fitins = compat.recorddict_to_fitins(msg.content, keep_input=True)
+            rnd = int(fitins.config["server-round"])
+            global_state = _from_ndarrays(parameters_to_ndarrays(fitins.parameters), int(cfg["seed"]))
+        else:
+            rnd = int(msg.content["config"]["server-round"])
+            global_state = msg.content["arrays"].to_torch_state_dict()
         anchor = initial_model(int(cfg["seed"]))
         anchor.load_state_dict(global_state)
         local = initial_model(int(cfg["seed"]))
         bs = int(cfg["batch-size"])
+        t0 = time.perf_counter()
         state, n_k, last = _train_client(
             local, anchor, global_state, _subset(data, parts[pid]), loss=nn.CrossEntropyLoss(),
             proximal_mu=float(cfg["proximal-mu"]), factory=_optimizer_factory("sgd", float(cfg["lr"])),
             local_epochs=int(cfg["local-epochs"]), batch_size="all" if bs <= 0 else bs,
             seed=_client_seed(int(cfg["seed"]), rnd, pid), device=torch.device("cpu"))
-        metrics = MetricRecord({"num-examples": n_k, "train-loss": float(last), "partition-id": pid})
-        return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": metrics}), reply_to=msg)
+        metrics = {"num-examples": n_k, "train-loss": float(last), "partition-id": pid,
+                   "train-seconds": time.perf_counter() - t0}
+        if legacy:
+            from flwr.common import Code, FitRes, Status, ndarrays_to_parameters
+
+            res = FitRes(Status(Code.OK, ""), ndarrays_to_parameters([v.numpy() for v in state.values()]), n_k,
+                         metrics)
+            return Message(compat.fitres_to_recorddict(res, keep_input=True), reply_to=msg)
+        return Message(RecordDict({"arrays": ArrayRecord(state), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app
+
+
+def _secagg_mod(msg: Any, context: Any, call_next: Any) -> Any:
+    """Flower's ``secaggplus_mod`` for the messages of a SecAgg+ round, a pass-through for the rest."""
+    from flwr.client.mod import secaggplus_mod
+    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
+
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, call_next)
+    return call_next(msg, context)
+
+
+def _from_ndarrays(arrays: list[Any], seed: int) -> dict[str, torch.Tensor]:
+    """A LeNet ``state_dict`` from Flower's legacy parameter list (the ``state_dict`` values in order)."""
+    keys = list(initial_model(seed).state_dict())
+    if len(keys) != len(arrays):
+        raise ValueError(f"expected {len(keys)} arrays for the model, got {len(arrays)}")
+    return {k: torch.from_numpy(a.copy()) for k, a in zip(keys, arrays, strict=True)}
 
 
 def _strategy_class() -> type:
@@ -160,9 +233,12 @@ def _strategy_class() -> type:
         def __init__(self, *, out: Path, **kw: Any):
             super().__init__(**kw)
             self.out, self.history, self._t0 = out, FLHistory(), 0.0
+            self.client_seconds: list[list[float]] = []  # per round, the clients' local training (wall s)
+            self.times: list[dict[str, float]] = []  # per round, epoch seconds when sent and aggregated
 
         def configure_train(self, server_round, arrays, config, grid):  # noqa: ANN001
             self._t0 = time.perf_counter()
+            self.times.append({"round": server_round, "sent": time.time()})
             msgs = list(super().configure_train(server_round, arrays, config, grid))
             _atomic_json(self.out / "round.json", {"round": server_round, "nodes": len(msgs)})
             return msgs
@@ -178,16 +254,71 @@ def _strategy_class() -> type:
             t_agg = time.perf_counter()
             new_state = _weighted_average(states, weights)
             self.history.aggregate_seconds.append(time.perf_counter() - t_agg)
+            _save_round(self.out, server_round, new_state)
             train_loss = float(sum(w * float(c["metrics"]["train-loss"]) for w, c in zip(weights, recs, strict=True)))
             self.history.round.append(int(server_round))
             self.history.train_loss.append(train_loss)
             self.history.clients.append([int(c["metrics"]["partition-id"]) for c in recs])
+            self.client_seconds.append([float(c["metrics"]["train-seconds"]) for c in recs])
+            self.times[-1]["aggregated"] = time.time()
             self.history.seconds.append(time.perf_counter() - self._t0)
             self.history.bytes.append(int(2 * len(recs) * sum(v.numel() * v.element_size()
                                                               for v in new_state.values())))
             return ArrayRecord(new_state), MetricRecord({"train-loss": train_loss, "num-examples": sum(sizes)})
 
     return MLImagingFedAvg
+
+
+def _polling_grid_class() -> type:
+    from flwr.serverapp import Grid
+
+    class PollingGrid(Grid):
+        """A ``Grid`` that forwards everything to Flower's, except that ``send_and_receive`` polls the
+        SuperLink for replies every ``interval`` s (Flower's HTTP grid sleeps a fixed 3 s between polls,
+        which a round pays once: up to 3 s of idle wait per round)."""
+
+        def __init__(self, grid: Any, interval: float):
+            self._grid, self._interval = grid, interval
+
+        def set_run(self, run: Any) -> None:
+            self._grid.set_run(run)
+
+        @property
+        def run(self) -> Any:
+            return self._grid.run
+
+        def create_message(self, *args: Any, **kw: Any) -> Any:
+            return self._grid.create_message(*args, **kw)
+
+        def get_node_ids(self) -> Any:
+            return self._grid.get_node_ids()
+
+        def get_nodes(self) -> Any:
+            return self._grid.get_nodes()
+
+        def push_messages(self, messages: Any) -> Any:
+            return self._grid.push_messages(messages)
+
+        def pull_messages(self, message_ids: Any) -> Any:
+            return self._grid.pull_messages(message_ids)
+
+        def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+            pending = set(self._grid.push_messages(messages))
+            end = None if timeout is None else time.monotonic() + timeout
+            replies: list[Any] = []
+            while pending and (end is None or time.monotonic() < end):
+                got = list(self._grid.pull_messages(pending))
+                replies.extend(got)
+                pending.difference_update(m.metadata.reply_to_message_id for m in got)
+                if pending:
+                    time.sleep(self._interval)
+            return replies
+
+    return PollingGrid
+
+
+def _PollingGrid(grid: Any, interval: float) -> Any:  # noqa: N802 - builds the lazily defined class
+    return _polling_grid_class()(grid, interval)
 
 
 def make_server_app() -> Any:
@@ -223,6 +354,7 @@ def make_server_app() -> Any:
 
     @app.main()
     def main(grid: Any, context: Any) -> None:
+        t_main = time.time()
         cfg = _config(context.run_config)
         set_torch_threads(int(cfg["threads"]))
         out = Path(str(cfg["out-dir"]))
@@ -235,6 +367,15 @@ def make_server_app() -> Any:
             if time.monotonic() > deadline:
                 raise RuntimeError(f"only {len(list(grid.get_node_ids()))} of {k} SuperNodes connected")
             time.sleep(0.2)
+        t_nodes = time.time()
+        if bool(cfg["secure"]):
+            state, h, client_seconds, times = _secure_rounds(grid, context, cfg, model, test, out)
+            torch.save(state, out / "model.pt")
+            _atomic_json(out / "history.json", {
+                "history": h.to_rows(), "clients": h.clients, "client_train_seconds": client_seconds,
+                "times": {"serverapp_main": t_main, "nodes_connected": t_nodes, "rounds": times,
+                          "finished": time.time()}})
+            return
         strategy = _strategy_class()(out=out, fraction_train=1.0, fraction_evaluate=0.0, min_train_nodes=1,
                                      min_evaluate_nodes=0, min_available_nodes=1)
         accuracy: dict[int, tuple[float, float]] = {}
@@ -245,16 +386,108 @@ def make_server_app() -> Any:
             accuracy[rnd] = (float(res["accuracy"]), float(res["loss"]))
             return MetricRecord({"accuracy": accuracy[rnd][0], "loss": accuracy[rnd][1]})
 
-        result = strategy.start(grid=grid, initial_arrays=ArrayRecord(model.state_dict()),
+        result = strategy.start(grid=_PollingGrid(grid, float(cfg["poll-interval"])), initial_arrays=ArrayRecord(model.state_dict()),
                                 num_rounds=int(cfg["num-server-rounds"]), timeout=float(cfg["round-timeout"]),
                                 evaluate_fn=central)
         h = strategy.history
         h.accuracy = [accuracy.get(r, (None, None))[0] for r in h.round]
         h.loss = [accuracy.get(r, (None, None))[1] for r in h.round]
         torch.save(result.arrays.to_torch_state_dict(), out / "model.pt")
-        _atomic_json(out / "history.json", {"history": h.to_rows(), "clients": h.clients})
+        _atomic_json(out / "history.json", {"history": h.to_rows(), "clients": h.clients,
+                                            "client_train_seconds": strategy.client_seconds,
+                                            "times": {"serverapp_main": t_main, "nodes_connected": t_nodes,
+                                                      "rounds": strategy.times, "finished": time.time()}})
 
     return app
+
+
+#: SecAgg+'s fixed-point encoding: values clipped to +-CLIP, quantised to Q levels (Flower's defaults).
+SECAGG_CLIP, SECAGG_LEVELS = 8.0, 1 << 22
+
+
+def _secure_rounds(grid: Any, context: Any, cfg: Mapping[str, Any], model: nn.Module, test: Any, out: Path
+                   ) -> tuple[dict[str, torch.Tensor], FLHistory, list[list[float]], list[dict[str, float]]]:
+    r"""FedAvg rounds whose aggregation is Flower's SecAgg+ (Bell et al. 2020; Bonawitz et al. 2017).
+
+    Flower 1.42 implements SecAgg+ only for its legacy (``Strategy``/``FitIns``) API:
+    ``SecAggPlusWorkflow`` runs inside a ``DefaultWorkflow`` on a ``LegacyContext`` and talks to
+    ``secaggplus_mod`` on the clients. So the secure rounds use Flower's legacy ``FedAvg`` as the
+    strategy; the client training is the same ``ClientApp``, which answers the legacy ``FitIns``.
+    Each client sends :math:`[r_k, r_k w_k]` with :math:`r_k = n_k / \max_j n_j`, clipped to
+    :math:`\pm 8`, stochastically quantised to :math:`2^{22}` levels and masked (pairwise masks from
+    Diffie-Hellman keys, Shamir-shared for dropout recovery); the server unmasks only the sums and
+    sets :math:`w^{t+1} = \sum_k r_k w_k / \sum_k r_k`, the sample-weighted mean up to the
+    quantisation step :math:`\Delta = 16 / 2^{22} pprox 3.8 \cdot 10^{-6}`.
+    """
+    from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.strategy import FedAvg as LegacyFedAvg
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+    from mlimaging.training import evaluate
+
+    seed, rounds = int(cfg["seed"]), int(cfg["num-server-rounds"])
+    _, _, parts = _data(cfg)
+    h, client_seconds, times = FLHistory(), [], []
+    n_params = sum(v.numel() * v.element_size() for v in model.state_dict().values())
+    accuracy: dict[int, tuple[float, float]] = {}
+    final: dict[str, Any] = {}
+
+    class SecureFedAvg(LegacyFedAvg):
+        def configure_fit(self, server_round, parameters, client_manager):  # noqa: ANN001
+            times.append({"round": server_round, "sent": time.time()})
+            self._t0 = time.perf_counter()
+            ins = super().configure_fit(server_round, parameters, client_manager)
+            _atomic_json(out / "round.json", {"round": server_round, "nodes": len(ins)})
+            return ins
+
+        def aggregate_fit(self, server_round, results, failures):  # noqa: ANN001
+            if not results:
+                return None, {}
+            # SecAgg+ has put the unmasked weighted mean into every FitRes; the metrics are the clients'
+            recs = sorted((r for _, r in results), key=lambda r: int(r.metrics["partition-id"]))
+            sizes = [int(r.num_examples) for r in recs]
+            weights = [n / sum(sizes) for n in sizes]
+            h.round.append(int(server_round))
+            h.train_loss.append(float(sum(w * float(r.metrics["train-loss"]) for w, r in zip(weights, recs,
+                                                                                               strict=True))))
+            h.clients.append([int(r.metrics["partition-id"]) for r in recs])
+            h.seconds.append(time.perf_counter() - self._t0)
+            # no aggregate_seconds: SecAgg+ aggregates inside Flower's unmask stage (to_rows reports None)
+            h.bytes.append(int(2 * len(recs) * n_params))
+            client_seconds.append([float(r.metrics["train-seconds"]) for r in recs])
+            times[-1]["aggregated"] = time.time()
+            final["state"] = _from_ndarrays(parameters_to_ndarrays(recs[0].parameters), seed)
+            _save_round(out, server_round, final["state"])
+            return recs[0].parameters, {}
+
+    def central(rnd: int, arrays: list[Any], config: Any) -> tuple[float, dict[str, float]]:
+        model.load_state_dict({k: v.float() for k, v in _from_ndarrays(arrays, seed).items()})
+        res = evaluate(model, test, metrics=("accuracy",), loss=nn.CrossEntropyLoss())
+        accuracy[rnd] = (float(res["accuracy"]), float(res["loss"]))
+        return accuracy[rnd][1], {"accuracy": accuracy[rnd][0]}
+
+    strategy = SecureFedAvg(
+        fraction_fit=1.0, fraction_evaluate=0.0, min_fit_clients=1, min_evaluate_clients=0, min_available_clients=1,
+        initial_parameters=ndarrays_to_parameters([v.numpy() for v in model.state_dict().values()]),
+        evaluate_fn=central, on_fit_config_fn=lambda rnd: {"server-round": rnd})
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=rounds), strategy=strategy)
+    secagg = SecAggPlusWorkflow(num_shares=1.0, reconstruction_threshold=0.5, max_weight=float(max(map(len, parts))),
+                                clipping_range=SECAGG_CLIP, quantization_range=SECAGG_LEVELS,
+                                timeout=float(cfg["round-timeout"]))
+    DefaultWorkflow(fit_workflow=secagg)(_PollingGrid(grid, float(cfg["poll-interval"])), legacy)
+    if "state" not in final:
+        raise RuntimeError("SecAgg+ did not complete a round (too few clients answered; see the SuperLink log)")
+    h.accuracy = [accuracy.get(r, (None, None))[0] for r in h.round]
+    h.loss = [accuracy.get(r, (None, None))[1] for r in h.round]
+    return {k: v.float() if v.is_floating_point() else v for k, v in final["state"].items()}, h, client_seconds, times
+
+
+def _save_round(out: Path, rnd: int, state: Mapping[str, torch.Tensor]) -> None:
+    """The global weights after round ``rnd``: ``out/rounds/round-<rnd>.pt`` (float32)."""
+    (out / "rounds").mkdir(exist_ok=True)
+    torch.save({k: v.float() if v.is_floating_point() else v for k, v in state.items()},
+               out / "rounds" / f"round-{int(rnd)}.pt")
 
 
 def _atomic_json(path: Path, obj: Any) -> None:
@@ -264,114 +497,6 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ deployment
-def _free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float, name: str) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            raise RuntimeError(f"{name} exited with code {proc.returncode} before listening on port {port}")
-        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-            s.settimeout(0.2)
-            if s.connect_ex(("127.0.0.1", port)) == 0:
-                return
-        time.sleep(0.2)
-    raise TimeoutError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:g} s")
-
-
-def _executable(name: str) -> str:
-    here = Path(sys.executable).parent / name
-    if here.exists():
-        return str(here)
-    found = shutil.which(name)
-    if found is None:
-        raise ImportError(f"the Flower executable {name!r} was not found; {INSTALL_HINT}")
-    return found
-
-
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """``pid -> (parent pid, start time)`` of every live (not zombie) process, from /proc (Linux)."""
-    table = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if fields[0] != "Z":
-            table[int(d)] = (int(fields[1]), fields[19])
-    return table
-
-
-def _descendants(roots: list[int]) -> dict[int, str]:
-    """Every live process below ``roots`` (inclusive), with its start time (so that a reused
-    pid is never signalled). Flower starts its SuperExec and app processes in new sessions,
-    so process groups alone do not reach them."""
-    table = _proc_table()
-    children: dict[int, list[int]] = {}
-    for pid, (ppid, _) in table.items():
-        children.setdefault(ppid, []).append(pid)
-    found, stack = {}, [r for r in roots if r in table]
-    while stack:
-        pid = stack.pop()
-        if pid not in found:
-            found[pid] = table[pid][1]
-            stack.extend(children.get(pid, []))
-    return found
-
-
-def _signal_tree(tree: Mapping[int, str], sig: int) -> None:
-    table = _proc_table()
-    for pid, started in tree.items():
-        if pid in table and table[pid][1] == started:
-            try:
-                os.kill(pid, sig)
-            except (ProcessLookupError, PermissionError):
-                pass
-
-
-def alive(tree: Mapping[int, str]) -> list[int]:
-    """The pids of ``tree`` (``pid -> start time``, as :func:`deploy` records them) still running.
-
-    Examples
-    --------
-    >>> alive({os.getpid(): _proc_table()[os.getpid()][1]}) == [os.getpid()]
-    True
-    """
-    table = _proc_table()
-    return [pid for pid, started in tree.items() if pid in table and table[pid][1] == started]
-
-
-def _stop(procs: list[subprocess.Popen], seen: dict[int, str], grace: float = 5.0) -> None:
-    """SIGTERM every process we started and every descendant seen, SIGKILL what is left after
-    ``grace`` s, and reap our direct children."""
-    seen.update(_descendants([p.pid for p in procs if p.poll() is None]))
-    _signal_tree(seen, signal.SIGTERM)
-    deadline = time.monotonic() + grace
-    while time.monotonic() < deadline:
-        for p in procs:
-            p.poll()
-        if not alive(seen):
-            break
-        time.sleep(0.1)
-    seen.update(_descendants([p.pid for p in procs if p.poll() is None]))
-    _signal_tree(seen, signal.SIGKILL)
-    for p in procs:
-        try:
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    deadline = time.monotonic() + grace  # SIGKILL is not instant: wait until the kernel is done
-    while alive(seen) and time.monotonic() < deadline:
-        time.sleep(0.05)
-
-
 def _write_app(app_dir: Path, run_config: Mapping[str, Any]) -> None:
     app_dir.mkdir(parents=True, exist_ok=True)
     cfg = "\n".join(f"{k} = {json.dumps(v)}" for k, v in run_config.items())
@@ -428,6 +553,7 @@ def deploy(
     round_timeout: float = 120.0,
     timeout: float = 1800.0,
     kill: tuple[int, int] | None = None,
+    secure: bool = False,
     progress: bool = True,
 ) -> FLHistory:
     r"""Run FedAvg on mnist5k as a real Flower deployment on this machine, and stop it all after.
@@ -469,6 +595,10 @@ def deploy(
     kill
         Fault injection ``(partition_id, round)``: SIGKILL that client's SuperNode (and its
         ClientApp) once the round has been sent out, to show the tolerance.
+    secure
+        Aggregate with Flower's SecAgg+ (pairwise masks, Shamir-shared keys; Bell et al. 2020):
+        the server learns only the weighted sum, equal to the plain mean up to SecAgg+'s
+        quantisation step (16 / 2^22 for weights in [-8, 8]). Needs ``clients >= 3``.
     progress
         Print one line per phase and round.
 
@@ -498,6 +628,11 @@ def deploy(
     round_timeout = _check_number(round_timeout, "round_timeout", 0, strict=True)
     timeout = _check_number(timeout, "timeout", 0, strict=True)
     bs = 0 if batch_size in (None, "all") else _check_number(batch_size, "batch_size", 1, integer=True)
+    if not isinstance(secure, bool):
+        raise ValueError(f"secure must be True or False, got {secure!r}")
+    if secure and clients < 3:
+        raise ValueError(f"secure aggregation needs clients >= 3 (with 2, the sum reveals the other's update), "
+                         f"got {clients}")
     if scheme not in ("iid", "shards", "dirichlet"):
         raise ValueError(f"scheme must be 'iid', 'shards' or 'dirichlet', got {scheme!r}")
     for name, v in (("n_train", n_train), ("n_test", n_test)):
@@ -515,21 +650,26 @@ def deploy(
                                               ("flower-superlink", "flower-supernode", "flwr"))
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
-    for stale in ("history.json", "round.json", "model.pt"):
+    for stale in ("history.json", "round.json", "model.pt", "timing.json"):
         (out / stale).unlink(missing_ok=True)
+    shutil.rmtree(out / "rounds", ignore_errors=True)
     logs, home = out / "logs", out / "flwr-home"
     logs.mkdir(exist_ok=True)
     home.mkdir(exist_ok=True)
     run_config = dict(RUN_DEFAULTS, **{
         "num-server-rounds": rounds, "num-clients": clients, "seed": seed, "lr": lr, "local-epochs": local_epochs,
         "batch-size": bs, "proximal-mu": proximal_mu, "scheme": scheme, "n-train": int(n_train or 0),
-        "n-test": int(n_test or 0), "out-dir": str(out), "round-timeout": round_timeout})
+        "n-test": int(n_test or 0), "out-dir": str(out), "round-timeout": round_timeout,
+        "secure": secure})
     _write_app(out / "app", run_config)
     port = _free_port()
     (home / "config.toml").write_text(f'[superlink]\ndefault = "deploy"\n\n[superlink.deploy]\n'
                                       f'address = "127.0.0.1:{port}"\ninsecure = true\n')
     bindir = str(Path(superlink_exe).parent)
-    env = dict(os.environ, FLWR_HOME=str(home), PYTHONUNBUFFERED="1",
+    # No telemetry (a local deployment must not phone home; each exiting Flower process would wait up to
+    # 4 s for it), and Flower's SuperExecs poll for new tasks every 0.1 s instead of 1 s.
+    env = dict(os.environ, FLWR_HOME=str(home), PYTHONUNBUFFERED="1", FLWR_TELEMETRY_ENABLED="0",
+               FLWR_SUPEREXEC_TASK_POLL_INTERVAL="0.1", OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
     say = print if progress else (lambda *a, **k: None)
     procs: list[subprocess.Popen] = []
@@ -545,15 +685,25 @@ def deploy(
         return p
 
     t_end = time.monotonic() + timeout
+    times = {"start": time.time()}  # epoch seconds of the phases, written to timing.json
     try:
         link = start([superlink_exe, "--insecure", "--host", "127.0.0.1", "--port", str(port),
                       "--disable-runtime-dependency-installation"], "superlink.log")
         _wait_port(port, link, min(60.0, timeout), "flower-superlink")
+        times["superlink_listening"] = time.time()
         say(f"SuperLink on 127.0.0.1:{port}")
-        nodes = [start([supernode_exe, "--insecure", "--superlink", f"127.0.0.1:{port}",
-                        "--node-config", f"partition-id={k} num-partitions={clients}",
-                        "--host", "127.0.0.1", "--port", str(_free_port())], f"supernode-{k}.log")
-                 for k in range(clients)]
+        nodes, execs = [], []
+        warm = json.dumps({k: run_config[k] for k in ("n-train", "n-test", "seed", "num-clients", "scheme")})
+        for k in range(clients):  # each SuperNode in process isolation, with our warm SuperExec beside it
+            node_port = _free_port()
+            nodes.append(start([supernode_exe, "--insecure", "--superlink", f"127.0.0.1:{port}",
+                                "--node-config", f"partition-id={k} num-partitions={clients}",
+                                "--isolation", "process", "--host", "127.0.0.1", "--port", str(node_port)],
+                               f"supernode-{k}.log"))
+            execs.append(start([sys.executable, "-m", "mlimaging.privacy._flower_exec", "--runtime-api-address",
+                                f"127.0.0.1:{node_port}", "--parent-pid", str(nodes[-1].pid), "--warm-config", warm],
+                               f"superexec-{k}.log"))
+        times["supernodes_started"] = time.time()
         say(f"{clients} SuperNodes started")
         runner = start([flwr_exe, "run", str(out / "app"), "deploy", "--stream"], "flwr-run.log")
         killed, last_round = False, 0
@@ -576,16 +726,23 @@ def deploy(
             seen.update(_descendants([p.pid for p in procs if p.poll() is None]))
             if kill is not None and not killed and r >= kill[1]:
                 time.sleep(0.5)  # let the node receive the round's message
-                _signal_tree(_descendants([nodes[kill[0]].pid]), signal.SIGKILL)
+                _signal_tree(_descendants([nodes[kill[0]].pid, execs[kill[0]].pid]), signal.SIGKILL)
                 killed = True
                 say(f"killed SuperNode {kill[0]} in round {r}")
             time.sleep(0.2)
+        times["history_seen"] = time.time()
     finally:
+        try:  # CPU time of the whole tree, read before stopping it (nothing orphaned yet)
+            times["cpu_seconds"] = tree_cpu_seconds([p.pid for p in procs])
+        except Exception:  # noqa: BLE001 - a measurement must never prevent the cleanup below
+            times["cpu_seconds"] = None
         _stop(procs, seen)
+        times["stopped"] = time.time()
         for f in files:
             f.close()
         _atomic_json(out / "processes.json", {"processes": [[pid, st] for pid, st in seen.items()],
                                               "alive_after_stop": alive(seen)})
+        _atomic_json(out / "timing.json", times)
     data = json.loads((out / "history.json").read_text())
     h = FLHistory()
     for row, ids in zip(data["history"], data["clients"], strict=True):

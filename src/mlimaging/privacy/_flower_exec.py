@@ -1,0 +1,152 @@
+r"""A warm SuperExec for a SuperNode in ``--isolation process``: import once, fork a ClientApp per task.
+
+Flower 1.42 runs every ClientApp message as a fresh ``flwr-clientapp`` process that a SuperExec
+starts (``flower-superexec``, spawned by the SuperNode in its default ``subprocess`` isolation).
+A ``flwr-clientapp`` handles exactly one task (its token) and exits, so every round of every
+client pays a new interpreter, ``import torch``, ``import flwr``, ``import mlimaging`` and the
+loading of mnist5k (about 3.5 CPU s per client per round on our machine). Flower's own remedy,
+warm executor pools, exists only for its Kubernetes executor.
+
+This module is the SuperExec that :func:`mlimaging.privacy.flower.deploy` starts itself, one per
+SuperNode run with ``--isolation process``. It is Flower's own SuperExec loop
+(:func:`flwr.supercore.superexec.run_superexec.run_superexec`: acquire a task from the SuperNode's
+Runtime API, launch it) with one difference: its executor does not ``exec`` a new
+``flwr-clientapp``; it ``fork``\ s this process, which has already imported torch, Flower and
+mlimaging and (``--warm-config``) loaded the run's data, and the child runs Flower's own
+``flwr-clientapp`` body (:func:`flwr.supernode.runtime.run_clientapp.run_clientapp`) for that
+token. Each task still gets its own process (a crash or ``SIGKILL`` of the ClientApp leaves the
+SuperExec alone), exactly as in Flower's process isolation; only the start-up is shared.
+
+``python -m mlimaging.privacy._flower_exec --runtime-api-address 127.0.0.1:PORT [--parent-pid PID]
+[--warm-config JSON]``. POSIX only (``os.fork``).
+
+References
+----------
+Flower 1.42, ``flwr.supercore.superexec`` (SuperExec, ``Executor`` protocol) and
+``flwr.supernode.runtime.run_clientapp`` (the ``flwr-clientapp`` process).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import signal
+import sys
+import traceback
+from typing import Any
+
+
+class ForkExecutor:
+    """Flower's ``Executor`` protocol: every ClientApp task runs in a ``fork`` of this process.
+
+    ``launch`` forks; the child resets the signal handlers and Flower's exit handlers inherited
+    from the SuperExec (they would close the parent's client and executor), runs
+    ``run_clientapp`` for the task's token and leaves with ``os._exit``. ``reconcile`` (called by
+    the SuperExec loop between polls) reaps finished children; ``close`` sends ``SIGTERM`` to
+    the ones still running.
+
+    Examples
+    --------
+    >>> ex = ForkExecutor()
+    >>> ex.reconcile(); ex.close(); ex.children
+    {}
+    """
+
+    def __init__(self) -> None:
+        self.children: dict[int, int] = {}  # pid -> task id
+
+    def get_eligible_capacity(self, supported_task_types: set, *, insecure: bool = False,
+                              root_certificates_path: str | None = None) -> tuple[set, set[str]]:
+        del insecure, root_certificates_path
+        return set(supported_task_types), set()
+
+    def wait_for_capacity(self, task_type: Any = None, *, fab_hash: str | None = None, insecure: bool = False,
+                          root_certificates_path: str | None = None) -> None:
+        del task_type, fab_hash, insecure, root_certificates_path
+
+    def launch(self, spec: Any) -> Any:
+        from flwr.supercore.constant import TaskType
+        from flwr.supercore.superexec.executor import LaunchResult
+
+        if spec.task_type != TaskType.CLIENT_APP:
+            return LaunchResult.failed(f"this SuperExec runs ClientApp tasks only, not {spec.task_type}")
+        sys.stdout.flush()
+        sys.stderr.flush()
+        pid = os.fork()
+        if pid == 0:  # the child: never returns
+            _run_task(spec)
+        self.children[pid] = spec.task_id
+        return LaunchResult.accepted()
+
+    def reconcile(self) -> None:
+        for pid in list(self.children):
+            try:
+                done, _ = os.waitpid(pid, os.WNOHANG)
+            except ChildProcessError:
+                done = pid
+            if done:
+                del self.children[pid]
+
+    def close(self) -> None:
+        for pid in list(self.children):
+            try:
+                os.kill(pid, signal.SIGTERM)
+            except ProcessLookupError:
+                pass
+        self.reconcile()
+
+
+def _run_task(spec: Any) -> None:
+    """Body of a forked child: Flower's ``flwr-clientapp`` for one task, then ``os._exit``."""
+    code = 1
+    try:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
+            signal.signal(sig, signal.SIG_DFL)
+        from flwr.supercore.exit import exit_handler
+        from flwr.supercore.tls import validate_and_resolve_root_certificates
+        from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+        exit_handler.registered_exit_handlers.clear()
+        run_clientapp(runtime_api_address=spec.runtime_api_address, token=spec.token, insecure=spec.insecure,
+                      certificates=validate_and_resolve_root_certificates(spec.root_certificates_path, spec.insecure),
+                      parent_pid=spec.parent_pid, runtime_dependency_install=False)
+        code = 0
+    except SystemExit as e:  # flwr_exit ends every task with sys.exit(0 or 1)
+        code = e.code if isinstance(e.code, int) else 1
+    except BaseException:  # noqa: BLE001 - report and leave; the SuperNode sees the task fail
+        traceback.print_exc()
+    finally:
+        try:
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(code)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Warm up (torch, Flower, mlimaging, optionally the run's data), then run Flower's SuperExec loop
+    with :class:`ForkExecutor`."""
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runtime-api-address", required=True)
+    parser.add_argument("--parent-pid", type=int, default=None)
+    parser.add_argument("--warm-config", default=None, help="run config (JSON) whose data to load before forking")
+    args = parser.parse_args(argv)
+
+    import torch  # noqa: F401 - imported once here, inherited by every task
+    from flwr.app import Message  # noqa: F401
+    from flwr.clientapp import ClientApp  # noqa: F401
+    from flwr.supercore.superexec import run_superexec as superexec
+    from flwr.supernode.runtime import run_clientapp  # noqa: F401
+
+    from mlimaging.privacy import flower
+
+    if args.warm_config:
+        flower._data(flower._config(json.loads(args.warm_config)))  # cached: the forked tasks reuse it
+    # run_superexec builds its executor with get_executor(); Flower offers no way to pass one in.
+    superexec.get_executor = lambda *a, **k: ForkExecutor()
+    superexec.run_superexec(runtime_api_address=args.runtime_api_address, insecure=True, parent_pid=args.parent_pid)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,164 @@
+"""Process handling of :func:`mlimaging.privacy.flower.deploy`: free ports, waiting for a listener, and
+stopping a whole tree of processes (SuperLink, SuperNodes, SuperExecs, app processes) for sure.
+
+Linux only (it reads ``/proc``); a pid is signalled only while its start time matches the one
+recorded, so a reused pid is never hit.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+__all__ = ["alive"]
+
+INSTALL_HINT = 'Flower is not installed; install the extra: pip install "mlimaging[fl]"'
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _wait_port(port: int, proc: subprocess.Popen, timeout: float, name: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"{name} exited with code {proc.returncode} before listening on port {port}")
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            s.settimeout(0.2)
+            if s.connect_ex(("127.0.0.1", port)) == 0:
+                return
+        time.sleep(0.2)
+    raise TimeoutError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:g} s")
+
+
+def _executable(name: str) -> str:
+    here = Path(sys.executable).parent / name
+    if here.exists():
+        return str(here)
+    found = shutil.which(name)
+    if found is None:
+        raise ImportError(f"the Flower executable {name!r} was not found; {INSTALL_HINT}")
+    return found
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """``pid -> (parent pid, start time)`` of every live (not zombie) process, from /proc (Linux)."""
+    table = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if fields[0] != "Z":
+            table[int(d)] = (int(fields[1]), fields[19])
+    return table
+
+
+def _descendants(roots: list[int]) -> dict[int, str]:
+    """Every live process below ``roots`` (inclusive), with its start time (so that a reused
+    pid is never signalled). Flower starts its SuperExec and app processes in new sessions,
+    so process groups alone do not reach them."""
+    table = _proc_table()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in table.items():
+        children.setdefault(ppid, []).append(pid)
+    found, stack = {}, [r for r in roots if r in table]
+    while stack:
+        pid = stack.pop()
+        if pid not in found:
+            found[pid] = table[pid][1]
+            stack.extend(children.get(pid, []))
+    return found
+
+
+def _signal_tree(tree: Mapping[int, str], sig: int) -> None:
+    table = _proc_table()
+    for pid, started in tree.items():
+        if pid in table and table[pid][1] == started:
+            try:
+                os.kill(pid, sig)
+            except (ProcessLookupError, PermissionError):
+                pass
+
+
+def alive(tree: Mapping[int, str]) -> list[int]:
+    """The pids of ``tree`` (``pid -> start time``, as :func:`deploy` records them) still running.
+
+    Examples
+    --------
+    >>> alive({os.getpid(): _proc_table()[os.getpid()][1]}) == [os.getpid()]
+    True
+    """
+    table = _proc_table()
+    return [pid for pid, started in tree.items() if pid in table and table[pid][1] == started]
+
+
+def _stop(procs: list[subprocess.Popen], seen: dict[int, str], grace: float = 5.0) -> None:
+    """SIGTERM every process we started and every descendant seen, SIGKILL what is left after
+    ``grace`` s, and reap our direct children."""
+    seen.update(_descendants([p.pid for p in procs if p.poll() is None]))
+    _signal_tree(seen, signal.SIGTERM)
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        for p in procs:
+            p.poll()
+        if not alive(seen):
+            break
+        time.sleep(0.1)
+    seen.update(_descendants([p.pid for p in procs if p.poll() is None]))
+    _signal_tree(seen, signal.SIGKILL)
+    for p in procs:
+        try:
+            p.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            pass
+    deadline = time.monotonic() + grace  # SIGKILL is not instant: wait until the kernel is done
+    while alive(seen) and time.monotonic() < deadline:
+        time.sleep(0.05)
+
+
+def tree_cpu_seconds(roots: list[int]) -> float:
+    """CPU seconds (user + system) used so far by ``roots`` and every process below them, zombies
+    included: each process's own time plus that of the children it has already reaped (which
+    have left the process table, so nothing is counted twice).
+
+    Examples
+    --------
+    >>> tree_cpu_seconds([os.getpid()]) > 0
+    True
+    """
+    tick = os.sysconf("SC_CLK_TCK")
+    stats: dict[int, tuple[int, float]] = {}
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        stats[int(d)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total, stack, done = 0.0, [r for r in roots if r in stats], set()
+    while stack:
+        pid = stack.pop()
+        if pid not in done:
+            done.add(pid)
+            total += stats[pid][1]
+            stack.extend(children.get(pid, []))
+    return total
