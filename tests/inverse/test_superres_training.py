@@ -122,6 +122,35 @@ def test_lapsrn_is_trained_at_every_level_and_its_mode_restored():
     assert isinstance(net(data[0][0][None]), torch.Tensor)
 
 
+def test_last_lr_scales_the_output_layers_learning_rate():
+    """SRCNN's paper: the last layer learns 10x slower; the other layers keep the recipe's rate."""
+    data = sr_pairs(["camera"], scale=2, patch=16, max_patches=4, seed=0)
+    net = create_model("srcnn", scale=2, features=(4, 4), seed=0)
+    seen = []
+
+    class Spy:
+        def on_batch_end(self, state, *args, **kwargs):
+            seen.append([(len(g["params"]), g["lr"]) for g in state.optimizer.param_groups])
+
+    recipe = sr_recipe("srcnn", lr=1e-3, final_lr=1.0, last_lr=0.1, batch_size=4)
+    train_superres(net, data, name="srcnn", recipe=recipe, epochs=1, progress=False, callbacks=[Spy()])
+    assert seen[0] == [(4, 1e-3), (2, pytest.approx(1e-4))]  # extract + mapping (w, b); reconstruct (w, b)
+
+
+def test_zero_last_zeroes_every_lapsrn_level():
+    data = sr_pairs(["camera"], scale=4, patch=16, max_patches=4, seed=0)
+    net = create_model("lapsrn", scale=4, depth=1, features=4, seed=0)
+    recipe = sr_recipe("lapsrn", lr=1e-30, batch_size=4, model_kwargs={})
+    train_superres(net, data, name="lapsrn", recipe=recipe, epochs=1, progress=False)
+    lr = data[0][0][None]
+    twice = torch.nn.functional.interpolate(lr, scale_factor=4, mode="bilinear", align_corners=False)
+    once = torch.nn.functional.interpolate(
+        torch.nn.functional.interpolate(lr, scale_factor=2, mode="bilinear", align_corners=False),
+        scale_factor=2, mode="bilinear", align_corners=False)
+    torch.testing.assert_close(net.eval()(lr), once, atol=1e-6, rtol=0)
+    assert not torch.allclose(once, twice)  # two x2 levels, not one x4 interpolation
+
+
 # ------------------------------------------------------------------------------ bad input
 @settings(max_examples=25, deadline=None)
 @given(st.one_of(st.integers(max_value=-1), st.integers(min_value=8), st.booleans(), st.floats()))

@@ -125,6 +125,14 @@ def test_srcnn_is_the_9_1_5_network():
     assert sizes == [(1, 64, (9, 9)), (64, 32, (1, 1)), (32, 1, (5, 5))]
 
 
+def test_srcnn_replicate_padding_keeps_a_flat_image_flat():
+    """Replicate padding: a constant image gives a constant output, border included; zero padding does not."""
+    x = torch.full((1, 1, 6, 6), 0.7)
+    for mode, flat in (("replicate", True), ("zeros", False)):
+        out = create_model("srcnn", scale=2, features=(8, 4), padding_mode=mode, seed=0)(x)
+        assert bool(torch.allclose(out, out[0, 0, 6, 6].expand_as(out), atol=1e-6)) is flat
+
+
 def test_vdsr_is_bicubic_plus_residual():
     """With the last layer zeroed VDSR outputs exactly torch's bicubic upsampling."""
     model = VDSR(scale=3, depth=3, features=4)
@@ -162,6 +170,30 @@ def test_lapsrn_image_branch_starts_bilinear():
     x = _x(1, 1, 6, 7)
     expected = F.interpolate(x, scale_factor=2, mode="bilinear", align_corners=False)
     torch.testing.assert_close(up(x)[..., 1:-1, 1:-1], expected[..., 1:-1, 1:-1])
+
+
+@pytest.mark.parametrize("scale", [2, 4])
+def test_lapsrn_with_zero_residuals_is_bilinear_up_to_the_border(scale):
+    """Residual convolutions at zero (zero_last_): every level is torch's bilinear x2 of the previous one,
+    border included (the image branch sees the edge pixels replicated, not zeros)."""
+    from mlimaging.inverse.superres.training import zero_last_
+
+    model = zero_last_(LapSRN(scale=scale, depth=2, features=8))
+    x = _x(2, 1, 5, 7)
+    expected, outs = x, model(x, return_all=True)
+    for out in outs:
+        expected = F.interpolate(expected, scale_factor=2, mode="bilinear", align_corners=False)
+        torch.testing.assert_close(out, expected, atol=1e-6, rtol=0)
+
+
+def test_lapsrn_he_init_keeps_the_feature_scale_through_the_levels():
+    """He initialisation (as the paper): the features of a 10-layer branch keep their order of magnitude
+    (torch's default init shrinks them ~40x over 10 layers, leaving the residual branch no signal)."""
+    model = LapSRN(scale=2, depth=10, features=32)
+    with torch.no_grad():
+        feats = F.leaky_relu(model.embed(_x(1, 1, 24, 24)), 0.2)
+        first, last = feats.std(), model.feature_branch[0](feats).std()
+    assert 0.3 < float(last / first) < 3
 
 
 @pytest.mark.parametrize("scale", [2, 3, 4])
@@ -276,7 +308,8 @@ def test_wrong_ndim_raises(ndim, name):
         model(torch.rand(*([1] * (ndim - 2)), *([4] * min(ndim, 2))) if ndim >= 2 else torch.rand(4))
 
 
-@pytest.mark.parametrize("bad", [{"in_channels": 0}, {"features": (8,)}, {"kernel_sizes": (9, 2, 5)}])
+@pytest.mark.parametrize("bad", [{"in_channels": 0}, {"features": (8,)}, {"kernel_sizes": (9, 2, 5)},
+                                 {"padding_mode": "circular"}])
 def test_bad_options_raise(bad):
     with pytest.raises(ValueError, match=next(iter(bad))):
         create_model("srcnn", **bad)
