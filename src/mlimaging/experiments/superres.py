@@ -121,23 +121,21 @@ PAPER_KWARGS: dict[str, dict[str, Any]] = {
     "lapsrn": {},
     "dbpn": {"stem_features": 256, "features": 64, "stages": 7},
 }
-#: Per mode: the trained (CPU-sized) networks' keyword arguments and Adam learning rates.
-NETWORKS: dict[bool, dict[str, tuple[dict[str, Any], float]]] = {
-    True: {
-        "srcnn": ({"features": (16, 8)}, 2e-3),
-        "vdsr": ({"depth": 3, "features": 8}, 2e-3),
-        "espcn": ({"features": (16, 8)}, 2e-3),
-        "lapsrn": ({"depth": 2, "features": 8}, 2e-3),
-        "dbpn": ({"stem_features": 8, "features": 8, "stages": 2, "residual": True}, 2e-3),
-    },
-    False: {
-        "srcnn": ({}, 3e-3),
-        "vdsr": ({"depth": 8, "features": 32}, 1e-3),
-        "espcn": ({}, 3e-3),
-        "lapsrn": ({"depth": 5, "features": 32}, 2e-3),
-        "dbpn": ({"residual": True}, 1e-3),
-    },
+#: Quick mode only: tiny widths laid over the recipes' ``model_kwargs``. Everything else about a
+#: network and its training (loss, learning rate and schedule, batch, zero-initialised residual,
+#: gradient clipping, and in full mode the widths, patches and epochs) comes from
+#: :data:`~mlimaging.inverse.superres.SR_RECIPES` through
+#: :func:`~mlimaging.inverse.superres.train_superres`, as ``benchmarks/superres.py`` and the CLI.
+QUICK_WIDTHS: dict[str, dict[str, Any]] = {
+    "srcnn": {"features": (16, 8)},
+    "vdsr": {"depth": 3, "features": 8},
+    "espcn": {"features": (16, 8)},
+    "lapsrn": {"depth": 2, "features": 8},
+    "dbpn": {"stem_features": 8, "features": 8, "stages": 2},
 }
+#: Full mode: patch side and patches per image of the loss comparison and its texture classifier
+#: (the networks section takes its patches from the recipes).
+SIDE_DATA = {"patch": 32, "patches": 48}
 #: Quick mode: tiny networks, few patches, one epoch (not converged).
 QUICK: dict[str, Any] = {
     "models": ("srcnn", "espcn", "dbpn"),
@@ -152,17 +150,15 @@ QUICK: dict[str, Any] = {
     "timing_size": 64,
     "timing_repeats": 2,
 }
-#: Full mode: every network, 32-pixel HR patches, 48 per training image, 10 epochs (CPU minutes).
-#: Measured (seed 0, 2 torch threads on a loaded 2-core machine: 433 CPU s, 30 min wall): held-out
-#: gain over bicubic (30.96 dB at x2, 25.89 at x4): vdsr +0.68/+0.11, dbpn +0.42/+0.09, lapsrn
-#: -0.88/-0.50, espcn -1.00/-1.08, srcnn -1.56/-0.62 dB (not converged: only the residual networks
-#: beat bicubic); losses (vdsr x4, brick): L2 28.15, L1 27.80, perceptual 27.75, adversarial 27.88
-#: dB, bicubic 27.84; through-plane x4: 3D VDSR 19.79 dB vs linear 19.54 vs nearest 19.31.
+#: Full mode: every network trained by its recipe (``SR_RECIPES``: its widths, its patch grid over
+#: the whole training images, its epochs; ``None`` = the recipe's), so the x2 networks are those of
+#: ``benchmarks/superres.py`` at ``--epoch-scale 1`` (CPU minutes per network and scale).
+#: Not re-measured since the move to the recipes.
 FULL: dict[str, Any] = {
     "models": MODELS,
-    "patch": 32,
-    "patches": 48,
-    "epochs": 10,
+    "patch": None,
+    "patches": None,
+    "epochs": None,
     "n_test": 4,
     "crop": 192,
     "loss_epochs": 8,
@@ -182,7 +178,8 @@ class SuperresConfig(ExperimentConfig):
     models, scales
         Networks of sections 1-2 (from :data:`MODELS`) and factors (2, 3, 4; LapSRN skips 3).
     patch, patches, epochs, batch_size
-        HR patch side (a multiple of every scale), patches per training image, epochs, batch.
+        HR patch side (a multiple of every scale), patches per training image, epochs, batch;
+        ``None``: the recipe's (full mode; quick mode sets the first three).
     n_test, crop
         Images held out (by name) and the side of their scored centre crops.
     loss_model, loss_scale, loss_epochs, adversarial_weight
@@ -201,7 +198,7 @@ class SuperresConfig(ExperimentConfig):
     patch: int | None = None
     patches: int | None = None
     epochs: int | None = None
-    batch_size: int = 16
+    batch_size: int | None = None
     n_test: int | None = None
     crop: int | None = None
     loss_model: str = "vdsr"
@@ -235,20 +232,24 @@ def _resolve(cfg: SuperresConfig) -> dict[str, Any]:
     ):
         raise ValueError(f"scales must be distinct factors from (2, 3, 4), got {cfg.scales!r}")
     for key in (
-        "patches",
-        "epochs",
         "loss_epochs",
         "classifier_epochs",
         "volume_epochs",
         "timing_repeats",
     ):
         _positive_int(p[key], key)
-    _positive_int(cfg.batch_size, "batch_size")
+    for key, value in (
+        ("patches", p["patches"]),
+        ("epochs", p["epochs"]),
+        ("batch_size", cfg.batch_size),
+    ):
+        if value is not None:
+            _positive_int(value, key)
     _positive_int(p["n_test"], "n_test")
     if p["n_test"] > 8:
         raise ValueError(f"n_test must be at most 8 (16 bundled images), got {p['n_test']}")
     lcm = math.lcm(*scales, cfg.loss_scale if cfg.loss_scale in (2, 3, 4) else 1)
-    if _positive_int(p["patch"], "patch", 8) % lcm:
+    if p["patch"] is not None and _positive_int(p["patch"], "patch", 8) % lcm:
         raise ValueError(f"patch must be a multiple of every scale ({lcm}), got {p['patch']}")
     if _positive_int(p["crop"], "crop", 32) % lcm:
         raise ValueError(f"crop must be a multiple of every scale ({lcm}), got {p['crop']}")
@@ -277,35 +278,31 @@ def _resolve(cfg: SuperresConfig) -> dict[str, Any]:
     return p
 
 
-def _train_sr(
-    name: str,
-    kwargs: dict[str, Any],
-    lr: float,
-    data: Any,
-    *,
-    scale: int,
-    epochs: int,
-    p: dict[str, Any],
-    seed: int,
-) -> tuple[nn.Module, Any, float]:
-    from mlimaging.models import create_model
-    from mlimaging.training import fit
+def _recipe(name: str, cfg: SuperresConfig, p: dict[str, Any], scale: int) -> dict[str, Any]:
+    """``sr_recipe(name)`` with quick mode's tiny widths and the settings given (``None``: the recipe's);
+    the patch side and grid stride are rounded down to multiples of ``scale``."""
+    from mlimaging.inverse.superres import sr_recipe
 
-    net = create_model(name, scale=scale, seed=seed, **kwargs)
+    r = sr_recipe(name, epochs=p["epochs"], batch_size=p["batch_size"])
+    if cfg.quick:
+        r["model_kwargs"] = {**r["model_kwargs"], **QUICK_WIDTHS[name]}
+    if p["patch"] is not None:
+        r["patch"], r["stride"] = p["patch"], max(p["patch"] // 2, scale)
+    r["patch"] -= r["patch"] % scale
+    r["stride"] = max(r["stride"] - r["stride"] % scale, scale)
+    return r
+
+
+def _train_sr(
+    name: str, recipe: dict[str, Any], data: Any, *, scale: int, seed: int
+) -> tuple[nn.Module, Any, float]:
+    """A network trained by its recipe (:func:`~mlimaging.inverse.superres.train_superres`): net, history, CPU s."""
+    from mlimaging.inverse.superres import train_superres
+    from mlimaging.models import create_model
+
+    net = create_model(name, scale=scale, seed=seed, **recipe["model_kwargs"])
     c0 = time.process_time()
-    history = fit(
-        net,
-        data,
-        loss=nn.L1Loss(),
-        metrics=(),
-        epochs=epochs,
-        batch_size=p["batch_size"],
-        seed=seed,
-        optimizer=_adam(lr),
-        scheduler=_cosine(epochs, len(data), p["batch_size"]),
-        scheduler_interval="step",
-        progress=False,
-    )
+    history = train_superres(net, data, name=name, recipe=recipe, seed=seed, progress=False)
     return net.eval(), history, time.process_time() - c0
 
 
@@ -333,11 +330,8 @@ def _models_section(
         _centre(torch.from_numpy(modcrop(load_sr_image(n), lcm).copy()), p["crop"])[None]
         for n in test_names
     ]
-    rows, trained, curves = [], {}, {}
+    rows, trained, curves, cache = [], {}, {}, {}
     for s in p["scales"]:
-        data = sr_pairs(
-            train_names, scale=s, patch=p["patch"], max_patches=p["patches"], seed=cfg.seed
-        )
         base = _scores(lambda x, s=s: bicubic_upscale(x, s), tests, s)
         pub = PUBLISHED_SET5.get(s, {})
         rows.append(
@@ -353,13 +347,24 @@ def _models_section(
             }
         )
         trained[s] = {"bicubic": base, "tests": tests, "nets": {}}
+        recipes: dict[str, dict[str, Any]] = {}
         for name in run.track(p["models"], f"x{s} networks"):
             if name == "lapsrn" and s == 3:
                 continue
-            kwargs, lr = NETWORKS[cfg.quick][name]
-            net, history, cpu = _train_sr(
-                name, kwargs, lr, data, scale=s, epochs=p["epochs"], p=p, seed=cfg.seed
-            )
+            recipe = _recipe(name, cfg, p, s)
+            key = (s, recipe["patch"], recipe["stride"])
+            if key not in cache:  # patches with flips/rotations, as the recipes train
+                cache[key] = sr_pairs(
+                    train_names,
+                    scale=s,
+                    patch=recipe["patch"],
+                    stride=recipe["stride"],
+                    max_patches=p["patches"],
+                    augment=True,
+                    seed=cfg.seed,
+                )
+            net, history, cpu = _train_sr(name, recipe, cache[key], scale=s, seed=cfg.seed)
+            recipes[name] = recipe
             score = _scores(net, tests, s)
             trained[s]["nets"][name] = {"net": net, **score, "cpu": cpu}
             curves[(s, name)] = history["loss"]
@@ -375,15 +380,17 @@ def _models_section(
                     "train CPU s": cpu,
                 }
             )
+    amount = (
+        "every patch of the recipe's grid" if p["patches"] is None else f"{p['patches']} patches"
+    )
     run.section(
         "1. Held-out PSNR and SSIM",
-        f"Trained on {p['patches']} patches of {p['patch']} HR pixels from each "
-        f"of {len(train_names)} bundled images ({', '.join(train_names)}); scored on {p['crop']}-pixel centre "
-        f"crops of {len(test_names)} held-out images ({', '.join(test_names)}), Y channel, border of `scale` "
-        f"pixels cut. Every network: L1 loss, Adam with a cosine schedule, {p['epochs']} epoch(s), batch "
-        f"{p['batch_size']}, CPU-sized widths ({_widths(cfg.quick, p['models'])}); DBPN with the bicubic "
-        "image added (DBPN-RES). Published: Set5, networks trained for days on large sets: compare the "
-        "ordering and the gain over bicubic, not the decibels.",
+        f"Trained on {amount} (with flips/rotations) from each of {len(train_names)} bundled images ({', '.join(train_names)}); "
+        f"scored on {p['crop']}-pixel centre crops of {len(test_names)} held-out images ({', '.join(test_names)}), "
+        "Y channel, border of `scale` pixels cut. Every network trained by its recipe (SR_RECIPES, as "
+        "benchmarks/superres.py: the paper's loss, Adam with a cosine schedule, zero-initialised residual for "
+        f"VDSR and LapSRN): {_widths(recipes)}. Published: Set5, networks trained for days on large sets: "
+        "compare the ordering and the gain over bicubic, not the decibels.",
     )
     if cfg.quick:
         run.text(
@@ -398,11 +405,12 @@ def _models_section(
     return trained
 
 
-def _widths(quick: bool, models: tuple[str, ...]) -> str:
-    return "; ".join(
-        f"{m} {', '.join(f'{k}={v}' for k, v in NETWORKS[quick][m][0].items()) or 'paper'}"
-        for m in models
-    )
+def _widths(recipes: dict[str, dict[str, Any]]) -> str:
+    def one(m: str, r: dict[str, Any]) -> str:
+        widths = ", ".join(f"{k}={v}" for k, v in r["model_kwargs"].items()) or "paper widths"
+        return f"{m} ({widths}; {r['loss']}, lr {r['lr']:g}, batch {r['batch_size']}, {r['patch']} px, {r['epochs']} ep)"
+
+    return "; ".join(one(m, r) for m, r in recipes.items())
 
 
 def _comparison_figure(
@@ -470,10 +478,14 @@ def _curves_figure(run: Run, curves: dict[tuple[int, str], list[float]]) -> None
                 ax.plot(range(1, len(loss) + 1), loss, marker="o", ms=3, label=name)
         ax.set_title(f"x{s}", fontsize=8)
         ax.set_xlabel("epoch")
-        ax.set_ylabel("training L1")
+        ax.set_ylabel("training loss (the recipe's)")
         ax.legend(fontsize=6)
     fig.tight_layout()
-    run.figure(fig, "training-curves", caption="Training L1 loss per epoch.")
+    run.figure(
+        fig,
+        "training-curves",
+        caption="Training loss (each recipe's: L2, L1 or Charbonnier) per epoch.",
+    )
 
 
 def _cost_section(
@@ -555,6 +567,14 @@ def _cost_section(
     run.log(cost=rows)
 
 
+def _side_data(p: dict[str, Any], scale: int) -> tuple[int, int]:
+    """Patch side (a multiple of ``scale``) and patches per image of the loss section and its classifier."""
+    patch = (
+        p["patch"] if p["patch"] is not None else SIDE_DATA["patch"] - SIDE_DATA["patch"] % scale
+    )
+    return patch, p["patches"] if p["patches"] is not None else SIDE_DATA["patches"]
+
+
 def _texture_classifier(
     p: dict[str, Any], train_names: list[str], seed: int
 ) -> tuple[nn.Module, float]:
@@ -562,9 +582,8 @@ def _texture_classifier(
     from mlimaging.inverse.superres import sr_pairs
     from mlimaging.training import fit
 
-    pairs = sr_pairs(
-        train_names, scale=2, patch=p["patch"], max_patches=p["patches"], seed=seed + 1
-    )
+    patch, patches = _side_data(p, 2)
+    pairs = sr_pairs(train_names, scale=2, patch=patch, max_patches=patches, seed=seed + 1)
     labels = torch.tensor([k for k, _, _ in pairs.positions])
     torch.manual_seed(seed)
     net = nn.Sequential(
@@ -613,26 +632,30 @@ def _loss_section(
         sr_evaluate,
         sr_pairs,
     )
+    from mlimaging.inverse.superres.training import zero_last_
     from mlimaging.models import create_model
     from mlimaging.training import fit
 
     s, name = p["loss_scale"], p["loss_model"]
-    kwargs, lr = NETWORKS[cfg.quick][name]
-    data = sr_pairs(train_names, scale=s, patch=p["patch"], max_patches=p["patches"], seed=cfg.seed)
+    recipe = _recipe(name, cfg, p, s)
+    patch, patches = _side_data(p, s)
+    data = sr_pairs(train_names, scale=s, patch=patch, max_patches=patches, seed=cfg.seed)
     classifier, accuracy = _texture_classifier(p, train_names, cfg.seed)
     perceptual = PerceptualLoss(classifier, layers=["3", "8"])
     hr = _centre(torch.from_numpy(modcrop(load_sr_image(test_names[0]), s).copy()), p["crop"])[None]
     lr_img = degrade(hr, s)
     outputs, rows = {"bicubic": bicubic_upscale(lr_img, s)}, []
     for kind in run.track(LOSS_KINDS, "losses"):
-        net = create_model(name, scale=s, seed=cfg.seed, **kwargs)
+        net = create_model(name, scale=s, seed=cfg.seed, **recipe["model_kwargs"])
+        if recipe["zero_last"]:
+            zero_last_(net)
         common = dict(
             metrics=(),
             epochs=p["loss_epochs"],
-            batch_size=p["batch_size"],
+            batch_size=recipe["batch_size"],
             seed=cfg.seed,
-            optimizer=_adam(lr),
-            scheduler=_cosine(p["loss_epochs"], len(data), p["batch_size"]),
+            optimizer=_adam(recipe["lr"]),
+            scheduler=_cosine(p["loss_epochs"], len(data), recipe["batch_size"]),
             scheduler_interval="step",
             progress=False,
         )
