@@ -38,6 +38,8 @@ on arithmetic alone; the paper's larger factors compare against SRCNN 9-5-5 and 
 Writes ``benchmarks/results/superres.json`` (``superres-quick.json`` with ``--quick``) and prints a table.
 
 Run: ``python benchmarks/superres.py --jobs 3`` (``--quick`` for a short check, about 1/10 of the epochs).
+``--curve dbpn --epoch-scale 6 --every 100`` instead measures one model's learning curve (held-out gain
+against training CPU seconds) into ``superres-curve-dbpn.json``.
 """
 
 from __future__ import annotations
@@ -106,20 +108,72 @@ def train_case(name: str, threads: int, epoch_scale: float) -> dict[str, Any]:
             "parameters": sum(p.numel() for p in net.parameters()), "recipe": recipe}
 
 
-def run_cases(*, threads: int, jobs: int, epoch_scale: float,
-              repeats: int) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+class _Curve:
+    """fit callback: held-out gain over bicubic every ``every`` process CPU seconds of training (the
+    evaluation's own CPU time excluded), at the learning rate of that moment of the schedule."""
+
+    def __init__(self, net: torch.nn.Module, every: float, tests: list[torch.Tensor], names: list[str],
+                 bicubic: float) -> None:
+        self.net, self.every, self.tests, self.names, self.bicubic = net, every, tests, names, bicubic
+        self.train_cpu, self.mark, self.next, self.steps, self.points = 0.0, time.process_time(), every, 0, []
+
+    def evaluate(self) -> None:
+        self.train_cpu += time.process_time() - self.mark
+        was, pyramid = self.net.training, getattr(self.net, "return_all", None)
+        if pyramid is not None:
+            self.net.return_all = False
+        score = _scores(self.net.eval(), self.tests, self.names)
+        self.net.train(was)
+        if pyramid is not None:
+            self.net.return_all = pyramid
+        self.points.append({"train_cpu_s": self.train_cpu, "steps": self.steps, "psnr": score["psnr"],
+                            "gain_db": score["psnr"] - self.bicubic, "per_image_psnr": score["per_image_psnr"]})
+        print(f"  {self.train_cpu:6.0f} CPU s, {self.steps} steps: {self.points[-1]['gain_db']:+.3f} dB", flush=True)
+        self.mark = time.process_time()
+
+    def on_batch_end(self, state: Any) -> None:
+        self.steps += 1
+        if self.train_cpu + time.process_time() - self.mark >= self.next:
+            self.next += self.every
+            self.evaluate()
+
+
+def curve_case(name: str, threads: int, epoch_scale: float, every: float) -> dict[str, Any]:
+    """One model's learning curve: held-out gain against training CPU seconds, one run of its recipe
+    (epochs times ``epoch_scale``); the last point is the end of the cosine schedule."""
+    torch.set_num_threads(threads)
+    train_names, test_names = split_images(seed=0)
+    tests = _held_out(test_names)
+    bicubic = _scores(lambda lr: bicubic_upscale(lr, SCALE), tests, test_names)["psnr"]
+    recipe = sr_recipe(name)
+    recipe["epochs"] = max(1, round(recipe["epochs"] * epoch_scale))
+    data = sr_pairs(train_names, scale=SCALE, patch=recipe["patch"], stride=recipe["stride"], augment=True,
+                    seed=0)
+    net = create_model(name, scale=SCALE, seed=0, **recipe["model_kwargs"])
+    curve = _Curve(net, every, tests, test_names, bicubic)
+    train_superres(net, data, name=name, recipe=recipe, seed=0, progress=False, callbacks=[curve])
+    curve.evaluate()
+    return {"benchmark": "superres-curve", "case": name, "scale": SCALE, "epoch_scale": epoch_scale,
+            "every_cpu_s": every, "torch_threads": threads, "bicubic_psnr": bicubic, "recipe": recipe,
+            "test_images": test_names, "points": curve.points,
+            "note": "intermediate points are at the schedule's learning rate of that moment (not annealed): "
+                    "a lower bound of what a run of that length would reach"}
+
+
+def run_cases(*, threads: int, jobs: int, epoch_scale: float, repeats: int,
+              models: tuple[str, ...] = MODELS) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """The quality rows (trained models, best), the speed rows and the setup; with ``jobs`` > 1 every
     training and every speed case runs in its own process (one ``threads`` each, CPU timed per process)."""
     train_names, test_names = split_images(seed=0)
     bicubic = _scores(lambda lr: bicubic_upscale(lr, SCALE), _held_out(test_names), test_names)
     if jobs > 1:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(train_case, n, threads, epoch_scale) for n in MODELS]
+            futures = [pool.submit(train_case, n, threads, epoch_scale) for n in models]
             speed = [pool.submit(speed_case, s, threads=threads, out_size=512, repeats=repeats) for s in (2, 3, 4)]
             rows = [f.result() for f in futures]
             speed_rows = [f.result() for f in speed]
     else:
-        rows = [train_case(n, threads, epoch_scale) for n in MODELS]
+        rows = [train_case(n, threads, epoch_scale) for n in models]
         speed_rows = [speed_case(s, threads=threads, out_size=512, repeats=repeats) for s in (2, 3, 4)]
     for r in rows:
         r["gain_db"] = r["psnr"] - bicubic["psnr"]
@@ -200,20 +254,36 @@ def main() -> None:
                         help="multiply every recipe's epochs (default 1; 0.1 with --quick)")
     parser.add_argument("--output", type=Path, default=None,
                         help=f"default {RESULTS.name} (superres-quick.json with --quick)")
+    parser.add_argument("--curve", choices=MODELS, default=None,
+                        help="instead of the table: one model's learning curve (held-out gain vs training CPU s), "
+                             "written to superres-curve-<model>.json")
+    parser.add_argument("--every", type=float, default=100.0, help="--curve: CPU seconds between evaluations")
+    parser.add_argument("--models", nargs="+", choices=MODELS, default=list(MODELS),
+                        help="train and score only these (default all; a subset writes superres-<models>.json "
+                             "and its 'best' row is the best of the subset)")
     args = parser.parse_args()
+    models = tuple(m for m in MODELS if m in args.models)
+    if args.curve is not None:
+        torch.set_num_threads(args.threads)
+        result = curve_case(args.curve, args.threads, args.epoch_scale or 1.0, args.every)
+        out = args.output or RESULTS.with_name(f"superres-curve-{args.curve}.json")
+        out.write_text(json.dumps(result, indent=2, default=float))
+        print(f"wrote {out}")
+        return
     if args.output is None:
-        args.output = RESULTS.with_name("superres-quick.json") if args.quick else RESULTS
+        stem = "superres" if models == MODELS else "superres-" + "-".join(models)
+        args.output = RESULTS.with_name(f"{stem}-quick.json" if args.quick else f"{stem}.json")
     torch.set_num_threads(args.threads)
     started, cpu0 = time.perf_counter(), time.process_time()
     epoch_scale = args.epoch_scale if args.epoch_scale is not None else (0.1 if args.quick else 1.0)
     if epoch_scale <= 0:
         parser.error(f"--epoch-scale must be positive, got {epoch_scale}")
     rows, speed_rows, setup = run_cases(threads=args.threads, jobs=args.jobs, epoch_scale=epoch_scale,
-                                        repeats=3 if args.quick else 7)
+                                        repeats=3 if args.quick else 7, models=models)
     rows += speed_rows
     train_cpu = sum(r.get("train_cpu_s", 0.0) for r in rows)
     report = {"benchmark": "superres", "quick": args.quick, "scale": SCALE, "torch_threads": torch.get_num_threads(),
-              "jobs": args.jobs, "epoch_scale": epoch_scale, **setup, "rows": rows, "all_passed": all(r["passed"] for r in rows),
+              "jobs": args.jobs, "epoch_scale": epoch_scale, "models": list(models), **setup, "rows": rows, "all_passed": all(r["passed"] for r in rows),
               "seconds": time.perf_counter() - started, "training_cpu_seconds": train_cpu,
               "main_cpu_seconds": time.process_time() - cpu0,
               "platform": platform.platform(), "processor": platform.processor(),
