@@ -105,6 +105,85 @@ def test_background_windows_are_skipped_without_changing_values(lenet):
     assert (ours[:, :, :4] == 0).all()  # windows that only hold background: exactly 0
 
 
+class _Counting(nn.Module):
+    """Counts the forward calls and the images that go through ``inner``."""
+
+    def __init__(self, inner: nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+        self.calls = self.images = 0
+
+    def forward(self, x):
+        self.calls += 1
+        self.images += x.shape[0]
+        return self.inner(x)
+
+
+def test_a_window_on_background_is_skipped_worked_example():
+    # sum model; left half ones, right half background: the two right windows change nothing
+    linear = nn.Sequential(nn.Flatten(), nn.Linear(16, 1, bias=False))
+    nn.init.ones_(linear[1].weight)
+    x = torch.zeros(1, 1, 4, 4)
+    x[..., :2] = 1.0
+    model = _Counting(linear)
+    got = occlusion(model, x, None, window=2, stride=2)
+    expected = torch.tensor([[4.0, 4.0, 0.0, 0.0]] * 4)
+    torch.testing.assert_close(got[0, 0], expected, rtol=0, atol=0)
+    assert model.images == 1 + 2  # f(x), then the two left windows only
+    model.images = 0
+    dense = occlusion(model, x, None, window=2, stride=2, skip_unchanged=False)
+    torch.testing.assert_close(dense, got, rtol=0, atol=0)
+    assert model.images == 1 + 4
+
+
+@pytest.mark.parametrize("baseline", [0.0, "tensor"])
+def test_a_fully_baseline_image_costs_one_pass_and_gives_zeros(lenet, baseline):
+    g = torch.Generator().manual_seed(5)
+    if baseline == "tensor":
+        baseline = torch.rand(1, 1, 28, 28, generator=g)
+        x = baseline.expand(2, 1, 28, 28).clone()
+    else:
+        x = torch.zeros(2, 1, 28, 28)
+    model = _Counting(lenet)
+    got = occlusion(model, x, [3, 7], window=4, stride=2, baseline=baseline)
+    assert (got == 0).all()
+    assert (model.calls, model.images) == (1, 2)  # f(x) only
+    model.calls = 0
+    segments = torch.arange(28 * 28).view(28, 28) // 100
+    got = feature_ablation(model, x, [3, 7], segments=segments, baseline=baseline)
+    assert (got == 0).all() and model.calls == 1
+
+
+def test_skipping_gives_the_maps_of_evaluating_every_window(lenet, seg_net):
+    x = torch.zeros(4, 1, 28, 28)
+    g = torch.Generator().manual_seed(6)
+    x[:, :, 6:22, 9:19] = torch.rand(4, 1, 16, 10, generator=g)
+    x[1] = 0.0  # a blank sample too
+    kw = {"window": (5, 3), "stride": (3, 2)}
+    torch.testing.assert_close(
+        occlusion(lenet, x, [1, 2, 3, 4], **kw),
+        occlusion(lenet, x, [1, 2, 3, 4], skip_unchanged=False, **kw),
+        rtol=0,
+        atol=1e-5,
+    )
+    seg = (torch.arange(28)[:, None] // 7) * 4 + torch.arange(28)[None, :] // 7
+    torch.testing.assert_close(
+        feature_ablation(lenet, x, [1, 2, 3, 4], segments=seg),
+        feature_ablation(lenet, x, [1, 2, 3, 4], segments=seg, skip_unchanged=False),
+        rtol=0,
+        atol=1e-5,
+    )
+    vol = torch.zeros(1, 1, 8, 8, 8)
+    vol[..., 2:5, 3:6, 1:4] = torch.rand(1, 1, 3, 3, 3, generator=g)
+    net = seg_net("module", spatial_dims=3)
+    torch.testing.assert_close(
+        occlusion(net, vol, 1, window=3, stride=2),
+        occlusion(net, vol, 1, window=3, stride=2, skip_unchanged=False),
+        rtol=0,
+        atol=1e-5,
+    )
+
+
 def test_batch_size_and_progress_do_not_change_values(seg_net):
     model = seg_net("inplace")
     x = torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(3))
@@ -337,6 +416,17 @@ def test_window_with_the_wrong_number_of_axes(window):
 def test_segments_with_the_wrong_shape(shape):
     with pytest.raises(ValueError, match="segments"):
         feature_ablation(_MODEL, _X, 0, segments=torch.zeros(shape, dtype=torch.long))
+
+
+@settings(max_examples=30, deadline=None)
+@given(flag=st.one_of(st.integers(), st.none(), st.text(max_size=3), st.floats(allow_nan=False)))
+def test_skip_unchanged_must_be_a_bool(flag):
+    with pytest.raises(ValueError, match="skip_unchanged"):
+        occlusion(_MODEL, _X, 0, window=2, skip_unchanged=flag)
+    with pytest.raises(ValueError, match="skip_unchanged"):
+        feature_ablation(
+            _MODEL, _X, 0, segments=torch.zeros(4, 4, dtype=torch.long), skip_unchanged=flag
+        )
 
 
 def test_other_bad_arguments():
