@@ -106,3 +106,13 @@ def test_load_mnist_is_stratified():
 def test_bad_settings_fail_with_a_named_setting(tmp_path, override, match):
     with pytest.raises(ExperimentFailed, match=match):
         run_experiment("federated", quick=True, out=tmp_path / "x", **override)
+
+
+def test_local_steps_count_whole_batches():
+    """u = E * ceil(n_k / B): a batch at least as large as a client's data is one full batch per epoch,
+    the same as B = inf (the full run's 35-digit clients with B = 50)."""
+    from mlimaging.experiments.federated import _steps
+
+    assert _steps(1, 50, 35.0) == _steps(1, "all", 35.0) == 1.0
+    assert _steps(5, 50, 35.0) == 5.0
+    assert _steps(5, 10, 35.0) == 20.0  # batches of 10, 10, 10, 5 per epoch

@@ -40,6 +40,7 @@ Examples
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -243,12 +244,18 @@ def _rounds_section(cfg: FederatedConfig, p: dict[str, Any], run: Run, data: tup
                 f"(lr {LR['fedsgd']:g}, at most {p['fedsgd_rounds']} rounds) against FedAvg (SGD lr {LR['fedavg']:g}, "
                 f"at most {p['rounds']} rounds); '-' = not reached within the cap. McMahan et al. (2017), Table 2: "
                 "more local computation (larger E, smaller B) needs far fewer rounds; non-IID data slows both.")
+    n_k = len(ytr) / p["clients"]
+    same = [b for _, b in p["grid"] if b not in (None, "all") and b >= n_k]
+    if same:
+        run.text(f"With {len(ytr)} digits over {p['clients']} clients an IID or shards client holds about {n_k:.0f} "
+                 f"digits, so B = {', '.join(str(b) for b in sorted(set(same)))} is one full batch per epoch there: "
+                 "the same run as B = inf (only Dirichlet's larger clients tell them apart).")
     runs = [("FedSGD", "fedsgd", 1, "all", p["fedsgd_rounds"])] + \
            [(_label(e, b), "fedavg", e, b, p["rounds"]) for e, b in p["grid"]]
     histories: dict[str, dict[str, Any]] = {s: {} for s in p["schemes"]}
     rows = []
     for name, algo, e, b, cap in run.track(runs, "configurations"):
-        row: dict[str, Any] = {"algorithm": name, "u (local steps)": _steps(e, b, len(ytr) / p["clients"])}
+        row: dict[str, Any] = {"algorithm": name, "u (local steps)": _steps(e, b, n_k)}
         for scheme in p["schemes"]:
             h = simulate(algo, (xtr, ytr), parts[scheme], rounds=cap, fraction=p["fraction"], local_epochs=e,
                          batch_size=b, test=(xte, yte), seed=cfg.seed)
@@ -281,7 +288,14 @@ def _rounds_section(cfg: FederatedConfig, p: dict[str, Any], run: Run, data: tup
 
 
 def _steps(e: int, b: Any, n_k: float) -> float:
-    return float(e) if b in (None, "all") else round(e * n_k / b, 1)
+    r"""Local SGD steps per round of a client holding ``n_k`` digits: :math:`u = E \lceil n_k / B \rceil`
+    (McMahan et al.'s :math:`u = E n_k / B` counted in whole batches; a batch at least as large as the
+    client's data is one full batch, as with :math:`B = \infty`).
+
+    >>> _steps(5, 10, 35.0), _steps(1, 50, 35.0), _steps(5, "all", 35.0)
+    (20.0, 1.0, 5.0)
+    """
+    return float(e) if b in (None, "all") else float(e * math.ceil(n_k / b))
 
 
 def _fedprox_section(cfg: FederatedConfig, p: dict[str, Any], run: Run, data: tuple, parts: dict[str, list],
