@@ -25,7 +25,9 @@ the papers' losses (MSE: SRCNN, VDSR, ESPCN; Charbonnier: LapSRN; L1: DBPN), VDS
 clipping, a fixed number of epochs per model (seeded, repeatable); the process CPU time of each
 training is reported (one torch thread per model; ``--jobs`` trains models in parallel processes,
 each timing its own CPU). DBPN is the small CPU default (32/16 features, 3 stages) with the bicubic
-image added to its output (``residual=True``, as DBPN-RES).
+image added to its output (``residual=True``, as DBPN-RES); LapSRN is CPU-sized (5 layers of 32
+features per level) and starts at its bilinear path (zero residual convolutions); SRCNN pads by
+replicating the edge. The speed rows time the papers' configurations (SRCNN with zero padding).
 
 Speed: multiply-adds per output pixel are counted from the convolutions as configured (forward hooks)
 plus the bicubic pre-upsampling of SRCNN (4 + 4/s per HR pixel, separable 4-tap kernel). For the

@@ -45,7 +45,8 @@ __all__ = ["SR_RECIPES", "AdjustableGradientClip", "sr_recipe", "train_superres"
 #: images): Adam + cosine instead of SGD/step decay; SRCNN pads by replicating the edge
 #: (zero padding -0.31 dB, replicate +0.14 dB) and keeps one learning rate (``last_lr=0.1``:
 #: -0.63 dB); LapSRN is CPU-sized, 5 layers of 32 features per level (the paper's 10 of 64
-#: makes 8x fewer steps per CPU second: +0.06 dB after 110 CPU s, against +1.84 dB after 79 CPU s)
+#: makes 4x fewer steps per CPU second: +0.06 dB after 362 steps, 112 CPU s, against +1.84 dB
+#: after 1086 steps, 79 CPU s)
 #: at lr 1e-3 with zero-initialised residual convolutions; VDSR's last layer starts at zero
 #: (the paper: He initialisation) and, under Adam, whose step is already about ``lr``, adjustable
 #: clipping only trims outliers (the paper pairs it with SGD at lr 0.1: ``optimizer="sgd"``).
