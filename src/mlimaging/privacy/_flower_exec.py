@@ -12,7 +12,7 @@ SuperNode run with ``--isolation process``. It is Flower's own SuperExec loop
 (:func:`flwr.supercore.superexec.run_superexec.run_superexec`: acquire a task from the SuperNode's
 Runtime API, launch it) with one difference: its executor does not ``exec`` a new
 ``flwr-clientapp``; it ``fork``\ s this process, which has already imported torch, Flower and
-mlimaging and (``--warm-config``) loaded the run's data, and the child runs Flower's own
+mlimaging and (``--warm-config``) loaded the run's data and taken one tiny training step, and the child runs Flower's own
 ``flwr-clientapp`` body (:func:`flwr.supernode.runtime.run_clientapp.run_clientapp`) for that
 token. Each task still gets its own process (a crash or ``SIGKILL`` of the ClientApp leaves the
 SuperExec alone), exactly as in Flower's process isolation; only the start-up is shared.
@@ -124,6 +124,25 @@ def _run_task(spec: Any) -> None:
             os._exit(code)
 
 
+def _warm_up(cfg: dict[str, Any]) -> None:
+    """Load the run's data (cached for the forked tasks) and take one tiny local step (8 digits), so
+    that torch's one-time costs of a process's first forward, backward and optimizer step (about
+    1 CPU s) are paid here once instead of in every task."""
+    import torch
+    from torch import nn
+
+    from mlimaging.privacy import flower
+    from mlimaging.privacy.federated import _optimizer_factory, _subset, _train_client
+    from mlimaging.utils import set_torch_threads
+
+    set_torch_threads(int(cfg["threads"]))
+    data, _, parts = flower._data(cfg)
+    anchor = flower.initial_model(int(cfg["seed"]))
+    _train_client(flower.initial_model(int(cfg["seed"])), anchor, anchor.state_dict(), _subset(data, parts[0][:8]),
+                  loss=nn.CrossEntropyLoss(), proximal_mu=0.0, factory=_optimizer_factory("sgd", 0.01), local_epochs=1,
+                  batch_size=8, seed=0, device=torch.device("cpu"))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Warm up (torch, Flower, mlimaging, optionally the run's data), then run Flower's SuperExec loop
     with :class:`ForkExecutor`."""
@@ -142,7 +161,7 @@ def main(argv: list[str] | None = None) -> None:
     from mlimaging.privacy import flower
 
     if args.warm_config:
-        flower._data(flower._config(json.loads(args.warm_config)))  # cached: the forked tasks reuse it
+        _warm_up(flower._config(json.loads(args.warm_config)))
     # run_superexec builds its executor with get_executor(); Flower offers no way to pass one in.
     superexec.get_executor = lambda *a, **k: ForkExecutor()
     superexec.run_superexec(runtime_api_address=args.runtime_api_address, insecure=True, parent_pid=args.parent_pid)

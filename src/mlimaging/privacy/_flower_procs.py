@@ -16,6 +16,7 @@ import sys
 import time
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 __all__ = ["alive"]
 
@@ -130,10 +131,12 @@ def _stop(procs: list[subprocess.Popen], seen: dict[int, str], grace: float = 5.
         time.sleep(0.05)
 
 
-def tree_cpu_seconds(roots: list[int]) -> float:
+def tree_cpu_seconds(roots: list[int], *, by_name: bool = False) -> Any:
     """CPU seconds (user + system) used so far by ``roots`` and every process below them, zombies
     included: each process's own time plus that of the children it has already reaped (which
-    have left the process table, so nothing is counted twice).
+    have left the process table, so nothing is counted twice). ``by_name=True`` returns a dict
+    ``{program: seconds}`` (program: the basename of the executable or script, or the module of
+    ``python -m``) instead of the total.
 
     Examples
     --------
@@ -154,11 +157,28 @@ def tree_cpu_seconds(roots: list[int]) -> float:
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
-    total, stack, done = 0.0, [r for r in roots if r in stats], set()
+    names: dict[str, float] = {}
+    stack, done = [r for r in roots if r in stats], set()
     while stack:
         pid = stack.pop()
         if pid not in done:
             done.add(pid)
-            total += stats[pid][1]
+            name = _program(pid) if by_name else ""
+            names[name] = names.get(name, 0.0) + stats[pid][1]
             stack.extend(children.get(pid, []))
-    return total
+    return names if by_name else sum(names.values())
+
+
+def _program(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/cmdline", "rb") as f:
+            argv = [a.decode(errors="replace") for a in f.read().split(b"\0") if a]
+    except OSError:
+        return "?"
+    if not argv:
+        return "?"
+    if len(argv) > 2 and argv[1] == "-m":
+        return argv[2]
+    if len(argv) > 1 and os.path.basename(argv[0]).startswith("python"):
+        return os.path.basename(argv[1])
+    return os.path.basename(argv[0])
