@@ -175,3 +175,64 @@ def test_other_bad_arguments():
         IJEPA(**{**TINY, "target_scale": (0.0, 0.2)})
     with pytest.raises(ValueError, match="encoder"):
         IJEPA(**{**TINY, "encoder": torch.nn.Linear(2, 2)})
+
+
+def test_layernorm_targets_are_the_target_encoders_tokens_layer_normed():
+    model = make(encoder_depth=2)
+    with torch.no_grad():  # move the target away from the context encoder and its final norm off identity
+        for p in model.target_encoder.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    t = model.target_tokens(images(3))
+    assert t.shape == (3, model.encoder.num_patches, 16)
+    torch.testing.assert_close(t.mean(-1), torch.zeros(3, model.encoder.num_patches), atol=1e-5, rtol=0)
+    torch.testing.assert_close(t.var(-1, unbiased=False), torch.ones(3, model.encoder.num_patches), atol=1e-3, rtol=0)
+    with torch.no_grad():
+        h = encode_visible(model.target_encoder, images(3))[:, 1:]
+    torch.testing.assert_close(t, (h - h.mean(-1, keepdim=True)) / (h.var(-1, unbiased=False, keepdim=True) + 1e-5).sqrt())
+
+
+@pytest.mark.parametrize("top_k", [1, 2])
+def test_data2vec_targets_average_the_instance_normed_feed_forward_outputs_of_the_top_blocks(top_k):
+    model = make(encoder_depth=3, targets="data2vec", top_k=top_k)
+    with torch.no_grad():
+        for p in model.target_encoder.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    x = images(3)
+    seen = []  # oracle: the blocks' feed-forward outputs read by forward hooks on the unmodified encoder
+    hooks = [b.mlp.register_forward_hook(lambda mod, inp, out: seen.append(out)) for b in model.target_encoder.blocks]
+    with torch.no_grad():
+        encode_visible(model.target_encoder, x)
+    for h in hooks:
+        h.remove()
+    top = [a[:, 1:] for a in seen[-top_k:]]
+    by_hand = sum((a - a.mean(1, keepdim=True)) / (a.var(1, unbiased=False, keepdim=True) + 1e-5).sqrt()
+                  for a in top) / top_k
+    t = model.target_tokens(x)
+    torch.testing.assert_close(t, by_hand, atol=1e-5, rtol=1e-4)
+    if top_k == 1:  # instance norm: zero mean and unit variance over the patches, per image and channel
+        torch.testing.assert_close(t.mean(1), torch.zeros(3, 16), atol=1e-5, rtol=0)
+    loss = model.ssl_loss(x, generator=torch.Generator().manual_seed(0))
+    loss.backward()
+    assert torch.isfinite(loss) and all(p.grad is None for p in model.target_encoder.parameters())
+
+
+def test_bad_targets_are_refused():
+    with pytest.raises(ValueError, match="targets must be one of"):
+        IJEPA(**{**TINY, "targets": "pixels"})
+    with pytest.raises(ValueError, match="top_k must be at most"):
+        IJEPA(**{**TINY, "targets": "data2vec", "top_k": 2})
+    with pytest.raises(ValueError, match="top_k"):
+        IJEPA(**{**TINY, "top_k": 0})
+
+
+@pytest.mark.parametrize("ema", [(0.0, 0.0), (1.0, 1.0)])
+def test_ema_extremes_copy_or_freeze_the_target(ema):
+    model = make(ema=ema)
+    opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=0.5)
+    start = params(model.target_encoder)
+    for _ in range(2):
+        SelfSupervisedStep(seed=0)(model, images(8), optimizer=opt)
+    target, context = params(model.target_encoder), params(model.encoder)
+    expected = context if ema[0] == 0.0 else start  # momentum 0: a copy; momentum 1: never moves
+    assert all(torch.equal(target[k], expected[k]) for k in target)
+    assert any(not torch.equal(context[k], start[k]) for k in context)

@@ -20,11 +20,27 @@ after every optimiser step, with the momentum :math:`m_t` rising linearly from
 ``ema[0]`` to ``ema[1]`` over ``total_steps`` updates (constant afterwards). No pixel is
 reconstructed and no augmentation is needed.
 
+``targets="data2vec"`` replaces :math:`s_y` by the targets of data2vec (Baevski et al. 2022):
+the average over the top :math:`K` blocks of the target encoder of each block's feed-forward
+output :math:`a^l` (before its residual connection), each instance-normalised over the patch
+tokens of its image per channel,
+
+.. math::
+
+    s_y = \frac{1}{K} \sum_{l = L - K + 1}^{L} \operatorname{IN}(a^l), \qquad
+    \operatorname{IN}(a)_{n,d} = \frac{a_{n,d} - \mu_d}{\sqrt{\sigma_d^2 + \epsilon}},
+
+with :math:`\mu_d, \sigma_d^2` the mean and variance of channel :math:`d` over the
+:math:`N` patches of that image. It is an option; the default is the published I-JEPA target.
+
 References
 ----------
 Assran M., Duval Q., Misra I., Bojanowski P., Vincent P., Rabbat M., LeCun Y., Ballas N.
 (2023). Self-supervised learning from images with a joint-embedding predictive
 architecture. CVPR. arXiv:2301.08243.
+
+Baevski A., Hsu W.-N., Xu Q., Babu A., Gu J., Auli M. (2022). data2vec: a general framework
+for self-supervised learning in speech, vision and language. ICML. arXiv:2202.03555.
 """
 
 from __future__ import annotations
@@ -41,7 +57,10 @@ from mlimaging.models.vit import LN_EPS, Block, ViT
 from mlimaging.selfsupervised.mae import encode_visible, vit_encoder
 from mlimaging.selfsupervised.masking import multi_block_masks, sincos_position_embedding
 
-__all__ = ["IJEPA"]
+__all__ = ["IJEPA", "TARGETS"]
+
+#: Target kinds: the paper's layer-normed last output, or data2vec's instance-normed top-K average.
+TARGETS = ("layernorm", "data2vec")
 
 
 def _gather(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -76,6 +95,12 @@ class IJEPA(nn.Module):
         The multi-block masking (:func:`~mlimaging.selfsupervised.masking.multi_block_masks`).
     encoder
         An existing 2D :class:`~mlimaging.models.ViT` to pretrain as the context encoder.
+    targets
+        ``"layernorm"`` (I-JEPA: the target encoder's final tokens, layer-normed) or
+        ``"data2vec"`` (the instance-normed feed-forward outputs of its top ``top_k`` blocks,
+        averaged; Baevski et al. 2022).
+    top_k
+        Blocks averaged by ``targets="data2vec"`` (at most the encoder depth; unused otherwise).
 
     Attributes
     ----------
@@ -96,6 +121,10 @@ class IJEPA(nn.Module):
     >>> loss.backward(); model.after_step()
     >>> round(model.momentum(), 6), int(model.num_updates), model.encoder(x).shape
     (0.9964, 1, torch.Size([4, 32]))
+    >>> d2v = IJEPA(image_size=28, patch_size=4, encoder_dim=32, encoder_depth=2, predictor_dim=16,
+    ...             predictor_depth=1, targets="data2vec", top_k=2)
+    >>> d2v.target_tokens(x).shape  # one target per patch of the 7 x 7 grid
+    torch.Size([4, 49, 32])
     """
 
     def __init__(self, *, image_size: int | Sequence[int], patch_size: int | Sequence[int], in_channels: int = 1,
@@ -103,7 +132,7 @@ class IJEPA(nn.Module):
                  predictor_depth: int = 2, predictor_heads: int = 4, ema: Sequence[float] = (0.996, 1.0),
                  total_steps: int = 1000, num_targets: int = 4, target_scale: Sequence[float] = (0.15, 0.2),
                  target_aspect: Sequence[float] = (0.75, 1.5), context_scale: Sequence[float] = (0.85, 1.0),
-                 encoder: ViT | None = None) -> None:
+                 encoder: ViT | None = None, targets: str = "layernorm", top_k: int = 2) -> None:
         super().__init__()
         self.encoder = vit_encoder(image_size=image_size, patch_size=patch_size, in_channels=in_channels,
                                    dim=encoder_dim, depth=encoder_depth, heads=encoder_heads, encoder=encoder)
@@ -120,6 +149,11 @@ class IJEPA(nn.Module):
         if not ok:
             raise ValueError(f"ema must be a pair (start, end) of momenta in [0, 1], got {ema!r}")
         self.ema = (float(ema[0]), float(ema[1]))
+        if targets not in TARGETS:
+            raise ValueError(f"targets must be one of {TARGETS}, got {targets!r}")
+        if _positive_int(top_k, "top_k") > len(vit.blocks) and targets == "data2vec":
+            raise ValueError(f"top_k must be at most the encoder depth {len(vit.blocks)}, got {top_k}")
+        self.targets, self.top_k = targets, top_k
         self.total_steps = _positive_int(total_steps, "total_steps")
         self.mask_options = dict(num_targets=num_targets, target_scale=tuple(target_scale),
                                  target_aspect=tuple(target_aspect), context_scale=tuple(context_scale))
@@ -168,16 +202,35 @@ class IJEPA(nn.Module):
         out = self.predictor_proj(self.predictor_norm(z[:, -kt:]))
         return out.reshape(b, m, kt, -1)
 
+    @torch.no_grad()
+    def target_tokens(self, x: torch.Tensor) -> torch.Tensor:
+        """The targets ``(B, N, D)`` of every patch of ``x``: the target encoder's final tokens,
+        layer-normed (``targets="layernorm"``), or data2vec's average of the instance-normed
+        feed-forward outputs of its top ``top_k`` blocks (``targets="data2vec"``)."""
+        vit = self.target_encoder
+        if self.targets == "layernorm":
+            h = encode_visible(vit, x)[:, 1:]
+            return F.layer_norm(h, (h.shape[-1],))
+        tokens = vit.patch_embed(x) + vit.pos_embed[:, 1:]
+        z = torch.cat([(vit.cls_token + vit.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1), tokens], dim=1)
+        z = vit.pos_drop(z)
+        first, total = len(vit.blocks) - self.top_k, None
+        for i, block in enumerate(vit.blocks):  # Block.forward unrolled to read the feed-forward output
+            z = z + block.attn(block.norm1(z))[0]
+            a = block.mlp(block.norm2(z))
+            z = z + a
+            if i >= first:
+                a = F.instance_norm(a[:, 1:].transpose(1, 2)).transpose(1, 2)
+                total = a if total is None else total + a
+        return total / self.top_k
+
     def ssl_loss(self, x: torch.Tensor, y: Any = None, *, generator: torch.Generator | None = None
                  ) -> torch.Tensor:
         """The embedding-prediction loss of a batch ``(B, C, H, W)``; ``y`` is ignored."""
         masks = multi_block_masks(self.grid_size, batch=x.shape[0], **self.mask_options, generator=generator)
         ctx_idx, tgt_idx = masks.context.to(x.device), masks.targets.to(x.device)
         b, m, kt = tgt_idx.shape
-        with torch.no_grad():
-            h = encode_visible(self.target_encoder, x)[:, 1:]
-            h = F.layer_norm(h, (h.shape[-1],))
-            targets = _gather(h, tgt_idx.reshape(b, m * kt)).reshape(b, m, kt, -1)
+        targets = _gather(self.target_tokens(x), tgt_idx.reshape(b, m * kt)).reshape(b, m, kt, -1)
         context = encode_visible(self.encoder, x, ctx_idx)[:, 1:]
         pred = self.predict(context, ctx_idx, tgt_idx)
         return (pred - targets).pow(2).mean()
