@@ -150,7 +150,7 @@ def _overheads(run: Path) -> dict[str, Any]:
     rounds = hist["times"]["rounds"]
     walls = [r["aggregated"] - r["sent"] for r in rounds]
     slowest = [max(c) for c in hist["client_train_seconds"]]
-    return {"cpu_seconds": t["cpu_seconds"], "startup_s": rounds[0]["sent"] - t["start"], "serverapp_start_s": hist["times"]["serverapp_main"] - t["start"],
+    return {"cpu_seconds": t["cpu_seconds"], "cpu_by_program": t.get("cpu_by_program"), "startup_s": rounds[0]["sent"] - t["start"], "serverapp_start_s": hist["times"]["serverapp_main"] - t["start"],
             "round_wall_s": walls, "round_slowest_client_train_s": slowest,
             "round_overhead_s": [w - c for w, c in zip(walls, slowest, strict=True)],
             "client_train_s": hist["client_train_seconds"],
