@@ -14,7 +14,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -52,20 +52,21 @@ def _executable(name: str) -> str:
     return found
 
 
-def _proc_table() -> dict[int, tuple[int, str]]:
-    """``pid -> (parent pid, start time)`` of every live (not zombie) process, from /proc (Linux)."""
-    table = {}
+def _proc_stats() -> Iterator[tuple[int, list[str]]]:
+    """``(pid, fields of /proc/pid/stat after the command name)`` of every process (Linux)."""
     for d in os.listdir("/proc"):
         if not d.isdigit():
             continue
         try:
             with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
+                yield int(d), f.read().rsplit(")", 1)[1].split()
         except OSError:
             continue
-        if fields[0] != "Z":
-            table[int(d)] = (int(fields[1]), fields[19])
-    return table
+
+
+def _proc_table() -> dict[int, tuple[int, str]]:
+    """``pid -> (parent pid, start time)`` of every live (not zombie) process, from /proc (Linux)."""
+    return {pid: (int(fields[1]), fields[19]) for pid, fields in _proc_stats() if fields[0] != "Z"}
 
 
 def _descendants(roots: list[int]) -> dict[int, str]:
@@ -144,16 +145,7 @@ def tree_cpu_seconds(roots: list[int], *, by_name: bool = False) -> Any:
     True
     """
     tick = os.sysconf("SC_CLK_TCK")
-    stats: dict[int, tuple[int, float]] = {}
-    for d in os.listdir("/proc"):
-        if not d.isdigit():
-            continue
-        try:
-            with open(f"/proc/{d}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        stats[int(d)] = (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick)
+    stats = {pid: (int(fields[1]), sum(int(x) for x in fields[11:15]) / tick) for pid, fields in _proc_stats()}
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
