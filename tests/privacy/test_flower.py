@@ -173,7 +173,10 @@ def test_deploy_stops_everything_on_ctrl_c(tmp_path):
     pytest.importorskip("flwr")
     before = _flower_processes()
     out = tmp_path / "int"
-    code = ("import sys, json; from mlimaging.privacy.flower import deploy\n"
+    # a terminal's Ctrl-C: SIGINT's default handler, also when the test runner was started in the background
+    # (a non-interactive shell starts background jobs, and so their children, with SIGINT ignored)
+    code = ("import signal, sys, json; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+            "from mlimaging.privacy.flower import deploy\n"
             "try:\n"
             f"    deploy(clients=2, rounds=50, out={str(out)!r}, timeout=300, progress=False, **{SMALL!r})\n"
             "except KeyboardInterrupt:\n"
