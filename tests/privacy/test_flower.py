@@ -168,8 +168,10 @@ def test_deploy_stops_everything_on_timeout(tmp_path):
     _assert_all_stopped(out, before)
 
 
-def test_deploy_stops_everything_on_ctrl_c(tmp_path):
-    """Ctrl-C (SIGINT) during round 1: deploy raises KeyboardInterrupt after stopping every process."""
+@pytest.mark.parametrize(("sig", "expected"), [(signal.SIGINT, 42), (signal.SIGTERM, 128 + signal.SIGTERM)])
+def test_deploy_stops_everything_on_ctrl_c(tmp_path, sig, expected):
+    """Ctrl-C (SIGINT) or ``kill`` (SIGTERM) during round 1: deploy raises KeyboardInterrupt /
+    SystemExit(143) after stopping every process."""
     pytest.importorskip("flwr")
     before = _flower_processes()
     out = tmp_path / "int"
@@ -187,16 +189,16 @@ def test_deploy_stops_everything_on_ctrl_c(tmp_path):
         while not (out / "round.json").exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert proc.poll() is None, "deploy ended before round 1"
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(sig)
         # not a speed check: a generous bound (the stop itself takes at most ~3 x 5 s of grace) so that a loaded
         # CI machine (two test workers beside the deployment's processes) cannot fail it; a hang still fails
         try:
             rc = proc.wait(timeout=240)
         except subprocess.TimeoutExpired:
             logs = sorted(p.name for p in out.rglob("*.log"))
-            pytest.fail(f"deploy still running 240 s after SIGINT; logs: {logs}; "
+            pytest.fail(f"deploy still running 240 s after {sig!r}; logs: {logs}; "
                         f"flower processes: {sorted(set(_flower_processes()) - set(before))}")
-        assert rc == 42
+        assert rc == expected
     finally:
         if proc.poll() is None:
             proc.kill()

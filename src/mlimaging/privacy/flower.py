@@ -46,6 +46,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Mapping
 from pathlib import Path
@@ -541,6 +542,10 @@ def _check_number(value: Any, name: str, low: float, *, integer: bool = False, s
     return int(value) if integer else float(value)
 
 
+def _exit_on_sigterm(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)  # unwinds through deploy's finally, as KeyboardInterrupt does
+
+
 def deploy(
     *,
     clients: int = 4,
@@ -566,7 +571,7 @@ def deploy(
     ``flower-superlink`` and ``clients`` ``flower-supernode`` processes (node config
     ``partition-id=k``), submits the app (:func:`make_server_app`, :func:`make_client_app`) with
     Flower's own runner ``flwr run``, waits for the run, and in every case (success, error,
-    timeout, Ctrl-C) terminates every process group it started (SIGTERM, then SIGKILL). Rounds
+    timeout, Ctrl-C, ``kill``) terminates every process group it started (SIGTERM, then SIGKILL). Rounds
     are as in :func:`~mlimaging.privacy.fedavg` with ``fraction=1`` (all connected clients):
 
     .. math:: w^{t+1} = \sum_{k \in S_t} \frac{n_k}{n_{S_t}} w^{t+1}_k
@@ -690,6 +695,9 @@ def deploy(
 
     t_end = time.monotonic() + timeout
     times = {"start": time.time()}  # epoch seconds of the phases, written to timing.json
+    # `kill PID` (SIGTERM) ends the wait like Ctrl-C does, through the finally below that stops every process
+    on_main = threading.current_thread() is threading.main_thread()
+    previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main else None
     try:
         link = start([superlink_exe, "--insecure", "--host", "127.0.0.1", "--port", str(port),
                       "--disable-runtime-dependency-installation"], "superlink.log")
@@ -748,6 +756,8 @@ def deploy(
         _atomic_json(out / "processes.json", {"processes": [[pid, st] for pid, st in seen.items()],
                                               "alive_after_stop": alive(seen)})
         _atomic_json(out / "timing.json", times)
+        if on_main:
+            signal.signal(signal.SIGTERM, previous_sigterm)
     data = json.loads((out / "history.json").read_text())
     h = FLHistory()
     for row, ids in zip(data["history"], data["clients"], strict=True):
