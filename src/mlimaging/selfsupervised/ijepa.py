@@ -211,18 +211,16 @@ class IJEPA(nn.Module):
         if self.targets == "layernorm":
             h = encode_visible(vit, x)[:, 1:]
             return F.layer_norm(h, (h.shape[-1],))
-        tokens = vit.patch_embed(x) + vit.pos_embed[:, 1:]
-        z = torch.cat([(vit.cls_token + vit.pos_embed[:, :1]).expand(tokens.shape[0], -1, -1), tokens], dim=1)
-        z = vit.pos_drop(z)
-        first, total = len(vit.blocks) - self.top_k, None
-        for i, block in enumerate(vit.blocks):  # Block.forward unrolled to read the feed-forward output
-            z = z + block.attn(block.norm1(z))[0]
-            a = block.mlp(block.norm2(z))
-            z = z + a
-            if i >= first:
-                a = F.instance_norm(a[:, 1:].transpose(1, 2)).transpose(1, 2)
-                total = a if total is None else total + a
-        return total / self.top_k
+        outputs: list[torch.Tensor] = []  # the top blocks' feed-forward outputs, read during the ordinary pass
+        hooks = [b.mlp.register_forward_hook(lambda _m, _i, out: outputs.append(out))
+                 for b in vit.blocks[len(vit.blocks) - self.top_k:]]
+        try:
+            encode_visible(vit, x)
+        finally:
+            for hook in hooks:
+                hook.remove()
+        normed = [F.instance_norm(a[:, 1:].transpose(1, 2)).transpose(1, 2) for a in outputs]
+        return torch.stack(normed).mean(0)
 
     def ssl_loss(self, x: torch.Tensor, y: Any = None, *, generator: torch.Generator | None = None
                  ) -> torch.Tensor:
