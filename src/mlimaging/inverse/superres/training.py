@@ -259,17 +259,19 @@ def train_superres(model: nn.Module, train_data: Any, val_data: Any = None, *, n
         raise ValueError(f"recipe last_lr must be > 0, got {last_lr}")
     last_ids = {id(q) for m in _output_layers(model) for q in m.parameters()}
 
-    def groups(p: Any) -> list[dict[str, Any]]:  # the output layer's learning rate times last_lr
+    def groups(p: Any) -> list[Any]:  # the parameters, or two groups: the output layer's lr is lr * last_lr
         p = list(p)
+        if last_lr == 1:
+            return p
         rest, last = [q for q in p if id(q) not in last_ids], [q for q in p if id(q) in last_ids]
-        return [{"params": rest}] + ([{"params": last, "lr": lr * last_lr}] if last and last_lr != 1 else [])
+        return [{"params": rest}] + ([{"params": last, "lr": lr * last_lr}] if last else [])
 
     if r.get("optimizer", "adam") == "sgd":  # VDSR's: momentum 0.9, weight decay 1e-4
         def optimizer(p: Any) -> torch.optim.Optimizer:
-            return torch.optim.SGD(groups(p) if last_lr != 1 else p, lr=lr, momentum=0.9, weight_decay=1e-4)
+            return torch.optim.SGD(groups(p), lr=lr, momentum=0.9, weight_decay=1e-4)
     elif r.get("optimizer", "adam") == "adam":
         def optimizer(p: Any) -> torch.optim.Optimizer:
-            return torch.optim.Adam(groups(p) if last_lr != 1 else p, lr=lr)
+            return torch.optim.Adam(groups(p), lr=lr)
     else:
         raise ValueError(f"recipe optimizer must be 'adam' or 'sgd', got {r['optimizer']!r}")
     fit_kwargs.setdefault("metrics", ())
