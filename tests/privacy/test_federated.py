@@ -370,3 +370,39 @@ def test_resume_checks_its_checkpoint(tmp_path):
     with pytest.raises(FileNotFoundError):
         fedavg(mlp(0), (x, y), parts, rounds=2, lr=0.1, progress=False, checkpoint_dir=tmp_path / "none",
                resume=True)
+
+
+# ------------------------------------------------------------------------------------ stop_at
+def test_stop_at_ends_at_the_first_round_reaching_the_target_and_equals_the_full_run_up_to_it():
+    x, y = data()
+    parts = partition((x, y), num_clients=4, seed=0)
+    kw = dict(fraction=0.5, batch_size=10, lr=0.3, test_data=(x, y), progress=False)
+    full_net, short_net = mlp(), mlp()
+    short_net.load_state_dict(full_net.state_dict())
+    full = fedavg(full_net, (x, y), parts, rounds=8, **kw)
+    target = sorted(full.accuracy)[len(full.accuracy) // 2]  # reached somewhere inside the run
+    first = rounds_to_accuracy(full, target)
+    short = fedavg(short_net, (x, y), parts, rounds=8, stop_at=target, **kw)
+    assert first is not None and len(short) == first
+    assert short.accuracy == full.accuracy[:first] and short.clients == full.clients[:first]
+    assert rounds_to_accuracy(short, target) == first
+    # fedsgd passes it through; a target not reached runs every round
+    h = fedsgd(mlp(), (x, y), parts, rounds=3, lr=0.1, test_data=(x, y), stop_at=1.0, progress=False)
+    assert len(h) == (rounds_to_accuracy(h, 1.0) or 3)
+    h = fedsgd(mlp(), (x, y), parts, rounds=3, lr=0.1, test_data=(x, y), stop_at=0.0, progress=False)
+    assert len(h) == 1
+
+
+@pytest.mark.parametrize("bad", [-0.1, 1.5, float("nan"), True, "0.9", [0.9]])
+def test_stop_at_rejects_values_that_are_not_accuracies(bad):
+    x, y = XY
+    with pytest.raises(ValueError, match="stop_at"):
+        fedavg(mlp(), (x, y), PARTS, rounds=1, lr=0.1, test_data=(x, y), stop_at=bad, progress=False)
+
+
+def test_stop_at_needs_a_test_accuracy():
+    x, y = XY
+    with pytest.raises(ValueError, match="needs test_data"):
+        fedavg(mlp(), (x, y), PARTS, rounds=1, lr=0.1, stop_at=0.5, progress=False)
+    with pytest.raises(ValueError, match="'accuracy' metric"):
+        fedavg(mlp(), (x, y), PARTS, rounds=1, lr=0.1, test_data=(x, y), metrics=(), stop_at=0.5, progress=False)

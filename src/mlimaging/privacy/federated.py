@@ -220,6 +220,7 @@ def fedavg(
     device: str | torch.device = "cpu",
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    stop_at: float | None = None,
 ) -> FLHistory:
     r"""Federated Averaging (McMahan et al. 2017, Algorithm 1), with FedProx as an option.
 
@@ -295,6 +296,10 @@ def fedavg(
         client's training is seeded by ``(seed, round, client)``, so a resumed run ends with
         the weights of an uninterrupted one. The checkpoint must come from a run with the same
         seed, number of clients and clients per round.
+    stop_at
+        Stop after the first round whose test accuracy reaches this value in [0, 1] (needs
+        ``test_data`` and the ``"accuracy"`` metric): ``rounds`` is then a cap, as in measuring
+        rounds to a target accuracy (:func:`rounds_to_accuracy`). ``None``: run every round.
 
     Returns
     -------
@@ -356,6 +361,7 @@ def fedavg(
     test = as_dataset(test_data, "test_data") if test_data is not None else None
     secure = _check_secure(secure)
     secure_sum = _secure_sum(secure) if secure else None
+    _check_stop_at(stop_at, test, metrics)
     device = torch.device(device)
     model.to(device)
 
@@ -426,6 +432,11 @@ def fedavg(
                 save_checkpoint({"round": r, "model": model.state_dict(), "history": asdict(history),
                                  "settings": {"seed": seed, "clients": k_total, "per_round": m}}, ckpt / "last.pt")
             bar.update(history)
+            if stop_at is not None:
+                if acc is None:
+                    raise ValueError("stop_at needs the 'accuracy' metric, but the test metrics gave none")
+                if acc >= stop_at:
+                    break
     finally:
         bar.close()
     return history
@@ -448,6 +459,7 @@ def fedsgd(
     device: str | torch.device = "cpu",
     checkpoint_dir: str | os.PathLike | None = None,
     resume: bool = False,
+    stop_at: float | None = None,
 ) -> FLHistory:
     r"""Federated SGD (McMahan et al. 2017, FedSGD): one full-batch gradient per client per round.
 
@@ -462,7 +474,7 @@ def fedsgd(
 
     Parameters
     ----------
-    model, dataset, parts, rounds, fraction, test_data, seed, secure, progress, loss, metrics, device, checkpoint_dir, resume
+    model, dataset, parts, rounds, fraction, test_data, seed, secure, progress, loss, metrics, device, checkpoint_dir, resume, stop_at
         As in :func:`fedavg`.
     lr
         :math:`\eta`, the server (= client) learning rate.
@@ -491,7 +503,7 @@ def fedsgd(
     return fedavg(model, dataset, parts, rounds=rounds, fraction=fraction, local_epochs=1, batch_size=None,
                   lr=lr, test_data=test_data, seed=seed, secure=secure, progress=progress, proximal_mu=0.0,
                   optimizer="sgd", loss=loss, metrics=metrics, device=device, checkpoint_dir=checkpoint_dir,
-                  resume=resume)
+                  resume=resume, stop_at=stop_at)
 
 
 # ----------------------------------------------------------------------------------- helpers
@@ -504,6 +516,18 @@ def _restore(path: Path, model: nn.Module, settings: dict[str, int]) -> FLHistor
         raise ValueError(f"{path} comes from a run with {state['settings']}; this run has {settings}")
     model.load_state_dict(state["model"])
     return FLHistory(**state["history"])
+
+
+def _check_stop_at(stop_at: Any, test: Any, metrics: Any) -> None:
+    if stop_at is None:
+        return
+    if isinstance(stop_at, bool) or not isinstance(stop_at, numbers.Real) or not 0 <= stop_at <= 1:
+        raise ValueError(f"stop_at must be an accuracy in [0, 1] or None, got {stop_at!r}")
+    if test is None:
+        raise ValueError("stop_at needs test_data: the stopping rule reads the test accuracy after each round")
+    names = [metrics] if isinstance(metrics, str) else list(metrics or ())  # a dict gives its names
+    if all(isinstance(n, str) for n in names) and "accuracy" not in names:
+        raise ValueError(f"stop_at needs the 'accuracy' metric, got metrics={metrics!r}")
 
 
 def _check_int(value: Any, name: str, low: int) -> int:
