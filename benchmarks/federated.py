@@ -40,7 +40,8 @@ of the digits, caps of 3 / 10 rounds and one timing repeat (the targets are then
 
 Writes ``benchmarks/results/federated.json`` (``federated-quick.json`` with ``--quick``) and prints a table.
 
-Run: ``python benchmarks/federated.py`` (``--quick`` for a short check).
+Run: ``python benchmarks/federated.py`` (``--quick`` for a short check; ``--cases flower`` reruns only that case
+and keeps the other rows of the existing results file).
 """
 
 from __future__ import annotations
@@ -68,6 +69,7 @@ TARGET_ACC, RATIO, SECURE = 0.95, 0.10, 2.0
 FLOWER_TARGET = "+-0.5 pt, <= 2x CPU"
 FEDAVG = {"local_epochs": 5, "batch_size": 10, "lr": 0.2, "cap": 30}
 FEDSGD = {"lr": 0.3, "cap": 300}
+CASES = ("fedavg-rounds", "secure-agg", "flower")
 
 
 def until_target(algorithm: str, data: tuple, parts: list[list[int]], *, cap: int, seed: int = 0
@@ -232,14 +234,27 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
     parser.add_argument("--output", type=Path, default=None,
                         help=f"default {RESULTS.name} (federated-quick.json with --quick)")
+    parser.add_argument("--cases", default=",".join(CASES),
+                        help=f"comma-separated cases to run (default all: {','.join(CASES)}); the others' rows are "
+                             "kept from the existing output file when there is one")
     args = parser.parse_args()
     if args.output is None:
         args.output = RESULTS.with_name("federated-quick.json") if args.quick else RESULTS
+    cases = [c.strip() for c in args.cases.split(",") if c.strip()]
+    if not cases or set(cases) - set(CASES):
+        parser.error(f"--cases must name some of {', '.join(CASES)}, got {args.cases!r}")
     torch.set_num_threads(args.threads)
     started = time.perf_counter()
     data = load_mnist(n_train=350 if args.quick else None, n_test=100 if args.quick else None, seed=0)
-    rows = [rounds_case(data, quick=args.quick), secure_case(data, repeats=1 if args.quick else 5), flower_case(quick=args.quick)]
-    report = {"benchmark": "federated", "quick": args.quick, "torch_threads": torch.get_num_threads(),
+    run = {"fedavg-rounds": lambda: rounds_case(data, quick=args.quick),
+           "secure-agg": lambda: secure_case(data, repeats=1 if args.quick else 5),
+           "flower": lambda: flower_case(quick=args.quick)}
+    kept = {}
+    if set(cases) != set(CASES) and args.output.exists():
+        kept = {r["case"]: r for r in json.loads(args.output.read_text())["rows"]}
+    fresh = {c: run[c]() for c in CASES if c in cases}
+    rows = [fresh[c] if c in fresh else kept[c] for c in CASES if c in fresh or c in kept]
+    report = {"benchmark": "federated", "quick": args.quick, "cases_run": sorted(fresh), "torch_threads": torch.get_num_threads(),
               "n_train": len(data[1]), "n_test": len(data[3]), "rows": rows,
               "all_passed": all(r["passed"] for r in rows), "seconds": time.perf_counter() - started,
               "cpu_seconds": time.process_time(), "platform": platform.platform(),

@@ -41,12 +41,13 @@ from mlimaging.privacy.flower import (
 )
 
 SMALL = {"n_train": 150, "n_test": 60, "seed": 0, "lr": 0.05, "batch_size": 10, "local_epochs": 1}
+OUR_MODULES = {"mlimaging.privacy._flower_exec", "mlimaging.privacy._flower_zygote"}  # the zygote's forks keep its argv
 FLOWER_EXES = {"flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp", "flwr"}
 
 
 def _flower_processes() -> set[tuple[int, str]]:
-    """Live processes running a Flower executable (argv[0] or the script python runs) or our warm
-    SuperExec (``python -m mlimaging.privacy._flower_exec``)."""
+    """Live processes running a Flower executable (argv[0] or the script python runs), our warm
+    SuperExec (``python -m mlimaging.privacy._flower_exec``) or our zygote and its forks."""
     found = set()
     for pid, (_, started) in _proc_table().items():
         try:
@@ -54,7 +55,7 @@ def _flower_processes() -> set[tuple[int, str]]:
                 argv = [a.decode(errors="replace") for a in f.read().split(b"\0")[:3]]
         except OSError:
             continue
-        if any(os.path.basename(a) in FLOWER_EXES for a in argv[:2]) or "mlimaging.privacy._flower_exec" in argv:
+        if any(os.path.basename(a) in FLOWER_EXES for a in argv[:2]) or set(argv) & OUR_MODULES:
             found.add((pid, started))
     return found
 
@@ -205,8 +206,9 @@ def test_deploy_stops_everything_on_ctrl_c(tmp_path, sig, expected):
     _assert_all_stopped(out, before)
 
 
-def test_fork_executor_runs_clientapp_tasks_only():
-    """The warm SuperExec forks only for ClientApp tasks; anything else is refused, nothing started."""
+def test_fork_executor_runs_its_task_type_only():
+    """A warm SuperExec forks only for the task type it was made for (ClientApp by default, or ServerApp);
+    anything else is refused and nothing is started; an unknown type is a ValueError."""
     pytest.importorskip("flwr")
     from flwr.supercore.constant import TaskType
     from flwr.supercore.superexec.executor import LaunchResultStatus
@@ -214,18 +216,24 @@ def test_fork_executor_runs_clientapp_tasks_only():
 
     from mlimaging.privacy._flower_exec import ForkExecutor
 
-    ex = ForkExecutor()
-    spec = ExecutionSpec(task_type=TaskType.SERVER_APP, runtime_api_address="127.0.0.1:1", token="ab", insecure=True,
-                         root_certificates_path=None, runtime_dependency_install=False, parent_pid=None,
-                         suppress_output=True, task_id=1)
-    assert ex.launch(spec).status == LaunchResultStatus.FAILED
-    assert ex.children == {}
-    assert ex.get_eligible_capacity({TaskType.CLIENT_APP}) == ({TaskType.CLIENT_APP}, set())
+    def spec(task_type):
+        return ExecutionSpec(task_type=task_type, runtime_api_address="127.0.0.1:1", token="ab", insecure=True,
+                             root_certificates_path=None, runtime_dependency_install=False, parent_pid=None,
+                             suppress_output=True, task_id=1)
+
+    for ex, accepted, refused in ((ForkExecutor(), TaskType.CLIENT_APP, TaskType.SERVER_APP),
+                                  (ForkExecutor("serverapp"), TaskType.SERVER_APP, TaskType.CLIENT_APP)):
+        assert ex.launch(spec(refused)).status == LaunchResultStatus.FAILED
+        assert ex.children == {}
+        assert ex.get_eligible_capacity(set(TaskType)) == ({accepted}, set())
+        assert ex.get_eligible_capacity({refused}) == (set(), set())
+    with pytest.raises(ValueError, match="task_type"):
+        ForkExecutor("agentapp")
 
 
 def test_flwr_is_imported_lazily():
     code = ("import sys, mlimaging.cli, mlimaging.privacy.flower, mlimaging.cli.fl_deploy, "
-            "mlimaging.privacy._flower_exec; "
+            "mlimaging.privacy._flower_exec, mlimaging.privacy._flower_zygote; "
             "assert not [m for m in sys.modules if m.split('.')[0] == 'flwr'], 'flwr imported at module level'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 

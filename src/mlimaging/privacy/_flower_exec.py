@@ -36,15 +36,20 @@ import sys
 import traceback
 from typing import Any
 
+#: The task types a :class:`ForkExecutor` can run: Flower's ClientApp and ServerApp.
+TASK_TYPES = frozenset({"clientapp", "serverapp"})
+
 
 class ForkExecutor:
-    """Flower's ``Executor`` protocol: every ClientApp task runs in a ``fork`` of this process.
+    """Flower's ``Executor`` protocol: every task runs in a ``fork`` of this process.
 
     ``launch`` forks; the child resets the signal handlers and Flower's exit handlers inherited
-    from the SuperExec (they would close the parent's client and executor), runs
-    ``run_clientapp`` for the task's token and leaves with ``os._exit``. ``reconcile`` (called by
-    the SuperExec loop between polls) reaps finished children; ``close`` sends ``SIGTERM`` to
-    the ones still running.
+    from the SuperExec (they would close the parent's client and executor), runs Flower's
+    ``flwr-clientapp`` body (``run_clientapp``) for a ClientApp task or its ``flwr-serverapp``
+    body (``run_serverapp``) for a ServerApp task, and leaves with ``os._exit``. It accepts only
+    the task type it was made for (``"clientapp"``, the default, or ``"serverapp"``).
+    ``reconcile`` (called by the SuperExec loop between polls) reaps finished children; ``close``
+    sends ``SIGTERM`` to the ones still running.
 
     Examples
     --------
@@ -53,24 +58,31 @@ class ForkExecutor:
     {}
     """
 
-    def __init__(self) -> None:
+    def __init__(self, task_type: str = "clientapp") -> None:
+        if task_type not in TASK_TYPES:
+            raise ValueError(f"task_type must be one of {sorted(TASK_TYPES)}, got {task_type!r}")
+        self.task_type = task_type
         self.children: dict[int, int] = {}  # pid -> task id
+
+    def _accepted(self) -> Any:
+        from flwr.supercore.constant import TaskType
+
+        return TaskType.CLIENT_APP if self.task_type == "clientapp" else TaskType.SERVER_APP
 
     def get_eligible_capacity(self, supported_task_types: set, *, insecure: bool = False,
                               root_certificates_path: str | None = None) -> tuple[set, set[str]]:
         del insecure, root_certificates_path
-        return set(supported_task_types), set()
+        return set(supported_task_types) & {self._accepted()}, set()
 
     def wait_for_capacity(self, task_type: Any = None, *, fab_hash: str | None = None, insecure: bool = False,
                           root_certificates_path: str | None = None) -> None:
         del task_type, fab_hash, insecure, root_certificates_path
 
     def launch(self, spec: Any) -> Any:
-        from flwr.supercore.constant import TaskType
         from flwr.supercore.superexec.executor import LaunchResult
 
-        if spec.task_type != TaskType.CLIENT_APP:
-            return LaunchResult.failed(f"this SuperExec runs ClientApp tasks only, not {spec.task_type}")
+        if spec.task_type != self._accepted():
+            return LaunchResult.failed(f"this SuperExec runs {self.task_type} tasks only, not {spec.task_type}")
         sys.stdout.flush()
         sys.stderr.flush()
         pid = os.fork()
@@ -103,14 +115,29 @@ def _run_task(spec: Any) -> None:
     try:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGQUIT):
             signal.signal(sig, signal.SIG_DFL)
+        from flwr.supercore.constant import TaskType
         from flwr.supercore.exit import exit_handler
         from flwr.supercore.tls import validate_and_resolve_root_certificates
-        from flwr.supernode.runtime.run_clientapp import run_clientapp
 
         exit_handler.registered_exit_handlers.clear()
-        run_clientapp(runtime_api_address=spec.runtime_api_address, token=spec.token, insecure=spec.insecure,
-                      certificates=validate_and_resolve_root_certificates(spec.root_certificates_path, spec.insecure),
-                      parent_pid=spec.parent_pid, runtime_dependency_install=False)
+        certificates = validate_and_resolve_root_certificates(spec.root_certificates_path, spec.insecure)
+        if spec.task_type == TaskType.SERVER_APP:  # what `flwr-serverapp` does, in this fork
+            from queue import Queue
+
+            from flwr.supercore.logger import mirror_output_to_queue, restore_output
+            from flwr.superlink.runtime import run_serverapp
+
+            log_queue: Queue = Queue()
+            mirror_output_to_queue(log_queue)  # the ServerApp's output goes to the SuperLink (`flwr run --stream`)
+            run_serverapp(runtime_api_address=spec.runtime_api_address, log_queue=log_queue, token=spec.token,
+                          insecure=spec.insecure, certificates=certificates, parent_pid=spec.parent_pid,
+                          runtime_dependency_install=False)
+            restore_output()
+        else:
+            from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+            run_clientapp(runtime_api_address=spec.runtime_api_address, token=spec.token, insecure=spec.insecure,
+                          certificates=certificates, parent_pid=spec.parent_pid, runtime_dependency_install=False)
         code = 0
     except SystemExit as e:  # flwr_exit ends every task with sys.exit(0 or 1)
         code = e.code if isinstance(e.code, int) else 1
@@ -125,22 +152,34 @@ def _run_task(spec: Any) -> None:
 
 
 def _warm_up(cfg: dict[str, Any]) -> None:
-    """Load the run's data (cached for the forked tasks) and take one tiny local step (8 digits), so
-    that torch's one-time costs of a process's first forward, backward and optimizer step (about
-    1 CPU s) are paid here once instead of in every task."""
+    """Load the run's data (cached for the forked tasks), evaluate 8 test digits and take one tiny local
+    step (8 digits), so that torch's one-time costs of a process's first forward, backward and optimizer
+    step (about 1 CPU s) are paid here once instead of in every task."""
     import torch
     from torch import nn
 
     from mlimaging.privacy import flower
     from mlimaging.privacy.federated import _optimizer_factory, _subset, _train_client
+    from mlimaging.training import evaluate
     from mlimaging.utils import set_torch_threads
 
     set_torch_threads(int(cfg["threads"]))
-    data, _, parts = flower._data(cfg)
+    data, test, parts = flower._data(cfg)
     anchor = flower.initial_model(int(cfg["seed"]))
+    evaluate(anchor, _subset(test, list(range(8))), metrics=("accuracy",), loss=nn.CrossEntropyLoss())  # ServerApp's
     _train_client(flower.initial_model(int(cfg["seed"])), anchor, anchor.state_dict(), _subset(data, parts[0][:8]),
                   loss=nn.CrossEntropyLoss(), proximal_mu=0.0, factory=_optimizer_factory("sgd", 0.01), local_epochs=1,
                   batch_size=8, seed=0, device=torch.device("cpu"))
+
+
+def serve(runtime_api_address: str, *, parent_pid: int | None = None, task_type: str = "clientapp") -> None:
+    """Flower's SuperExec loop (``run_superexec``) with a :class:`ForkExecutor` for ``task_type`` tasks."""
+    from flwr.supercore.superexec import run_superexec as superexec
+
+    executor = ForkExecutor(task_type)
+    # run_superexec builds its executor with get_executor(); Flower offers no way to pass one in.
+    superexec.get_executor = lambda *a, **k: executor
+    superexec.run_superexec(runtime_api_address=runtime_api_address, insecure=True, parent_pid=parent_pid)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -150,21 +189,19 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--runtime-api-address", required=True)
     parser.add_argument("--parent-pid", type=int, default=None)
     parser.add_argument("--warm-config", default=None, help="run config (JSON) whose data to load before forking")
+    parser.add_argument("--task-type", choices=sorted(TASK_TYPES), default="clientapp")
     args = parser.parse_args(argv)
 
     import torch  # noqa: F401 - imported once here, inherited by every task
     from flwr.app import Message  # noqa: F401
     from flwr.clientapp import ClientApp  # noqa: F401
-    from flwr.supercore.superexec import run_superexec as superexec
     from flwr.supernode.runtime import run_clientapp  # noqa: F401
 
     from mlimaging.privacy import flower
 
     if args.warm_config:
         _warm_up(flower._config(json.loads(args.warm_config)))
-    # run_superexec builds its executor with get_executor(); Flower offers no way to pass one in.
-    superexec.get_executor = lambda *a, **k: ForkExecutor()
-    superexec.run_superexec(runtime_api_address=args.runtime_api_address, insecure=True, parent_pid=args.parent_pid)
+    serve(args.runtime_api_address, parent_pid=args.parent_pid, task_type=args.task_type)
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ recorded, so a reused pid is never hit.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -29,7 +30,7 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _wait_port(port: int, proc: subprocess.Popen, timeout: float, name: str) -> None:
+def _wait_port(port: int, proc: Any, timeout: float, name: str) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -38,7 +39,7 @@ def _wait_port(port: int, proc: subprocess.Popen, timeout: float, name: str) -> 
             s.settimeout(0.2)
             if s.connect_ex(("127.0.0.1", port)) == 0:
                 return
-        time.sleep(0.2)
+        time.sleep(0.05)
     raise TimeoutError(f"{name} did not listen on 127.0.0.1:{port} within {timeout:g} s")
 
 
@@ -132,12 +133,14 @@ def _stop(procs: list[subprocess.Popen], seen: dict[int, str], grace: float = 5.
         time.sleep(0.05)
 
 
-def tree_cpu_seconds(roots: list[int], *, by_name: bool = False) -> Any:
+def tree_cpu_seconds(roots: list[int], *, by_name: bool = False, labels: Mapping[int, str] | None = None) -> Any:
     """CPU seconds (user + system) used so far by ``roots`` and every process below them, zombies
     included: each process's own time plus that of the children it has already reaped (which
     have left the process table, so nothing is counted twice). ``by_name=True`` returns a dict
     ``{program: seconds}`` (program: the basename of the executable or script, or the module of
-    ``python -m``) instead of the total.
+    ``python -m``) instead of the total; ``labels`` (``pid -> name``) names processes whose
+    command line does not tell (forks of a zygote), and every process below a labelled one gets
+    its label.
 
     Examples
     --------
@@ -149,16 +152,58 @@ def tree_cpu_seconds(roots: list[int], *, by_name: bool = False) -> Any:
     children: dict[int, list[int]] = {}
     for pid, (ppid, _) in stats.items():
         children.setdefault(ppid, []).append(pid)
+    labels = labels or {}
     names: dict[str, float] = {}
-    stack, done = [r for r in roots if r in stats], set()
+    stack: list[tuple[int, str | None]] = [(r, None) for r in roots if r in stats]
+    done: set[int] = set()
     while stack:
-        pid = stack.pop()
+        pid, inherited = stack.pop()
         if pid not in done:
             done.add(pid)
-            name = _program(pid) if by_name else ""
+            label = labels.get(pid) or inherited
+            name = (label or _program(pid)) if by_name else ""
             names[name] = names.get(name, 0.0) + stats[pid][1]
-            stack.extend(children.get(pid, []))
+            stack.extend((c, label) for c in children.get(pid, []))
     return names if by_name else sum(names.values())
+
+
+class _Child:
+    """A process of the deployment that we did not start ourselves (forked by the zygote), watched
+    through its pid and start time; ``poll()`` as ``subprocess.Popen``'s (-1 once it is gone)."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = int(pid)
+        self.started = _proc_table().get(self.pid, (0, ""))[1]
+        self.returncode: int | None = None
+
+    def poll(self) -> int | None:
+        if self.returncode is None and not alive({self.pid: self.started}):
+            self.returncode = -1
+        return self.returncode
+
+
+def _wait_pids(path: Path, zygote: subprocess.Popen, timeout: float) -> dict[str, int]:
+    """The ``{name: pid}`` the zygote writes once it has forked every process."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            return {k: int(v) for k, v in json.loads(path.read_text()).items()}
+        except (FileNotFoundError, ValueError):
+            pass
+        if zygote.poll() is not None:
+            raise RuntimeError(f"the deployment's zygote exited with code {zygote.returncode} before forking "
+                               f"(see {path.parent / 'zygote.log'})")
+        time.sleep(0.05)
+    raise TimeoutError(f"the deployment's zygote did not fork its processes within {timeout:g} s")
+
+
+def _label(name: str) -> str:
+    """The program name that the CPU table shows for a process forked by the zygote (``name`` in its spec)."""
+    if name == "superlink":
+        return "flower-superlink"
+    if name.startswith("supernode-"):
+        return "flower-supernode"
+    return "superexec+ServerApp" if name == "superexec-serverapp" else "superexec+ClientApps"
 
 
 def _program(pid: int) -> str:

@@ -56,16 +56,20 @@ import torch
 from torch import nn
 
 from mlimaging.privacy._flower_procs import (
+    _Child,
     _descendants,
     _executable,
     _free_port,
+    _label,
     _proc_table,  # noqa: F401 - re-exported for the tests
     _signal_tree,
     _stop,
+    _wait_pids,
     _wait_port,
     alive,
     tree_cpu_seconds,
 )
+from mlimaging.privacy._flower_zygote import deployment_spec
 from mlimaging.privacy.federated import (
     FLHistory,
     _client_seed,
@@ -84,6 +88,9 @@ APP_MODULE = "mlimaging_flower_app"
 #: is an HTTP request that costs CPU on both ends: at 0.1 s the SuperLink and SuperNodes burnt about 13 CPU s
 #: more per 150 s run than at 1 s (4 SuperNodes); 0.5 s halves Flower's task latency at a fifth of that cost.
 POLL_INTERVAL = 0.5
+#: Seconds a SuperNode waits after a pull that found no message (Flower 1.42: a fixed 3 s; see
+#: :func:`mlimaging.privacy._flower_zygote.patch_supernode_waits`).
+SUPERNODE_IDLE_WAIT = 0.2
 RUN_DEFAULTS: dict[str, Any] = {
     "num-server-rounds": 5, "num-clients": 4, "seed": 0, "lr": 0.05, "local-epochs": 1, "batch-size": 10,
     "proximal-mu": 0.0, "scheme": "iid", "n-train": 0, "n-test": 0, "out-dir": "", "round-timeout": 120.0,
@@ -655,8 +662,7 @@ def deploy(
         if kill[0] >= clients or kill[1] > rounds:
             raise ValueError(f"kill={kill!r} names a client or round outside {clients} clients and {rounds} rounds")
     _require_flwr()
-    superlink_exe, supernode_exe, flwr_exe = (_executable(n) for n in
-                                              ("flower-superlink", "flower-supernode", "flwr"))
+    flwr_exe = _executable("flwr")
     out = Path(out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     for stale in ("history.json", "round.json", "model.pt", "timing.json"):
@@ -674,10 +680,11 @@ def deploy(
     port = _free_port()
     (home / "config.toml").write_text(f'[superlink]\ndefault = "deploy"\n\n[superlink.deploy]\n'
                                       f'address = "127.0.0.1:{port}"\ninsecure = true\n')
-    bindir = str(Path(superlink_exe).parent)
+    bindir = str(Path(flwr_exe).parent)
     # No telemetry (a local deployment must not phone home; each exiting Flower process would wait up to
     # 4 s for it), and Flower's SuperExecs poll for new tasks every POLL_INTERVAL s instead of 1 s.
     env = dict(os.environ, FLWR_HOME=str(home), PYTHONUNBUFFERED="1", FLWR_TELEMETRY_ENABLED="0",
+               FLWR_DISABLE_UPDATE_CHECK="1",
                FLWR_SUPEREXEC_TASK_POLL_INTERVAL=str(POLL_INTERVAL), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
     say = print if progress else (lambda *a, **k: None)
@@ -698,32 +705,33 @@ def deploy(
     # `kill PID` (SIGTERM) ends the wait like Ctrl-C does, through the finally below that stops every process
     on_main = threading.current_thread() is threading.main_thread()
     previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main else None
+    pids: dict[str, int] = {}
     try:
-        link = start([superlink_exe, "--insecure", "--host", "127.0.0.1", "--port", str(port),
-                      "--disable-runtime-dependency-installation"], "superlink.log")
+        # One zygote imports torch, Flower and mlimaging and loads the data once, then forks the SuperLink,
+        # the SuperNodes (process isolation) and a warm SuperExec beside each (the SuperLink's runs the
+        # ServerApp, the SuperNodes' the ClientApps), all at once: see mlimaging.privacy._flower_zygote.
+        spec = deployment_spec(port=port, clients=clients, logs=logs, pids=logs / "pids.json",
+                               warm={k: run_config[k] for k in ("n-train", "n-test", "seed", "num-clients", "scheme",
+                                                                "threads")}, idle_wait=SUPERNODE_IDLE_WAIT)
+        _atomic_json(logs / "zygote.json", spec)
+        (logs / "pids.json").unlink(missing_ok=True)
+        zygote = start([sys.executable, "-m", "mlimaging.privacy._flower_zygote", "--spec", str(logs / "zygote.json")],
+                       "zygote.log")
+        pids = _wait_pids(logs / "pids.json", zygote, min(120.0, timeout))
+        link = _Child(pids["superlink"])
+        nodes = [_Child(pids[f"supernode-{k}"]) for k in range(clients)]
+        execs = [_Child(pids[f"superexec-{k}"]) for k in range(clients)]
+        times["processes_forked"] = time.time()
         _wait_port(port, link, min(60.0, timeout), "flower-superlink")
         times["superlink_listening"] = time.time()
-        say(f"SuperLink on 127.0.0.1:{port}")
-        nodes, execs = [], []
-        warm = json.dumps({k: run_config[k] for k in ("n-train", "n-test", "seed", "num-clients", "scheme")})
-        for k in range(clients):  # each SuperNode in process isolation, with our warm SuperExec beside it
-            node_port = _free_port()
-            nodes.append(start([supernode_exe, "--insecure", "--superlink", f"127.0.0.1:{port}",
-                                "--node-config", f"partition-id={k} num-partitions={clients}",
-                                "--isolation", "process", "--host", "127.0.0.1", "--port", str(node_port)],
-                               f"supernode-{k}.log"))
-            execs.append(start([sys.executable, "-m", "mlimaging.privacy._flower_exec", "--runtime-api-address",
-                                f"127.0.0.1:{node_port}", "--parent-pid", str(nodes[-1].pid), "--warm-config", warm],
-                               f"superexec-{k}.log"))
-        times["supernodes_started"] = time.time()
-        say(f"{clients} SuperNodes started")
+        say(f"SuperLink on 127.0.0.1:{port}, {clients} SuperNodes started")
         runner = start([flwr_exe, "run", str(out / "app"), "deploy", "--stream"], "flwr-run.log")
         killed, last_round = False, 0
         while not (out / "history.json").exists():
             if time.monotonic() > t_end:
                 raise TimeoutError(f"the Flower run did not finish within {timeout:g} s (logs in {logs})")
             if link.poll() is not None:
-                raise RuntimeError(f"flower-superlink exited with code {link.returncode} (see {logs})")
+                raise RuntimeError(f"flower-superlink exited (see {logs})")
             if runner.poll() is not None and not (out / "history.json").exists():
                 tail = (logs / "flwr-run.log").read_text(errors="replace").strip().splitlines()[-3:]
                 raise RuntimeError(f"the Flower run ended (flwr run exit code {runner.returncode}) without a history; "
@@ -741,11 +749,12 @@ def deploy(
                 _signal_tree(_descendants([nodes[kill[0]].pid, execs[kill[0]].pid]), signal.SIGKILL)
                 killed = True
                 say(f"killed SuperNode {kill[0]} in round {r}")
-            time.sleep(0.2)
+            time.sleep(0.1)
         times["history_seen"] = time.time()
     finally:
         try:  # CPU time of the whole tree, read before stopping it (nothing orphaned yet)
-            times["cpu_by_program"] = tree_cpu_seconds([p.pid for p in procs], by_name=True)
+            times["cpu_by_program"] = tree_cpu_seconds([p.pid for p in procs], by_name=True,
+                                                       labels={pid: _label(name) for name, pid in pids.items()})
             times["cpu_seconds"] = sum(times["cpu_by_program"].values())
         except Exception:  # noqa: BLE001 - a measurement must never prevent the cleanup below
             times["cpu_seconds"] = None

@@ -1,0 +1,164 @@
+"""The zygote of the Flower deployment (mlimaging.privacy._flower_zygote) and the SuperNode wait patch.
+
+Needs Flower (``pip install "mlimaging[fl]"``); skipped without it, except the pure-Python parts.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from mlimaging.privacy._flower_procs import _free_port, _label, _proc_table, alive, tree_cpu_seconds
+from mlimaging.privacy._flower_zygote import (
+    IDLE_WAIT,
+    REPLY_WAIT,
+    _ShortSleeps,
+    deployment_spec,
+    patch_supernode_waits,
+    restore_supernode_waits,
+)
+
+
+@pytest.fixture
+def sci():
+    pytest.importorskip("flwr")
+    from flwr.supernode import start_client_internal as module
+
+    yield module
+    restore_supernode_waits()
+    assert module.time is time  # never leaves the patch behind for other tests
+
+
+def test_patch_shortens_the_supernode_waits_and_is_undone(sci, monkeypatch):
+    """Worked example: Flower's fixed 3 s idle wait becomes ``idle``, its 0.5 s reply checks ``reply``;
+    shorter sleeps are kept; every other attribute of ``time`` is ``time``'s; restore puts ``time`` back."""
+    assert patch_supernode_waits(0.2, 0.05) is True
+    assert isinstance(sci.time, _ShortSleeps)
+    slept = []
+    monkeypatch.setattr(time, "sleep", slept.append)
+    for s in (3, 3.0, 0.5, 0.01):
+        sci.time.sleep(s)
+    assert slept == [0.2, 0.2, 0.05, 0.01]
+    assert sci.time.monotonic is time.monotonic and sci.time.time is time.time
+    assert patch_supernode_waits(0.4, 0.1) is True  # re-applied with new values, not wrapped twice
+    sci.time.sleep(3)
+    assert slept[-1] == 0.4
+    restore_supernode_waits()
+    assert sci.time is time
+
+
+def test_patch_falls_back_on_an_unknown_flower(sci, monkeypatch, caplog):
+    """Guard: another Flower version, or a module that no longer sleeps through ``time``, is left alone
+    with a logged note."""
+    import flwr
+
+    monkeypatch.setattr(flwr, "__version__", "9.0.0")
+    with caplog.at_level(logging.WARNING, logger="mlimaging.privacy._flower_zygote"):
+        assert patch_supernode_waits() is False
+    assert sci.time is time
+    assert "left unpatched" in caplog.text
+    monkeypatch.undo()
+    monkeypatch.setattr(sci, "time", object())  # a Flower whose loop no longer uses the module `time`
+    assert patch_supernode_waits() is False
+    assert not isinstance(sci.time, _ShortSleeps)
+
+
+def test_zygote_children_stop_with_the_zygote(tmp_path):
+    """Invariant: every process the zygote forked (SuperLink, SuperNode, warm SuperExecs) runs as its own
+    pid, and all of them are gone after the zygote is SIGKILLed (``PR_SET_PDEATHSIG``), without any
+    signal sent to them by us."""
+    pytest.importorskip("flwr")
+    port = _free_port()
+    spec = deployment_spec(port=port, clients=1, logs=tmp_path, pids=tmp_path / "pids.json", warm=None)
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", FLWR_HOME=str(tmp_path))
+    zygote = subprocess.Popen([sys.executable, "-m", "mlimaging.privacy._flower_zygote", "--spec",
+                               str(tmp_path / "spec.json")], env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "pids.json").exists() and zygote.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        pids = json.loads((tmp_path / "pids.json").read_text())
+        assert sorted(pids) == ["superexec-0", "superexec-serverapp", "superlink", "supernode-0"]
+        table = _proc_table()
+        tree = {p: table[p][1] for p in pids.values() if p in table}
+        assert len(set(pids.values())) == 4 and all(table[p][0] == zygote.pid for p in tree)
+        by_name = tree_cpu_seconds([zygote.pid], by_name=True, labels={p: _label(n) for n, p in pids.items()})
+        assert {"flower-superlink", "flower-supernode", "superexec+ClientApps", "superexec+ServerApp"} <= set(by_name)
+        os.kill(zygote.pid, signal.SIGKILL)
+        zygote.wait(timeout=30)
+        deadline = time.monotonic() + 60  # a hang bound, not a speed check
+        while alive(tree) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert alive(tree) == []
+    finally:
+        if zygote.poll() is None:
+            zygote.kill()
+            zygote.wait()
+
+
+def test_zygote_forwards_sigterm_and_exits(tmp_path):
+    """``SIGTERM`` to the zygote stops its children and then the zygote itself (exit code 0)."""
+    pytest.importorskip("flwr")
+    spec = deployment_spec(port=_free_port(), clients=1, logs=tmp_path, pids=tmp_path / "pids.json", warm=None)
+    spec["children"] = spec["children"][:1]  # the SuperLink alone
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", FLWR_HOME=str(tmp_path))
+    zygote = subprocess.Popen([sys.executable, "-m", "mlimaging.privacy._flower_zygote", "--spec",
+                               str(tmp_path / "spec.json")], env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "pids.json").exists() and zygote.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.1)
+        link = json.loads((tmp_path / "pids.json").read_text())["superlink"]
+        tree = {link: _proc_table()[link][1]}
+        zygote.send_signal(signal.SIGTERM)
+        assert zygote.wait(timeout=60) == 0
+        assert alive(tree) == []
+    finally:
+        if zygote.poll() is None:
+            zygote.kill()
+            zygote.wait()
+
+
+def test_tree_cpu_seconds_labels_a_process_and_its_descendants():
+    """Worked example: a labelled pid (and everything below it) is reported under its label."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        me = os.getpid()
+        by_name = tree_cpu_seconds([me], by_name=True, labels={me: "tester"})
+        assert set(by_name) == {"tester"}  # the sleeping child inherits the label
+        assert by_name["tester"] == pytest.approx(tree_cpu_seconds([me]), abs=0.05)
+    finally:
+        child.kill()
+        child.wait()
+
+
+def test_deployment_spec_layout():
+    """The spec names every process once: the SuperLink (process isolation) with its ServerApp SuperExec, and
+    per client a SuperNode on its own port with a ClientApp SuperExec that exits with it."""
+    from pathlib import Path
+
+    spec = deployment_spec(port=9092, clients=3, logs=Path("/l"), pids=Path("/l/p.json"), warm={"seed": 0})
+    names = [c["name"] for c in spec["children"]]
+    assert len(names) == len(set(names)) == 2 + 2 * 3
+    link = spec["children"][0]
+    assert link["role"] == "superlink" and "--isolation" in link["argv"] and "process" in link["argv"]
+    ports = set()
+    for k in range(3):
+        node = next(c for c in spec["children"] if c["name"] == f"supernode-{k}")
+        ex = next(c for c in spec["children"] if c["name"] == f"superexec-{k}")
+        port = node["argv"][node["argv"].index("--port") + 1]
+        ports.add(port)
+        assert ex["parent"] == node["name"] and ex["task_type"] == "clientapp"
+        assert ex["argv"][ex["argv"].index("--runtime-api-address") + 1] == f"127.0.0.1:{port}"
+        assert f"partition-id={k} num-partitions=3" in node["argv"]
+    assert len(ports) == 3 and "9092" not in ports
+    assert spec["idle_wait"] == IDLE_WAIT and REPLY_WAIT < 0.5
