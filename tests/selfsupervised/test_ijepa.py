@@ -236,3 +236,96 @@ def test_ema_extremes_copy_or_freeze_the_target(ema):
     expected = context if ema[0] == 0.0 else start  # momentum 0: a copy; momentum 1: never moves
     assert all(torch.equal(target[k], expected[k]) for k in target)
     assert any(not torch.equal(context[k], start[k]) for k in context)
+
+
+# ---------------------------------------------------------------- C-JEPA's variance / covariance option
+
+
+def _loss_parts(model, x, seed):
+    """The prediction loss and the context encoder's tokens of ssl_loss, computed by hand with its masks."""
+    masks = multi_block_masks(model.grid_size, batch=len(x), **model.mask_options,
+                              generator=torch.Generator().manual_seed(seed))
+    t = model.target_tokens(x)
+    if model.standardise_targets:
+        t = (t - t.mean(0)) / (t.var(0, unbiased=False) + 1e-6).sqrt()
+    context = encode_visible(model.encoder, x, masks.context)[:, 1:]
+    pred = model.predict(context, masks.context, masks.targets)
+    b, m, k = masks.targets.shape
+    targets = torch.stack([t[i, masks.targets[i].reshape(-1)] for i in range(b)]).reshape(b, m, k, -1)
+    return ((pred - targets) ** 2).mean(), context
+
+
+def test_zero_weights_keep_the_published_loss():
+    x = images(6)
+    plain = make().ssl_loss(x, generator=torch.Generator().manual_seed(3))
+    zero = make(variance_weight=0.0, covariance_weight=0.0).ssl_loss(x, generator=torch.Generator().manual_seed(3))
+    assert isinstance(zero, torch.Tensor) and torch.equal(plain, zero)
+
+
+@pytest.mark.parametrize("regularise", ["pooled", "tokens"])
+def test_regularised_loss_adds_vicreg_terms_of_the_context_encoder(regularise):
+    from mlimaging.selfsupervised.losses import covariance_loss, variance_loss
+
+    model = make(variance_weight=2.0, covariance_weight=0.5, regularise=regularise)
+    x = images(6, seed=2)
+    loss, extras = model.ssl_loss(x, generator=torch.Generator().manual_seed(4))
+    with torch.no_grad():
+        prediction, context = _loss_parts(model, x, 4)
+        z = context.mean(1) if regularise == "pooled" else context.reshape(-1, 16)
+        # by hand: the VICReg hinge on the std of every feature, the squared off-diagonal covariances / D
+        std = (z.var(0) + 1e-4).sqrt()
+        v = torch.clamp(1 - std, min=0).mean()
+        cov = (z - z.mean(0)).T @ (z - z.mean(0)) / (len(z) - 1)
+        c = (cov.pow(2).sum() - cov.diagonal().pow(2).sum()) / 16
+    torch.testing.assert_close(extras["prediction"], prediction)
+    torch.testing.assert_close(extras["variance"], v)
+    torch.testing.assert_close(extras["covariance"], c)
+    torch.testing.assert_close(loss.detach(), prediction + 2.0 * v + 0.5 * c)
+    assert float(variance_loss(z)) == pytest.approx(float(v)) and float(covariance_loss(z)) == pytest.approx(float(c))
+
+
+def test_regulariser_gradient_reaches_the_encoder_and_not_the_target_encoder():
+    x = images(8)
+    grads = {}
+    for name, kw in (("plain", {}), ("vicreg", {"variance_weight": 1.0, "covariance_weight": 1.0})):
+        model = make(**kw)
+        result = model.ssl_loss(x, generator=torch.Generator().manual_seed(0))
+        (result[0] if isinstance(result, tuple) else result).backward()
+        assert all(p.grad is None for p in model.target_encoder.parameters())
+        grads[name] = model.encoder.patch_embed.proj.weight.grad.clone()
+    # same initialisation and masks: the difference is the regulariser's gradient, which is not zero
+    assert (grads["vicreg"] - grads["plain"]).abs().max() > 1e-6
+
+
+def test_standardised_targets_are_standardised_per_position_and_feature_over_the_batch():
+    model = make(standardise_targets=True)
+    x = images(5, seed=3)
+    loss = model.ssl_loss(x, generator=torch.Generator().manual_seed(7))
+    with torch.no_grad():
+        prediction, _ = _loss_parts(model, x, 7)
+    torch.testing.assert_close(loss.detach(), prediction)
+    assert not torch.allclose(loss, make().ssl_loss(x, generator=torch.Generator().manual_seed(7)))
+
+
+def test_fit_logs_the_regulariser_terms():
+    model = make(variance_weight=1.0, covariance_weight=0.04, total_steps=8)
+    h = fit(model, TensorDataset(images(32)), step=SelfSupervisedStep(seed=0), metrics=(), batch_size=16,
+            optimizer=lambda p: torch.optim.AdamW(p, lr=3e-3), epochs=2, progress=False)
+    assert len(h["variance"]) == len(h["covariance"]) == len(h["prediction"]) == 2
+    assert h["variance"][-1] < h["variance"][0]  # the hinge pushes the pooled features apart
+
+
+@pytest.mark.parametrize("kw, match", [
+    ({"variance_weight": -1.0}, "variance_weight"), ({"variance_weight": float("nan")}, "variance_weight"),
+    ({"covariance_weight": float("inf")}, "covariance_weight"), ({"covariance_weight": True}, "covariance_weight"),
+    ({"variance_weight": "1"}, "variance_weight"), ({"regularise": "cls"}, "regularise"),
+    ({"standardise_targets": 1}, "standardise_targets")])
+def test_bad_regulariser_options_are_refused(kw, match):
+    with pytest.raises(ValueError, match=match):
+        IJEPA(**{**TINY, **kw})
+
+
+@pytest.mark.parametrize("kw", [{"variance_weight": 1.0}, {"covariance_weight": 1.0}, {"standardise_targets": True}])
+def test_batch_statistics_need_two_images(kw):
+    with pytest.raises(ValueError, match="at least 2 images"):
+        make(**kw).ssl_loss(images(1), generator=torch.Generator().manual_seed(0))

@@ -16,10 +16,12 @@ from mlimaging.selfsupervised.losses import (
     NTXentLoss,
     TripletLoss,
     batch_hard_triplets,
+    covariance_loss,
     info_nce,
     nt_xent,
     semi_hard_triplets,
     triplet_loss,
+    variance_loss,
 )
 
 
@@ -345,3 +347,67 @@ def test_mining_rejects_bad_labels():
         batch_hard_triplets(e, torch.tensor([0.0, 1.0, 0.0, 1.0]))
     with pytest.raises(ValueError, match="embeddings"):
         semi_hard_triplets(torch.randn(4), torch.tensor([0, 1, 0, 1]), margin=1.0)
+
+
+# ---------------------------------------------------------------- VICReg variance and covariance
+
+
+def test_variance_and_covariance_worked_example():
+    # three rows, two features: feature 0 = (0, 1, 2) (variance 1), feature 1 = (0, 0, 3) (variance 3)
+    z = torch.tensor([[0.0, 0.0], [1.0, 0.0], [2.0, 3.0]], dtype=torch.float64)
+    # hinges: max(0, 1 - sqrt(1)) = 0 and max(0, 1 - sqrt(3)) = 0; with gamma 2: (1 + 2 - sqrt 3) / 2
+    assert variance_loss(z, eps=0.0).item() == 0.0
+    assert variance_loss(z, gamma=2.0, eps=0.0).item() == pytest.approx((1 + 2 - math.sqrt(3)) / 2)
+    # centred: (-1, -1), (0, -1), (1, 2); cov_01 = (1 + 0 + 2) / 2 = 1.5; c = 2 * 1.5**2 / 2
+    assert covariance_loss(z).item() == pytest.approx(2.25)
+    # a constant feature is fully penalised (std sqrt(eps))
+    flat = torch.ones(4, 3, dtype=torch.float64)
+    assert variance_loss(flat, eps=1e-4).item() == pytest.approx(1 - 1e-2)
+    assert covariance_loss(flat).item() == 0.0
+
+
+@pytest.mark.parametrize("shape", [(2, 1), (8, 16), (64, 33)])
+def test_variance_and_covariance_equal_lightly(shape):
+    pytest.importorskip("lightly.loss")
+    from lightly.loss import vicreg_loss
+
+    z = _randn(*shape, seed=shape[0]) * 0.7
+    torch.testing.assert_close(variance_loss(z), vicreg_loss.variance_loss(z), rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(covariance_loss(z), vicreg_loss.covariance_loss(z), rtol=1e-12, atol=1e-12)
+
+
+def test_variance_and_covariance_invariances():
+    z = _randn(16, 6, seed=3)
+    shift = _randn(1, 6, seed=4)
+    perm = torch.randperm(16, generator=torch.Generator().manual_seed(0))
+    for f in (variance_loss, covariance_loss):
+        torch.testing.assert_close(f(z + shift), f(z))  # a shift of every row changes no (co)variance
+        torch.testing.assert_close(f(z[perm]), f(z))  # nor the order of the batch
+    # scaled by 10 every standard deviation clears the hinge; orthogonal centred columns have no covariance
+    assert variance_loss(z).item() > 0 and variance_loss(10 * z).item() == 0.0
+    a = _randn(16, 6, seed=5)
+    q, _ = torch.linalg.qr(a - a.mean(0))  # columns orthonormal and orthogonal to the ones vector
+    assert covariance_loss(z).item() > 1e-3 and covariance_loss(q).item() < 1e-25
+    # the covariance term grows as the square of the scale, the variance term is piecewise linear in it
+    torch.testing.assert_close(covariance_loss(3 * z), 81 * covariance_loss(z))
+
+
+@settings(max_examples=30, deadline=None)
+@given(rows=st.integers(0, 1), cols=st.integers(1, 4))
+def test_variance_and_covariance_need_two_rows(rows, cols):
+    for f in (variance_loss, covariance_loss):
+        with pytest.raises(ValueError, match="at least 2 rows"):
+            f(torch.zeros(rows, cols))
+
+
+@pytest.mark.parametrize("bad", [torch.zeros(4), torch.zeros(2, 3, 4), torch.zeros(4, 3, dtype=torch.long), [[0.0]]])
+def test_variance_and_covariance_refuse_non_matrices(bad):
+    for f in (variance_loss, covariance_loss):
+        with pytest.raises(ValueError, match="z must"):
+            f(bad)
+
+
+@pytest.mark.parametrize("kw", [{"gamma": -1.0}, {"eps": float("nan")}, {"gamma": True}, {"eps": "0"}])
+def test_variance_rejects_bad_options(kw):
+    with pytest.raises(ValueError, match="must be a finite number"):
+        variance_loss(torch.zeros(3, 2), **kw)

@@ -113,7 +113,8 @@ def patch_size_for(size: int) -> int:
 
 # ------------------------------------------------------------------------------ methods
 def build_method(method: str, *, channels: int, image_size: int, patch_size: int | None = None,
-                 total_steps: int = 1000, flip: bool = True) -> tuple[nn.Module, dict[str, Any]]:
+                 total_steps: int = 1000, flip: bool = True, options: dict[str, Any] | None = None
+                 ) -> tuple[nn.Module, dict[str, Any]]:
     """The self-supervised ``method`` for ``channels`` x ``image_size`` images and the metadata that
     rebuilds its encoder (:func:`load_encoder`). ``flip=False`` leaves horizontal flips out of the
     views of simclr and triplet (digits: a mirrored 2 is no 2)."""
@@ -148,6 +149,7 @@ def build_method(method: str, *, channels: int, image_size: int, patch_size: int
             from mlimaging.selfsupervised.ijepa import IJEPA
 
             kwargs["total_steps"] = int(total_steps)
+            kwargs.update(options or {})
             model = IJEPA(**kwargs)
         meta.update(encoder_name="vit", encoder_kwargs={}, method_kwargs=kwargs)
     else:

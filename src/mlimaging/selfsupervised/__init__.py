@@ -7,7 +7,8 @@ classifier or fine-tuning on a few labels tells how good :math:`h` is.
   :func:`mlimaging.training.fit` (``method.ssl_loss(x, y, generator=...)``, an optional
   ``after_step()``), with its generator saved in checkpoints.
 - ``losses.py``: :func:`nt_xent` (SimCLR), :func:`info_nce`, :func:`triplet_loss` with
-  :func:`batch_hard_triplets` / :func:`semi_hard_triplets` mining, and their module twins.
+  :func:`batch_hard_triplets` / :func:`semi_hard_triplets` mining, and their module twins;
+  VICReg's :func:`variance_loss` and :func:`covariance_loss`.
 - ``augment.py``: batched, seeded transforms with explicit intensity ranges
   (:class:`RandomResizedCrop`, :class:`IntensityJitter`, :class:`GaussianBlur`, ...),
   :class:`TwoViews` and the :func:`simclr_augment` preset.
@@ -59,10 +60,12 @@ from mlimaging.selfsupervised.losses import (
     NTXentLoss,
     TripletLoss,
     batch_hard_triplets,
+    covariance_loss,
     info_nce,
     nt_xent,
     semi_hard_triplets,
     triplet_loss,
+    variance_loss,
 )
 from mlimaging.selfsupervised.mae import MAE
 from mlimaging.selfsupervised.masking import multi_block_masks, patchify, random_masking, unpatchify
@@ -93,6 +96,7 @@ __all__ = [
     "TwoViews",
     "ViTEncoder",
     "batch_hard_triplets",
+    "covariance_loss",
     "extract_features",
     "fine_tune",
     "info_nce",
@@ -111,4 +115,5 @@ __all__ = [
     "stratified_subsets",
     "triplet_loss",
     "unpatchify",
+    "variance_loss",
 ]

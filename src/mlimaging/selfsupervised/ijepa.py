@@ -33,6 +33,25 @@ tokens of its image per channel,
 with :math:`\mu_d, \sigma_d^2` the mean and variance of channel :math:`d` over the
 :math:`N` patches of that image. It is an option; the default is the published I-JEPA target.
 
+C-JEPA's remedy against collapse (Mo & Tong 2024) is the option ``variance_weight`` /
+``covariance_weight`` (both 0 by default: the paper's I-JEPA): VICReg's variance and covariance
+terms (Bardes et al. 2022; :func:`~mlimaging.selfsupervised.losses.variance_loss`,
+:func:`~mlimaging.selfsupervised.losses.covariance_loss`) on the context encoder's output
+:math:`Z` over the batch, the mean context token per image (``regularise="pooled"``, :math:`Z`
+is :math:`B \times D`) or every context token (``"tokens"``),
+
+.. math::
+
+    \mathcal{L}_{C} = \mathcal{L} + \lambda_v \frac{1}{D} \sum_{d} \max\bigl(0, 1 -
+    \sqrt{\operatorname{Var}(Z_{\cdot d}) + \epsilon}\bigr) + \lambda_c \frac{1}{D}
+    \sum_{a \neq b} \operatorname{Cov}(Z)_{ab}^2 ,
+
+so that the context encoder cannot map every image to the same representation while the
+predictor reads the targets off their positions (C-JEPA also adds VICReg's invariance between the
+mean representations of augmented views; this option has no augmentations and leaves it out). ``standardise_targets=True`` standardises each
+target feature per patch position over the batch, :math:`(s_y - \mu_{n,d}) / \sqrt{\sigma^2_{n,d}
++ 10^{-6}}`, which removes the part of the targets that the position alone predicts.
+
 References
 ----------
 Assran M., Duval Q., Misra I., Bojanowski P., Vincent P., Rabbat M., LeCun Y., Ballas N.
@@ -41,6 +60,12 @@ architecture. CVPR. arXiv:2301.08243.
 
 Baevski A., Hsu W.-N., Xu Q., Babu A., Gu J., Auli M. (2022). data2vec: a general framework
 for self-supervised learning in speech, vision and language. ICML. arXiv:2202.03555.
+
+Mo S., Tong S. (2024). Connecting joint-embedding predictive architecture with contrastive
+self-supervised learning. NeurIPS. arXiv:2410.19560.
+
+Bardes A., Ponce J., LeCun Y. (2022). VICReg: variance-invariance-covariance regularization for
+self-supervised learning. ICLR. arXiv:2105.04906.
 """
 
 from __future__ import annotations
@@ -54,13 +79,16 @@ import torch.nn.functional as F
 from torch import nn
 
 from mlimaging.models.vit import LN_EPS, Block, ViT
+from mlimaging.selfsupervised.losses import covariance_loss, variance_loss
 from mlimaging.selfsupervised.mae import encode_visible, vit_encoder
 from mlimaging.selfsupervised.masking import multi_block_masks, sincos_position_embedding
 
-__all__ = ["IJEPA", "TARGETS"]
+__all__ = ["IJEPA", "REGULARISED", "TARGETS"]
 
 #: Target kinds: the paper's layer-normed last output, or data2vec's instance-normed top-K average.
 TARGETS = ("layernorm", "data2vec")
+#: What C-JEPA's variance/covariance terms see: the mean context token per image, or every context token.
+REGULARISED = ("pooled", "tokens")
 
 
 def _gather(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
@@ -101,6 +129,14 @@ class IJEPA(nn.Module):
         averaged; Baevski et al. 2022).
     top_k
         Blocks averaged by ``targets="data2vec"`` (at most the encoder depth; unused otherwise).
+    variance_weight, covariance_weight
+        :math:`\lambda_v, \lambda_c \ge 0` of C-JEPA's VICReg terms on the context encoder's
+        output (0: I-JEPA as published); with either > 0 ``ssl_loss`` returns
+        ``(loss, {"prediction", "variance", "covariance"})`` and ``fit`` logs the three terms.
+    regularise
+        ``"pooled"`` (the mean context token per image) or ``"tokens"`` (every context token).
+    standardise_targets
+        Standardise the targets per position and feature over the batch.
 
     Attributes
     ----------
@@ -125,6 +161,11 @@ class IJEPA(nn.Module):
     ...             predictor_depth=1, targets="data2vec", top_k=2)
     >>> d2v.target_tokens(x).shape  # one target per patch of the 7 x 7 grid
     torch.Size([4, 49, 32])
+    >>> cjepa = IJEPA(image_size=28, patch_size=4, encoder_dim=32, encoder_depth=1, predictor_dim=16,
+    ...               predictor_depth=1, variance_weight=1.0, covariance_weight=0.04)
+    >>> loss, terms = cjepa.ssl_loss(x, generator=torch.Generator().manual_seed(0))
+    >>> sorted(terms), bool(loss > terms["prediction"])
+    (['covariance', 'prediction', 'variance'], True)
     """
 
     def __init__(self, *, image_size: int | Sequence[int], patch_size: int | Sequence[int], in_channels: int = 1,
@@ -132,7 +173,9 @@ class IJEPA(nn.Module):
                  predictor_depth: int = 2, predictor_heads: int = 4, ema: Sequence[float] = (0.996, 1.0),
                  total_steps: int = 1000, num_targets: int = 4, target_scale: Sequence[float] = (0.15, 0.2),
                  target_aspect: Sequence[float] = (0.75, 1.5), context_scale: Sequence[float] = (0.85, 1.0),
-                 encoder: ViT | None = None, targets: str = "layernorm", top_k: int = 2) -> None:
+                 encoder: ViT | None = None, targets: str = "layernorm", top_k: int = 2,
+                 variance_weight: float = 0.0, covariance_weight: float = 0.0, regularise: str = "pooled",
+                 standardise_targets: bool = False) -> None:
         super().__init__()
         self.encoder = vit_encoder(image_size=image_size, patch_size=patch_size, in_channels=in_channels,
                                    dim=encoder_dim, depth=encoder_depth, heads=encoder_heads, encoder=encoder)
@@ -154,6 +197,15 @@ class IJEPA(nn.Module):
         if _positive_int(top_k, "top_k") > len(vit.blocks) and targets == "data2vec":
             raise ValueError(f"top_k must be at most the encoder depth {len(vit.blocks)}, got {top_k}")
         self.targets, self.top_k = targets, top_k
+        for name, value in (("variance_weight", variance_weight), ("covariance_weight", covariance_weight)):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < float("inf"):
+                raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+        if regularise not in REGULARISED:
+            raise ValueError(f"regularise must be one of {REGULARISED}, got {regularise!r}")
+        if not isinstance(standardise_targets, bool):
+            raise ValueError(f"standardise_targets must be a bool, got {standardise_targets!r}")
+        self.variance_weight, self.covariance_weight = float(variance_weight), float(covariance_weight)
+        self.regularise, self.standardise_targets = regularise, standardise_targets
         self.total_steps = _positive_int(total_steps, "total_steps")
         self.mask_options = dict(num_targets=num_targets, target_scale=tuple(target_scale),
                                  target_aspect=tuple(target_aspect), context_scale=tuple(context_scale))
@@ -223,15 +275,30 @@ class IJEPA(nn.Module):
         return torch.stack(normed).mean(0)
 
     def ssl_loss(self, x: torch.Tensor, y: Any = None, *, generator: torch.Generator | None = None
-                 ) -> torch.Tensor:
-        """The embedding-prediction loss of a batch ``(B, C, H, W)``; ``y`` is ignored."""
+                 ) -> torch.Tensor | tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """The embedding-prediction loss of a batch ``(B, C, H, W)``; ``y`` is ignored. With a
+        variance or covariance weight, ``(loss, {"prediction", "variance", "covariance"})``."""
         masks = multi_block_masks(self.grid_size, batch=x.shape[0], **self.mask_options, generator=generator)
         ctx_idx, tgt_idx = masks.context.to(x.device), masks.targets.to(x.device)
         b, m, kt = tgt_idx.shape
-        targets = _gather(self.target_tokens(x), tgt_idx.reshape(b, m * kt)).reshape(b, m, kt, -1)
+        full = self.target_tokens(x)
+        if self.standardise_targets:
+            if b < 2:
+                raise ValueError("standardise_targets needs batches of at least 2 images")
+            var, mean = torch.var_mean(full, dim=0, unbiased=False)
+            full = (full - mean) / torch.sqrt(var + 1e-6)
+        targets = _gather(full, tgt_idx.reshape(b, m * kt)).reshape(b, m, kt, -1)
         context = encode_visible(self.encoder, x, ctx_idx)[:, 1:]
         pred = self.predict(context, ctx_idx, tgt_idx)
-        return (pred - targets).pow(2).mean()
+        loss = (pred - targets).pow(2).mean()
+        if not (self.variance_weight or self.covariance_weight):
+            return loss
+        if b < 2:
+            raise ValueError("variance_weight and covariance_weight need batches of at least 2 images")
+        z = context.mean(1) if self.regularise == "pooled" else context.reshape(-1, context.shape[-1])
+        v, c = variance_loss(z), covariance_loss(z)
+        total = loss + self.variance_weight * v + self.covariance_weight * c
+        return total, {"prediction": loss.detach(), "variance": v.detach(), "covariance": c.detach()}
 
     def momentum(self) -> float:
         """The EMA momentum of the next update: linear from ``ema[0]`` to ``ema[1]``."""

@@ -8,7 +8,9 @@ Functions (layer 1) and their ``nn.Module`` twins (layer 2):
 - :func:`triplet_loss` / :class:`TripletLoss`: the hinge on distances of anchor, positive and
   negative, as the course writes it (squared Euclidean distances by default);
 - :func:`batch_hard_triplets`, :func:`semi_hard_triplets`: online triplet mining inside a
-  labelled batch (Schroff et al. 2015; Hermans et al. 2017).
+  labelled batch (Schroff et al. 2015; Hermans et al. 2017);
+- :func:`variance_loss`, :func:`covariance_loss`: VICReg's variance hinge and covariance penalty
+  against collapse (Bardes et al. 2022), used by I-JEPA's C-JEPA option.
 """
 
 from __future__ import annotations
@@ -24,10 +26,12 @@ __all__ = [
     "NTXentLoss",
     "TripletLoss",
     "batch_hard_triplets",
+    "covariance_loss",
     "info_nce",
     "nt_xent",
     "semi_hard_triplets",
     "triplet_loss",
+    "variance_loss",
 ]
 
 _REDUCTIONS = ("mean", "sum", "none")
@@ -347,6 +351,61 @@ def semi_hard_triplets(embeddings: torch.Tensor, labels: torch.Tensor, *, margin
     hardest = d_an.masked_fill(~is_neg, float("inf")).argmin(1)
     n_idx = torch.where(band.any(1), semi, hardest)
     return a_idx, p_idx, n_idx
+
+
+def variance_loss(z: torch.Tensor, *, gamma: float = 1.0, eps: float = 1e-4) -> torch.Tensor:
+    r"""VICReg's variance term: a hinge on the standard deviation of every feature over the batch.
+
+    .. math::
+
+        v(Z) = \frac{1}{D} \sum_{d=1}^{D} \max\bigl(0,\; \gamma - \sqrt{\operatorname{Var}(z_{\cdot d}) + \epsilon}\bigr),
+
+    with the unbiased variance over the :math:`N` rows of ``z`` ``(N, D)``. It is zero once every
+    feature varies over the batch with a standard deviation of at least ``gamma``, and it pushes
+    collapsed (constant) features apart (Bardes, Ponce & LeCun 2022, VICReg, ICLR, arXiv:2105.04906).
+
+    Examples
+    --------
+    >>> import torch
+    >>> z = torch.tensor([[0.0, 1.0], [2.0, 1.0]])  # feature 0: variance 2; feature 1: constant
+    >>> round(variance_loss(z, eps=0.0).item(), 6)  # (max(0, 1 - sqrt 2) + max(0, 1 - 0)) / 2
+    0.5
+    """
+    _check_matrix("z", z)
+    if z.shape[0] < 2:
+        raise ValueError(f"z must have at least 2 rows to have a variance, got {tuple(z.shape)}")
+    for name, value in (("gamma", gamma), ("eps", eps)):
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+            raise ValueError(f"{name} must be a finite number >= 0, got {value!r}")
+    std = torch.sqrt(z.var(dim=0) + eps)
+    return F.relu(gamma - std).mean()
+
+
+def covariance_loss(z: torch.Tensor) -> torch.Tensor:
+    r"""VICReg's covariance term: the squared off-diagonal covariances of the features, over :math:`D`.
+
+    .. math::
+
+        C(Z) = \frac{1}{N - 1} \sum_{i=1}^{N} (z_i - \bar z)(z_i - \bar z)^\top, \qquad
+        c(Z) = \frac{1}{D} \sum_{a \neq b} C(Z)_{ab}^2,
+
+    for ``z`` ``(N, D)``. It decorrelates the features, so that they do not all carry the same
+    information (Bardes, Ponce & LeCun 2022, VICReg, ICLR, arXiv:2105.04906).
+
+    Examples
+    --------
+    >>> import torch
+    >>> z = torch.tensor([[0.0, 0.0], [2.0, 2.0]])  # C = [[2, 2], [2, 2]]
+    >>> covariance_loss(z).item()  # (2**2 + 2**2) / 2
+    4.0
+    """
+    _check_matrix("z", z)
+    if z.shape[0] < 2:
+        raise ValueError(f"z must have at least 2 rows to have a covariance, got {tuple(z.shape)}")
+    centred = z - z.mean(dim=0)
+    cov = centred.T @ centred / (z.shape[0] - 1)
+    off = cov - torch.diag(torch.diagonal(cov))
+    return off.pow(2).sum() / z.shape[1]
 
 
 class NTXentLoss(nn.Module):
