@@ -67,6 +67,9 @@ QUICK: dict[str, Any] = {
 #: Full mode: all 3,500 training and 1,000 test digits, 50 clients of 70 digits (so B = 50 is not a full
 #: batch), C = 0.2 (10 clients and 20% of the data per round), E x B of McMahan et al.'s Table 2 (FedAvg
 #: with E = 1, B = inf is FedSGD, its first row). Runs stop at the target; the caps bound the rest.
+#: Seed 0 (18 min on a shared 2-core machine, one torch thread): to 95%, FedSGD 189 / 282 / 173 rounds
+#: (IID / shards / Dirichlet), FedAvg E=5 B=10 20 / 49 / 20 (9.4x / 5.8x / 8.7x fewer); E=1 B=50 stops at
+#: 94.4% / 89.9% / 94.0% within 100 rounds; FedProx (mu 0.1) 57 and 27 rounds against FedAvg's 49 and 20.
 FULL: dict[str, Any] = {
     "n_train": None, "n_test": None, "clients": 50, "fraction": 0.2, "rounds": 100, "fedsgd_rounds": 500,
     "target": 0.95, "grid": ((5, "all"), (1, 50), (5, 50), (1, 10), (5, 10)),
