@@ -260,7 +260,8 @@ def _cli_app():
     ({"batch_size": 0}, "batch_size"), ({"scheme": "zipf"}, "scheme"), ({"proximal_mu": -1.0}, "proximal_mu"),
     ({"round_timeout": 0}, "round_timeout"), ({"kill": (3, 1)}, "kill"), ({"kill": (0, 9)}, "kill"),
     ({"kill": 1}, "kill"), ({"n_train": 0}, "n_train"), ({"clients": True}, "clients"),
-    ({"secure": True}, "secure"), ({"secure": "yes", "clients": 3}, "secure"),
+    ({"secure": True}, "secure"), ({"secure": "yes", "clients": 3}, "secure"), ({"parallel": -1}, "parallel"),
+    ({"parallel": 1.5}, "parallel"),
 ])
 def test_deploy_rejects_bad_input(tmp_path, kw, match):
     args = {"clients": 2, "rounds": 1, "out": tmp_path / "o", **kw}

@@ -162,3 +162,82 @@ def test_deployment_spec_layout():
         assert f"partition-id={k} num-partitions=3" in node["argv"]
     assert len(ports) == 3 and "9092" not in ports
     assert spec["idle_wait"] == IDLE_WAIT and REPLY_WAIT < 0.5
+
+
+def _hold_slot(folder, slots, hold, record):
+    """Child body: take a CPU slot, append (start, end) of holding it to ``record``, then exit."""
+    from mlimaging.privacy._flower_procs import _cpu_slot
+
+    with _cpu_slot(folder, slots, wait=0.005):
+        t0 = time.monotonic()
+        time.sleep(hold)
+        t1 = time.monotonic()
+    with open(record, "a") as f:
+        f.write(f"{t0} {t1}\n")
+
+
+def test_cpu_slots_admit_at_most_n_processes(tmp_path):
+    """Invariant: 5 processes competing for 2 slots all run, and at no instant do more than 2 hold one."""
+    import multiprocessing as mp
+
+    ctx = mp.get_context("fork")
+    record = tmp_path / "rec.txt"
+    procs = [ctx.Process(target=_hold_slot, args=(tmp_path / "locks", 2, 0.15, record)) for _ in range(5)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert all(p.exitcode == 0 for p in procs)
+    spans = [tuple(map(float, line.split())) for line in record.read_text().splitlines()]
+    assert len(spans) == 5
+    events = sorted([(t0, 1) for t0, _ in spans] + [(t1, -1) for _, t1 in spans], key=lambda e: (e[0], e[1]))
+    held = peak = 0
+    for _, d in events:
+        held += d
+        peak = max(peak, held)
+    assert peak == 2
+
+
+def test_cpu_slot_of_a_killed_process_is_freed(tmp_path):
+    """A client SIGKILLed while training (the deployment's fault test) never keeps its slot: the kernel drops
+    its lock, so the next client gets the one slot."""
+    from mlimaging.privacy._flower_procs import _cpu_slot
+
+    code = ("import sys, time; from pathlib import Path; from mlimaging.privacy._flower_procs import _cpu_slot\n"
+            "with _cpu_slot(Path(sys.argv[1]), 1):\n    print('held', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        holder.kill()
+        holder.wait(timeout=30)
+        with _cpu_slot(tmp_path, 1) as k:
+            assert k == 0
+    finally:
+        if holder.poll() is None:
+            holder.kill()
+            holder.wait()
+    with _cpu_slot(tmp_path, 0) as k:  # no limit
+        assert k is None
+
+
+def test_flat_weights_round_trip_exactly():
+    """Oracle: the flat wire format gives back every tensor bit for bit, in order; mixed dtypes fall back to one
+    array per tensor; a flat array of the wrong size is refused."""
+    pytest.importorskip("flwr")
+    import torch
+
+    from mlimaging.privacy._flower_arrays import _pack, _unpack
+    from mlimaging.privacy.flower import initial_model
+
+    state = initial_model(3).state_dict()
+    rec = _pack(state)
+    assert list(rec) == ["flat"] and rec["flat"].numpy().size == sum(v.numel() for v in state.values())
+    back = _unpack(rec, state)
+    assert list(back) == list(state)
+    assert all(torch.equal(back[k], v) and back[k].dtype == v.dtype for k, v in state.items())
+    mixed = {"w": torch.randn(2, 3), "n": torch.tensor(7)}
+    rec = _pack(mixed)
+    assert sorted(rec) == ["n", "w"]
+    assert all(torch.equal(_unpack(rec, mixed)[k], v) for k, v in mixed.items())
+    with pytest.raises(ValueError, match="does not fit"):
+        _unpack(_pack({"a": torch.zeros(4)}), {"a": torch.zeros(5)})

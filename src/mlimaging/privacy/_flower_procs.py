@@ -1,5 +1,6 @@
-"""Process handling of :func:`mlimaging.privacy.flower.deploy`: free ports, waiting for a listener, and
-stopping a whole tree of processes (SuperLink, SuperNodes, SuperExecs, app processes) for sure.
+"""Files and processes of :func:`mlimaging.privacy.flower.deploy`: the app it submits, free ports, waiting
+for a listener, CPU slots for the ClientApps, CPU accounting, and stopping a whole tree of processes
+(zygote, SuperLink, SuperNodes, SuperExecs, app processes) for sure.
 
 Linux only (it reads ``/proc``); a pid is signalled only while its start time matches the one
 recorded, so a reused pid is never hit.
@@ -7,6 +8,7 @@ recorded, so a reused pid is never hit.
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -16,12 +18,44 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 __all__ = ["alive"]
 
 INSTALL_HINT = 'Flower is not installed; install the extra: pip install "mlimaging[fl]"'
+
+
+def _write_app(app_dir: Path, run_config: Mapping[str, Any], app_module: str = "mlimaging_flower_app") -> None:
+    """The Flower app that ``flwr run`` submits: ``pyproject.toml`` (components, run config) and the module."""
+    app_dir.mkdir(parents=True, exist_ok=True)
+    cfg = "\n".join(f"{k} = {json.dumps(v)}" for k, v in run_config.items())
+    (app_dir / "pyproject.toml").write_text(f"""[build-system]
+requires = ["hatchling"]
+build-backend = "hatchling.build"
+
+[project]
+name = "mlimaging-flower"
+version = "1.0.0"
+description = "FedAvg on mnist5k with mlimaging's engine"
+license = "MIT"
+dependencies = []
+
+[tool.flwr.app]
+publisher = "mlimaging"
+
+[tool.flwr.app.components]
+serverapp = "{app_module}:server_app"
+clientapp = "{app_module}:client_app"
+
+[tool.flwr.app.config]
+{cfg}
+""")
+    (app_dir / f"{app_module}.py").write_text(
+        '"""The Flower app: mlimaging\'s ServerApp and ClientApp."""\n\n'
+        "from mlimaging.privacy.flower import make_client_app, make_server_app\n\n"
+        "server_app = make_server_app()\nclient_app = make_client_app()\n")
 
 
 def _free_port() -> int:
@@ -219,3 +253,37 @@ def _program(pid: int) -> str:
     if len(argv) > 1 and os.path.basename(argv[0]).startswith("python"):
         return os.path.basename(argv[1])
     return os.path.basename(argv[0])
+
+
+@contextmanager
+def _cpu_slot(folder: Path, slots: int, wait: float = 0.02) -> Iterator[int | None]:
+    """Hold one of ``slots`` CPU slots (an exclusive ``flock`` on ``folder/cpu-slot-<k>.lock``) for the
+    body; wait (checking every ``wait`` s) while all are held. The kernel drops a lock when its process
+    dies, so a killed client never keeps a slot. ``slots <= 0``: no limit (yields ``None``).
+
+    Examples
+    --------
+    >>> import tempfile
+    >>> with tempfile.TemporaryDirectory() as d, _cpu_slot(Path(d), 2) as k:
+    ...     k
+    0
+    """
+    if slots <= 0:
+        yield None
+        return
+    folder.mkdir(parents=True, exist_ok=True)
+    while True:
+        for k in range(slots):
+            fd = os.open(folder / f"cpu-slot-{k}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                yield k
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            return
+        time.sleep(wait)

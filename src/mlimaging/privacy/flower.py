@@ -17,20 +17,23 @@ legacy ``Strategy``/``FitIns`` API, so the secure rounds run Flower's ``DefaultW
 ``FitIns``. The server learns only the weighted sum, which equals our weighted mean up to
 SecAgg+'s quantisation step.
 
-Fixed costs of a Flower deployment, and what :func:`deploy` does about them (Flower 1.42):
+Fixed costs of a Flower deployment (Flower 1.42), and what :func:`deploy` does about them; CPU
+seconds of the benchmark's 4 clients x 5 rounds (``benchmarks/federated.py``, case ``flower``):
 
-* every ClientApp message is a new process (``flwr-clientapp``: a new interpreter importing
-  torch, Flower and mlimaging and loading mnist5k, about 3.5 CPU s per client per round). The
-  SuperNodes run with ``--isolation process`` beside a warm SuperExec of ours
-  (:mod:`mlimaging.privacy._flower_exec`) that imports all that and loads the data once and
-  ``fork``\ s a process per task;
-* telemetry is switched off (``FLWR_TELEMETRY_ENABLED=0``; an exiting Flower process otherwise
-  waits up to 4 s to report), and the SuperExecs poll for tasks every 0.5 s
-  (``FLWR_SUPEREXEC_TASK_POLL_INTERVAL``, default 1 s; :data:`POLL_INTERVAL`);
-* the ServerApp polls the SuperLink for replies every 0.5 s (``poll-interval``) instead of the
-  3 s Flower's grid sleeps;
-* left as is (no setting exists): a SuperNode asks the SuperLink for new messages every 3 s
-  when idle, so each message waits 1.5 s on average before a client sees it.
+* start-up: every Flower process imports Flower (and the app processes torch and mlimaging).
+  One zygote (:mod:`~mlimaging.privacy._flower_zygote`) imports it all and loads the data once
+  (about 5 s) and forks the SuperLink, the SuperNodes and a warm SuperExec beside each
+  (:mod:`~mlimaging.privacy._flower_exec`; ``--isolation process``) that forks a process per
+  ServerApp or ClientApp task instead of starting ``flwr-serverapp``/``flwr-clientapp``;
+* polling: a SuperNode waits a fixed 3 s after every empty pull (shortened to
+  :data:`SUPERNODE_IDLE_WAIT` by a guarded patch), the SuperExecs ask for tasks every
+  :data:`POLL_INTERVAL` s and not at all while their task runs, the ServerApp asks for replies
+  every 0.5 s (``poll-interval``; Flower's grid sleeps 3 s); telemetry and the update check are off;
+* messages: each array of a message is its own HTTP request; the weights travel as one flat array
+  (:mod:`~mlimaging.privacy._flower_arrays`: 5 objects per message instead of 23);
+* cores: at most ``parallel`` ClientApps (default: the cores) train at once.
+
+Measured: 61 CPU s (3.9x the simulation) before, about 30 s after; see the benchmark's docstring.
 
 Flower is optional: ``pip install "mlimaging[fl]"``. Nothing here imports it at module level.
 """
@@ -55,8 +58,10 @@ from typing import Any
 import torch
 from torch import nn
 
+from mlimaging.privacy._flower_arrays import _pack, _unpack
 from mlimaging.privacy._flower_procs import (
     _Child,
+    _cpu_slot,
     _descendants,
     _executable,
     _free_port,
@@ -66,6 +71,7 @@ from mlimaging.privacy._flower_procs import (
     _stop,
     _wait_pids,
     _wait_port,
+    _write_app,
     alive,
     tree_cpu_seconds,
 )
@@ -85,17 +91,17 @@ __all__ = ["deploy", "initial_model", "make_client_app", "make_server_app"]
 INSTALL_HINT = 'Flower is not installed; install the extra: pip install "mlimaging[fl]"'
 APP_MODULE = "mlimaging_flower_app"
 #: Seconds between the SuperExecs' task polls and the ServerApp's reply polls (Flower: 1 s and 3 s). Each poll
-#: is an HTTP request that costs CPU on both ends: at 0.1 s the SuperLink and SuperNodes burnt about 13 CPU s
-#: more per 150 s run than at 1 s (4 SuperNodes); 0.5 s halves Flower's task latency at a fifth of that cost.
+#: is an HTTP request costing about 3 ms of CPU (both ends together).
 POLL_INTERVAL = 0.5
 #: Seconds a SuperNode waits after a pull that found no message (Flower 1.42: a fixed 3 s; see
-#: :func:`mlimaging.privacy._flower_zygote.patch_supernode_waits`).
+#: :func:`mlimaging.privacy._flower_zygote.patch_supernode_waits`). Each pull costs about 5.5 ms of CPU (both
+#: ends): 4 idle SuperNodes burn 0.135 CPU s per s at 0.2 s, 0.090 at 0.5 s.
 SUPERNODE_IDLE_WAIT = 0.5
 RUN_DEFAULTS: dict[str, Any] = {
     "num-server-rounds": 5, "num-clients": 4, "seed": 0, "lr": 0.05, "local-epochs": 1, "batch-size": 10,
     "proximal-mu": 0.0, "scheme": "iid", "n-train": 0, "n-test": 0, "out-dir": "", "round-timeout": 120.0,
     "wait-timeout": 120.0, "threads": 1, "poll-interval": POLL_INTERVAL,
-    "secure": False,
+    "secure": False, "parallel-clients": 0,
 }
 
 
@@ -197,12 +203,13 @@ def make_client_app() -> Any:
         anchor.load_state_dict(global_state)
         local = initial_model(int(cfg["seed"]))
         bs = int(cfg["batch-size"])
-        t0, c0 = time.perf_counter(), time.process_time()
-        state, n_k, last = _train_client(
-            local, anchor, global_state, _subset(data, parts[pid]), loss=nn.CrossEntropyLoss(),
-            proximal_mu=float(cfg["proximal-mu"]), factory=_optimizer_factory("sgd", float(cfg["lr"])),
-            local_epochs=int(cfg["local-epochs"]), batch_size="all" if bs <= 0 else bs,
-            seed=_client_seed(int(cfg["seed"]), rnd, pid), device=torch.device("cpu"))
+        with _cpu_slot(Path(str(cfg["out-dir"])) / "logs", int(cfg["parallel-clients"])):
+            t0, c0 = time.perf_counter(), time.process_time()
+            state, n_k, last = _train_client(
+                local, anchor, global_state, _subset(data, parts[pid]), loss=nn.CrossEntropyLoss(),
+                proximal_mu=float(cfg["proximal-mu"]), factory=_optimizer_factory("sgd", float(cfg["lr"])),
+                local_epochs=int(cfg["local-epochs"]), batch_size="all" if bs <= 0 else bs,
+                seed=_client_seed(int(cfg["seed"]), rnd, pid), device=torch.device("cpu"))
         metrics = {"num-examples": n_k, "train-loss": float(last), "partition-id": pid,
                    "train-seconds": time.perf_counter() - t0, "train-cpu-seconds": time.process_time() - c0}
         if legacy:
@@ -214,45 +221,6 @@ def make_client_app() -> Any:
         return Message(RecordDict({"arrays": _pack(state), "metrics": MetricRecord(metrics)}), reply_to=msg)
 
     return app
-
-
-def _pack(state: Mapping[str, torch.Tensor]) -> Any:
-    r"""A ``state_dict`` as a Flower ``ArrayRecord`` of one flat array (the tensors concatenated in order),
-    when they share one dtype; else one array per tensor.
-
-    Flower sends each array of a message as its own objects, one HTTP request each way per object: a LeNet
-    ``ArrayRecord`` of 10 tensors makes a message of 23 objects, a flat one of 5, so a round of 4 clients
-    needs about 300 requests instead of about 80 (about 5 ms of CPU each, both ends together).
-    :func:`_unpack` reverses it, bit for bit.
-
-    Examples
-    --------
-    >>> state = initial_model(0).state_dict()
-    >>> back = _unpack(_pack(state), state)  # doctest: +SKIP
-    >>> all(torch.equal(back[k], v) for k, v in state.items())  # doctest: +SKIP
-    True
-    """
-    from flwr.app import ArrayRecord
-
-    if len({v.dtype for v in state.values()}) != 1:
-        return ArrayRecord(dict(state))
-    return ArrayRecord({"flat": torch.cat([v.detach().reshape(-1) for v in state.values()])})
-
-
-def _unpack(record: Any, layout: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The ``state_dict`` of an ``ArrayRecord`` made by :func:`_pack`; ``layout``: a ``state_dict`` of the
-    same model (names, shapes, dtypes)."""
-    got = record.to_torch_state_dict()
-    if set(got) != {"flat"}:
-        return got
-    flat, out, i = got["flat"], {}, 0
-    if flat.numel() != sum(v.numel() for v in layout.values()):
-        raise ValueError(f"a flat array of {flat.numel()} values does not fit the model's "
-                         f"{sum(v.numel() for v in layout.values())}")
-    for k, v in layout.items():
-        out[k] = flat[i:i + v.numel()].reshape(v.shape).to(v.dtype).clone()
-        i += v.numel()
-    return out
 
 
 def _secagg_mod(msg: Any, context: Any, call_next: Any) -> Any:
@@ -552,36 +520,6 @@ def _atomic_json(path: Path, obj: Any) -> None:
 
 
 # ------------------------------------------------------------------------------ deployment
-def _write_app(app_dir: Path, run_config: Mapping[str, Any]) -> None:
-    app_dir.mkdir(parents=True, exist_ok=True)
-    cfg = "\n".join(f"{k} = {json.dumps(v)}" for k, v in run_config.items())
-    (app_dir / "pyproject.toml").write_text(f"""[build-system]
-requires = ["hatchling"]
-build-backend = "hatchling.build"
-
-[project]
-name = "mlimaging-flower"
-version = "1.0.0"
-description = "FedAvg on mnist5k with mlimaging's engine"
-license = "MIT"
-dependencies = []
-
-[tool.flwr.app]
-publisher = "mlimaging"
-
-[tool.flwr.app.components]
-serverapp = "{APP_MODULE}:server_app"
-clientapp = "{APP_MODULE}:client_app"
-
-[tool.flwr.app.config]
-{cfg}
-""")
-    (app_dir / f"{APP_MODULE}.py").write_text(
-        '"""The Flower app: mlimaging\'s ServerApp and ClientApp."""\n\n'
-        "from mlimaging.privacy.flower import make_client_app, make_server_app\n\n"
-        "server_app = make_server_app()\nclient_app = make_client_app()\n")
-
-
 def _check_number(value: Any, name: str, low: float, *, integer: bool = False, strict: bool = False) -> Any:
     kind = numbers.Integral if integer else numbers.Real
     bad = isinstance(value, bool) or not isinstance(value, kind) or not math.isfinite(value) \
@@ -613,13 +551,15 @@ def deploy(
     timeout: float = 1800.0,
     kill: tuple[int, int] | None = None,
     secure: bool = False,
+    parallel: int | None = None,
     progress: bool = True,
 ) -> FLHistory:
     r"""Run FedAvg on mnist5k as a real Flower deployment on this machine, and stop it all after.
 
     Starts, as separate processes on 127.0.0.1 (free ports, insecure mode), one
     ``flower-superlink`` and ``clients`` ``flower-supernode`` processes (node config
-    ``partition-id=k``), submits the app (:func:`make_server_app`, :func:`make_client_app`) with
+    ``partition-id=k``; all forked from one warm zygote, :mod:`~mlimaging.privacy._flower_zygote`,
+    with a warm SuperExec beside each), submits the app (:func:`make_server_app`, :func:`make_client_app`) with
     Flower's own runner ``flwr run``, waits for the run, and in every case (success, error,
     timeout, Ctrl-C, ``kill``) terminates every process group it started (SIGTERM, then SIGKILL). Rounds
     are as in :func:`~mlimaging.privacy.fedavg` with ``fraction=1`` (all connected clients):
@@ -658,6 +598,12 @@ def deploy(
         Aggregate with Flower's SecAgg+ (pairwise masks, Shamir-shared keys; Bell et al. 2020):
         the server learns only the weighted sum, equal to the plain mean up to SecAgg+'s
         quantisation step (16 / 2^22 for weights in [-8, 8]). Needs ``clients >= 3``.
+    parallel
+        At most this many ClientApps train at the same time (``None``: the number of CPU cores this
+        process may use; 0: no limit). Clients beyond it wait for a free core before their local
+        training, as Flower's simulation engine admits clients by their CPU resources: on a 2-core
+        machine 4 clients training at once cost 40% more CPU seconds each (1.07 against 0.76 s
+        for one local update of this workload, time-sliced caches) and finish no sooner.
     progress
         Print one line per phase and round.
 
@@ -697,6 +643,7 @@ def deploy(
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if v is not None:
             _check_number(v, name, 1, integer=True)
+    parallel = len(os.sched_getaffinity(0)) if parallel is None else _check_number(parallel, "parallel", 0, integer=True)
     if kill is not None:
         if not (isinstance(kill, (tuple, list)) and len(kill) == 2):
             raise ValueError(f"kill must be a (partition_id, round) pair, got {kill!r}")
@@ -718,17 +665,17 @@ def deploy(
         "num-server-rounds": rounds, "num-clients": clients, "seed": seed, "lr": lr, "local-epochs": local_epochs,
         "batch-size": bs, "proximal-mu": proximal_mu, "scheme": scheme, "n-train": int(n_train or 0),
         "n-test": int(n_test or 0), "out-dir": str(out), "round-timeout": round_timeout,
-        "secure": secure})
-    _write_app(out / "app", run_config)
+        "secure": secure, "parallel-clients": parallel})
+    _write_app(out / "app", run_config, APP_MODULE)
     port = _free_port()
     (home / "config.toml").write_text(f'[superlink]\ndefault = "deploy"\n\n[superlink.deploy]\n'
                                       f'address = "127.0.0.1:{port}"\ninsecure = true\n')
     bindir = str(Path(flwr_exe).parent)
-    # No telemetry (a local deployment must not phone home; each exiting Flower process would wait up to
-    # 4 s for it), and Flower's SuperExecs poll for new tasks every POLL_INTERVAL s instead of 1 s.
+    # No telemetry or update check (a local deployment must not phone home; an exiting Flower process would wait
+    # up to 4 s for it); the SuperExecs poll for tasks every POLL_INTERVAL s instead of 1 s.
     env = dict(os.environ, FLWR_HOME=str(home), PYTHONUNBUFFERED="1", FLWR_TELEMETRY_ENABLED="0",
-               FLWR_DISABLE_UPDATE_CHECK="1",
-               FLWR_SUPEREXEC_TASK_POLL_INTERVAL=str(POLL_INTERVAL), OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
+               FLWR_DISABLE_UPDATE_CHECK="1", FLWR_SUPEREXEC_TASK_POLL_INTERVAL=str(POLL_INTERVAL),
+               OMP_NUM_THREADS="1", MKL_NUM_THREADS="1",
                PATH=bindir + os.pathsep + os.environ.get("PATH", ""))
     say = print if progress else (lambda *a, **k: None)
     procs: list[subprocess.Popen] = []
