@@ -18,22 +18,52 @@ secure-agg      a FedAvg round of 10 clients (E = 1, B = 10, LeNet-size updates,
                 seeds and initial weights; median ratio. Bytes per round and the
                 aggregation seconds alone are recorded beside.
 flower          Flower deployment (``mlimaging fl deploy``: a SuperLink and 4        +-0.5 pt,
-                SuperNodes as processes on 127.0.0.1, each with a warm SuperExec)    <= 2x CPU
-                of FedAvg, 4 clients x 5 rounds, every client training its whole
-                partition for E = 5 epochs of B = 10 (SGD lr 0.2: the fedavg-rounds
-                setting, chosen before measuring), all 3,500 digits: final test
-                accuracy within 0.5 points of the in-process ``fedavg`` with the
-                same seeds and settings, and CPU time of all the deployment's
-                processes (SuperLink, ServerApp, SuperNodes, SuperExecs,
-                ClientApps, start-up and shut-down included; read from /proc before
-                they are stopped) <= 2x the simulation's (one process, one thread;
-                mean of one run before and one after the deployment). Wall times
-                beside: on a shared machine the deployment's many processes get a
-                larger share of the cores than the one simulation process, so wall
-                time is no fair measure there. Recorded too: start-up, and each
-                round's wall time against its slowest client's training (the
-                difference is the round's fixed overhead).
+                SuperNodes as processes on 127.0.0.1, each with a warm SuperExec,    <= 2x CPU
+                all forked from one warm zygote) of FedAvg, 4 clients x 5 rounds,
+                every client training its whole partition for E = 5 epochs of
+                B = 10 (SGD lr 0.2: the fedavg-rounds setting, chosen before
+                measuring), all 3,500 digits: final test accuracy within 0.5 points
+                of the in-process ``fedavg`` with the same seeds and settings, and
+                CPU time of all the deployment's processes (zygote, SuperLink,
+                ServerApp, SuperNodes, SuperExecs, ClientApps, ``flwr run``,
+                start-up and shut-down included; read from /proc before they are
+                stopped) <= 2x the simulation's (one process, one thread; mean of
+                one run before and one after the deployment). Wall times beside:
+                on a shared machine the deployment's many processes get a larger
+                share of the cores than the one simulation process, so wall time
+                is no fair measure there. Recorded too: CPU per program, the
+                clients' training CPU, start-up, and each round's wall time
+                against its training (the slowest client, or the total over the
+                ``parallel`` CPU slots if longer; the difference is the round's
+                fixed overhead).
 ==============  ===================================================================  ==============
+
+Where the Flower deployment's time goes (flower case, CPU s of all its processes against the simulation's, 2-core
+machine shared with other jobs, load average beside; Flower 1.42):
+
+=============================================  ==========  =========  =====  ============  ========
+change (each on top of the previous)           deployment  simulation ratio  wall (sim) s  load
+=============================================  ==========  =========  =====  ============  ========
+separate processes (SuperLink, 4 SuperNodes,   60.9        15.8       3.85x  61 (20)       4.6
+4 warm SuperExecs, Flower's ServerApp procs)
+one zygote forks them all; SuperNode idle      39.4        17.3       2.28x  50 (29)       5.3-6.3
+wait 3 -> 0.2 s; no update check
+weights as one flat array per message; serial  32.9        16.4       2.01x  35 (17)       4.0
+SuperExecs; idle wait 0.5 s
+at most 2 ClientApps train at once (CPU slots)  32.5        16.9       1.93x  33 (17)       3.1-4.2
+=============================================  ==========  =========  =====  ============  ========
+
+Before, by program: our SuperExecs 36.9 (of which ~15 training, ~5 s start-up each), SuperNodes 8.8, SuperLink
+8.0, ``flwr-serverapp`` 5.3, ``flower-superexec`` 1.1, ``flwr run`` 0.8; start-up 21 s (every process imports
+Flower, the apps torch and mlimaging), 4.5 s of fixed waits per round (a SuperNode's fixed 3 s idle wait, 0.5 s
+polls), shut-down 5.5 s. After: the zygote's one import of everything and the data 5.1 CPU s; the ClientApps 20.8
+(18.6 of it local training, 4 x 5 tasks at about 0.06 s each besides, the rest their SuperExecs' polls); SuperLink
+2.7 and SuperNodes 2.3 (every object of a message is one HTTP request of about 5.5 ms CPU on the two ends: 23
+objects per message before, 5 after; idle pulls every 0.5 s); ServerApp 0.8; ``flwr run`` 0.7. Start-up 7 s,
+about 1.1 s of fixed overhead per round, shut-down 0.8 s. The training itself costs more CPU in the deployment
+than in the simulation (0.93 against 0.82 s per local update here) because two clients share the two cores
+(four at once: 1.07 s each); what is left of the overhead is the zygote (imports 4, data and warm-up 1 CPU s) and
+Flower's per-request cost.
 
 By default torch uses one thread (a 2-core machine shared with other jobs). ``--quick`` uses a tenth
 of the digits, caps of 3 / 10 rounds and one timing repeat (the targets are then not expected to be met).
@@ -49,6 +79,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import platform
 import statistics
 import tempfile
@@ -125,6 +156,7 @@ def secure_case(data: tuple, *, repeats: int) -> dict[str, Any]:
                               lr=FEDAVG["lr"], seed=0, secure=secure, progress=False)
 
     cpu, wall = alternate({"plain": lambda: one_round(False), "secure": lambda: one_round(True)}, repeats=repeats)
+    split = secure_split(len(parts), sum(v.numel() for v in init.values() if v.is_floating_point()), repeats=repeats)
     ratios = [s / p for s, p in zip(wall["secure"], wall["plain"], strict=True)]
     ratio = statistics.median(ratios)
     return {"case": "secure-agg", "ratio": ratio, "target": SECURE, "passed": ratio <= SECURE, "ratios": ratios,
@@ -132,7 +164,39 @@ def secure_case(data: tuple, *, repeats: int) -> dict[str, Any]:
             "cpu_secure": cpu["secure"], "aggregate_seconds_plain": last[False].aggregate_seconds[0],
             "aggregate_seconds_secure": last[True].aggregate_seconds[0], "bytes_plain": last[False].bytes[0],
             "bytes_secure": last[True].bytes[0],
-            "parameters": sum(v.numel() for v in init.values() if v.is_floating_point()), "clients": 10}
+            "parameters": sum(v.numel() for v in init.values() if v.is_floating_point()), "clients": 10,
+            "secure_split": split}
+
+
+def secure_split(clients: int, d: int, *, repeats: int) -> dict[str, Any]:
+    """Informational split of ``secure_sum``'s cost (the secure aggregation of the secure-agg row), timed on its
+    own steps for ``clients`` random updates of ``d`` values (median of ``repeats`` runs): per client, the
+    masking (fixed-point encoding and splitting into one additive share per party, ``n - 1`` random ring
+    vectors); per party, adding the shares it received; at the server, opening the sum of the partial sums
+    (ring sum and decoding). The parties' work is on the clients in a deployment (each client is a party)."""
+    from mlimaging.privacy.smpc import _encode_clients, _share_ring, decode
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(clients, d, dtype=torch.float64, generator=gen) * 1e-2
+    n = max(clients, 2)
+    mask, add, open_ = [], [], []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        enc = _encode_clients(x, 16)
+        shares = [_share_ring(enc[c], n, gen) for c in range(clients)]
+        t1 = time.perf_counter()
+        partial = torch.zeros((n, d), dtype=torch.int64)
+        for sh in shares:
+            partial += sh
+        t2 = time.perf_counter()
+        total = decode(partial.sum(0), frac_bits=16)
+        t3 = time.perf_counter()
+        mask.append((t1 - t0) / clients)
+        add.append((t2 - t1) / n)
+        open_.append(t3 - t2)
+    assert torch.allclose(total, x.sum(0), atol=clients * 2.0 ** -16)
+    return {"client_mask_s": statistics.median(mask), "party_sum_s": statistics.median(add),
+            "server_open_s": statistics.median(open_), "clients": clients, "parties": n, "values": d}
 
 
 #: The Flower case's workload, chosen before measuring: every client trains its whole partition for E = 5
@@ -142,7 +206,7 @@ FLOWER = {"clients": 4, "rounds": 5, "seed": 0, "lr": FEDAVG["lr"], "local_epoch
           "batch_size": FEDAVG["batch_size"]}
 
 
-def _overheads(run: Path) -> dict[str, Any]:
+def _overheads(run: Path, parallel: int) -> dict[str, Any]:
     """Where the deployment's time went, from its ``timing.json`` (deploy) and ``history.json`` (ServerApp):
     start-up until round 1 is sent, each round's wall time against its slowest client's local training
     (the difference is the round's fixed overhead: message delivery, SuperNode polling, the ClientApp
@@ -152,11 +216,17 @@ def _overheads(run: Path) -> dict[str, Any]:
     rounds = hist["times"]["rounds"]
     walls = [r["aggregated"] - r["sent"] for r in rounds]
     slowest = [max(c) for c in hist["client_train_seconds"]]
-    return {"cpu_seconds": t["cpu_seconds"], "cpu_by_program": t.get("cpu_by_program"), "startup_s": rounds[0]["sent"] - t["start"], "serverapp_start_s": hist["times"]["serverapp_main"] - t["start"],
-            "round_wall_s": walls, "round_slowest_client_train_s": slowest,
-            "round_overhead_s": [w - c for w, c in zip(walls, slowest, strict=True)],
-            "client_train_s": hist["client_train_seconds"],
-            "shutdown_s": t["stopped"] - rounds[-1]["aggregated"]}
+    # with `parallel` CPU slots the clients train at most `parallel` at a time: a round's training takes at
+    # least max(slowest client, total training / parallel)
+    train = [max(max(c), sum(c) / parallel) for c in hist["client_train_seconds"]]
+    cpu_train = sum(map(sum, hist.get("client_train_cpu_seconds", [])))
+    return {"cpu_seconds": t["cpu_seconds"], "cpu_by_program": t.get("cpu_by_program"),
+            "cpu_client_training": cpu_train, "cpu_not_training": t["cpu_seconds"] - cpu_train,
+            "startup_s": rounds[0]["sent"] - t["start"], "serverapp_start_s": hist["times"]["serverapp_main"] - t["start"],
+            "round_wall_s": walls, "round_slowest_client_train_s": slowest, "round_train_s": train,
+            "round_overhead_s": [w - c for w, c in zip(walls, train, strict=True)],
+            "client_train_s": hist["client_train_seconds"], "client_train_cpu_s": hist.get("client_train_cpu_seconds"),
+            "shutdown_s": t["stopped"] - rounds[-1]["aggregated"], "parallel": parallel}
 
 
 def flower_case(*, quick: bool) -> dict[str, Any]:
@@ -187,7 +257,7 @@ def flower_case(*, quick: bool) -> dict[str, Any]:
                         progress=False, seed=s["seed"], lr=s["lr"], local_epochs=s["local_epochs"],
                         batch_size=s["batch_size"])
         flower_s = time.perf_counter() - t0
-        parts_of_time = _overheads(Path(tmp) / "run")
+        parts_of_time = _overheads(Path(tmp) / "run", len(os.sched_getaffinity(0)))
     _, sim_after, cpu_after = simulate()
     sim_s, sim_cpu = (sim_before + sim_after) / 2, (cpu_before + cpu_after) / 2
     flower_cpu = parts_of_time["cpu_seconds"]
@@ -203,9 +273,17 @@ def flower_case(*, quick: bool) -> dict[str, Any]:
             "profile": parts_of_time, "mean_round_overhead_s": overhead,
             "note": f"acc {flower.accuracy[-1]:.4f} vs {sim.accuracy[-1]:.4f} (gap {100 * gap:.2f} pt); CPU "
                     f"{flower_cpu:.0f} s vs {sim_cpu:.0f} s (wall {flower_s:.0f} s vs {sim_s:.0f} s, {wall_ratio:.2f}x); "
-                    f"start-up {parts_of_time['startup_s']:.0f} s, per round {overhead:.1f} s overhead + "
-                    f"{statistics.mean(parts_of_time['round_slowest_client_train_s']):.1f} s slowest client (wall); "
+                    f"{parts_of_time['cpu_client_training']:.0f} CPU s in local training; start-up "
+                    f"{parts_of_time['startup_s']:.0f} s, per round {overhead:.1f} s overhead + "
+                    f"{statistics.mean(parts_of_time['round_train_s']):.1f} s training (wall); "
                     f"{s['clients']} clients x {s['rounds']} rounds, E={s['local_epochs']} B={s['batch_size']}"}
+
+
+def _split_note(split: dict[str, Any] | None) -> str:
+    if not split:
+        return ""
+    return (f"; secure sum: masking {split['client_mask_s'] * 1e3:.1f} ms per client, adding shares "
+            f"{split['party_sum_s'] * 1e3:.1f} ms per party, opening {split['server_open_s'] * 1e3:.1f} ms at the server")
 
 
 def _cells(r: dict[str, Any]) -> tuple[str, str, str]:
@@ -222,7 +300,7 @@ def _cells(r: dict[str, Any]) -> tuple[str, str, str]:
                 f"round {statistics.median(r['wall_plain']):.2f} s plain / {statistics.median(r['wall_secure']):.2f} "
                 f"s secure; aggregation {r['aggregate_seconds_plain'] * 1e3:.1f} / "
                 f"{r['aggregate_seconds_secure'] * 1e3:.0f} ms; {r['bytes_plain'] / 1e6:.1f} / "
-                f"{r['bytes_secure'] / 1e6:.1f} MB per round")
+                f"{r['bytes_secure'] / 1e6:.1f} MB per round" + _split_note(r.get("secure_split")))
     if r["ratio"] is None:
         return "-", str(r["target"]), r["note"]
     return f"{r['ratio']:.2f}x", str(r["target"]), r["note"]

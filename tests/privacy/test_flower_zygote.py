@@ -241,3 +241,42 @@ def test_flat_weights_round_trip_exactly():
     assert all(torch.equal(_unpack(rec, mixed)[k], v) for k, v in mixed.items())
     with pytest.raises(ValueError, match="does not fit"):
         _unpack(_pack({"a": torch.zeros(4)}), {"a": torch.zeros(5)})
+
+
+def test_zygote_dies_with_the_process_that_started_it(tmp_path):
+    """Invariant: if deploy's own process is SIGKILLed (no finally runs), the zygote and its children still go."""
+    pytest.importorskip("flwr")
+    code = ("import json, subprocess, sys, time\nfrom pathlib import Path\n"
+            "from mlimaging.privacy._flower_procs import _free_port\n"
+            "from mlimaging.privacy._flower_zygote import deployment_spec\n"
+            "tmp = Path(sys.argv[1])\n"
+            "spec = deployment_spec(port=_free_port(), clients=1, logs=tmp, pids=tmp / 'pids.json', warm=None)\n"
+            "spec['children'] = spec['children'][:1]\n"
+            "(tmp / 'spec.json').write_text(json.dumps(spec))\n"
+            "z = subprocess.Popen([sys.executable, '-m', 'mlimaging.privacy._flower_zygote', '--spec',"
+            " str(tmp / 'spec.json')], start_new_session=True, stdout=subprocess.DEVNULL)\n"
+            "print(z.pid, flush=True)\ntime.sleep(600)\n")
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", FLWR_HOME=str(tmp_path))
+    starter = subprocess.Popen([sys.executable, "-c", code, str(tmp_path)], stdout=subprocess.PIPE, text=True, env=env)
+    tree = {}
+    try:
+        zpid = int(starter.stdout.readline())
+        deadline = time.monotonic() + 120
+        while not (tmp_path / "pids.json").exists() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        table = _proc_table()
+        link = json.loads((tmp_path / "pids.json").read_text())["superlink"]
+        tree = {p: table[p][1] for p in (zpid, link) if p in table}
+        assert len(tree) == 2
+        starter.kill()
+        starter.wait(timeout=30)
+        deadline = time.monotonic() + 60  # a hang bound, not a speed check
+        while alive(tree) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert alive(tree) == []
+    finally:
+        if starter.poll() is None:
+            starter.kill()
+            starter.wait()
+        for pid in alive(tree):
+            os.kill(pid, signal.SIGKILL)

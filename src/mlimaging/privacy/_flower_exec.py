@@ -1,29 +1,36 @@
-r"""A warm SuperExec for a SuperNode in ``--isolation process``: import once, fork a ClientApp per task.
+r"""A warm SuperExec in ``--isolation process``: import once, fork a ClientApp or ServerApp per task.
 
 Flower 1.42 runs every ClientApp message as a fresh ``flwr-clientapp`` process that a SuperExec
-starts (``flower-superexec``, spawned by the SuperNode in its default ``subprocess`` isolation).
+starts (``flower-superexec``, spawned by the SuperNode in its default ``subprocess`` isolation),
+and every run's ServerApp as a fresh ``flwr-serverapp`` (spawned by the SuperLink's SuperExec).
 A ``flwr-clientapp`` handles exactly one task (its token) and exits, so every round of every
 client pays a new interpreter, ``import torch``, ``import flwr``, ``import mlimaging`` and the
 loading of mnist5k (about 3.5 CPU s per client per round on our machine). Flower's own remedy,
 warm executor pools, exists only for its Kubernetes executor.
 
-This module is the SuperExec that :func:`mlimaging.privacy.flower.deploy` starts itself, one per
-SuperNode run with ``--isolation process``. It is Flower's own SuperExec loop
-(:func:`flwr.supercore.superexec.run_superexec.run_superexec`: acquire a task from the SuperNode's
-Runtime API, launch it) with one difference: its executor does not ``exec`` a new
-``flwr-clientapp``; it ``fork``\ s this process, which has already imported torch, Flower and
-mlimaging and (``--warm-config``) loaded the run's data and taken one tiny training step, and the child runs Flower's own
-``flwr-clientapp`` body (:func:`flwr.supernode.runtime.run_clientapp.run_clientapp`) for that
-token. Each task still gets its own process (a crash or ``SIGKILL`` of the ClientApp leaves the
-SuperExec alone), exactly as in Flower's process isolation; only the start-up is shared.
+This module is the SuperExec of :func:`mlimaging.privacy.flower.deploy`: one beside each SuperNode
+(ClientApp tasks) and one beside the SuperLink (the ServerApp task), all run with
+``--isolation process`` and forked, warm, from the deployment's zygote
+(:mod:`mlimaging.privacy._flower_zygote`; ``python -m`` this module starts one on its own). It is
+Flower's own SuperExec loop (:func:`flwr.supercore.superexec.run_superexec.run_superexec`: acquire
+a task from the Runtime API, launch it) with one difference: its executor does not ``exec`` a new
+``flwr-clientapp``/``flwr-serverapp``; it ``fork``\ s this process, which has already imported
+torch, Flower and mlimaging, loaded the run's data and taken one tiny training step, and the child
+runs Flower's own body of that program (:func:`flwr.supernode.runtime.run_clientapp.run_clientapp`
+or :func:`flwr.superlink.runtime.run_serverapp`) for the token. Each task still gets its own
+process (a crash or ``SIGKILL`` of the app leaves the SuperExec alone), exactly as in Flower's
+process isolation; only the start-up is shared. A task of the benchmark's workload costs its
+training plus about 0.06 CPU s (fork, Flower's task protocol); each SuperExec asks for a task
+every ``FLWR_SUPEREXEC_TASK_POLL_INTERVAL`` s and not while its task runs (:class:`ForkExecutor`).
 
 ``python -m mlimaging.privacy._flower_exec --runtime-api-address 127.0.0.1:PORT [--parent-pid PID]
-[--warm-config JSON]``. POSIX only (``os.fork``).
+[--warm-config JSON] [--task-type clientapp|serverapp]``. POSIX only (``os.fork``).
 
 References
 ----------
-Flower 1.42, ``flwr.supercore.superexec`` (SuperExec, ``Executor`` protocol) and
-``flwr.supernode.runtime.run_clientapp`` (the ``flwr-clientapp`` process).
+Flower 1.42, ``flwr.supercore.superexec`` (SuperExec, ``Executor`` protocol),
+``flwr.supernode.runtime.run_clientapp`` (the ``flwr-clientapp`` process) and
+``flwr.superlink.runtime.run_serverapp`` (the ``flwr-serverapp`` process).
 """
 
 from __future__ import annotations

@@ -16,12 +16,13 @@ before, and pay it once now (about 5 s).
 Before forking, the zygote shortens the SuperNode's fixed waits (:func:`patch_supernode_waits`):
 Flower 1.42's SuperNode sleeps a hard-coded 3 s after every pull that found no message, and 0.5 s
 between checks for its ClientApp's reply, so a round's message waited 1.5 s on average (up to 3 s)
-before a client saw it. Each child is tied to the zygote (``PR_SET_PDEATHSIG``: it gets ``SIGTERM``
-when the zygote dies), the zygote reaps its children, forwards ``SIGTERM``/``SIGINT`` to them and
-exits once they are all gone. Fork safety: nothing before the fork opens a gRPC channel, an HTTP
+before a client saw it. Each child is tied to the zygote and the zygote to the process that started
+it (``PR_SET_PDEATHSIG``: ``SIGTERM`` when the parent dies, even by ``SIGKILL``); the zygote reaps its
+children, forwards ``SIGTERM``/``SIGINT`` to them and exits once they are all gone. Fork safety: nothing before the fork opens a gRPC channel, an HTTP
 client or a thread (checked: the zygote refuses to fork with more than one thread).
 
-The spec (JSON): ``{"warm": run config or null, "idle_wait": s, "pids": path, "children": [{"name",
+The spec (JSON): ``{"warm": run config or null, "idle_wait": s, "pids": path, "parent": pid of the
+process that started the zygote (it dies with it), "children": [{"name",
 "role": "superlink" | "supernode" | "exec", "argv": [...], "log": path, "parent": name (exec only),
 "task_type": "clientapp" | "serverapp" (exec only)}]}``; the zygote writes ``{name: pid}`` to
 ``pids`` once every child is forked. Linux only (``fork``, ``prctl``).
@@ -162,7 +163,7 @@ def deployment_spec(*, port: int, clients: int, logs: Path, pids: Path, warm: di
                                   "--node-config", f"partition-id={k} num-partitions={clients}",
                                   "--isolation", "process", "--host", "127.0.0.1", "--port", str(node_port)]})
         children.append(_exec_child(f"superexec-{k}", f"127.0.0.1:{node_port}", f"supernode-{k}", "clientapp", logs))
-    return {"warm": warm, "idle_wait": float(idle_wait), "pids": str(pids), "children": children}
+    return {"warm": warm, "idle_wait": float(idle_wait), "pids": str(pids), "children": children, "parent": os.getpid()}
 
 
 def _preload(warm: dict[str, Any] | None) -> None:
@@ -250,6 +251,8 @@ def run(spec: dict[str, Any]) -> int:
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
+    if spec.get("parent"):  # deploy's process: if it is killed outright, the zygote (and so every child) goes too
+        _die_with_parent(int(spec["parent"]))
     _preload(spec.get("warm"))
     patched = patch_supernode_waits(float(spec.get("idle_wait", IDLE_WAIT)))
     print(f"zygote {os.getpid()}: preloaded in {time.process_time():.2f} CPU s; SuperNode waits "
