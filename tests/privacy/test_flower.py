@@ -55,7 +55,7 @@ def _flower_processes() -> set[tuple[int, str]]:
                 argv = [a.decode(errors="replace") for a in f.read().split(b"\0")[:3]]
         except OSError:
             continue
-        if any(os.path.basename(a) in FLOWER_EXES for a in argv[:2]) or set(argv) & OUR_MODULES:
+        if any(os.path.basename(a) in FLOWER_EXES | {"_flower_zygote.py"} for a in argv[:2]) or set(argv) & OUR_MODULES:
             found.add((pid, started))
     return found
 

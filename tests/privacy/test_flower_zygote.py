@@ -26,6 +26,19 @@ from mlimaging.privacy._flower_zygote import (
 )
 
 
+def _pids(path, deadline):
+    """The zygote's ``{name: pid}`` once it has forked every child (both stages)."""
+    while time.monotonic() < deadline:
+        try:
+            got = json.loads(path.read_text())
+            if got["complete"]:
+                return got["pids"]
+        except (FileNotFoundError, ValueError):
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"the zygote wrote no complete {path.name}")
+
+
 @pytest.fixture
 def sci():
     pytest.importorskip("flwr")
@@ -83,9 +96,7 @@ def test_zygote_children_stop_with_the_zygote(tmp_path):
                                str(tmp_path / "spec.json")], env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not (tmp_path / "pids.json").exists() and zygote.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        pids = json.loads((tmp_path / "pids.json").read_text())
+        pids = _pids(tmp_path / "pids.json", deadline)
         assert sorted(pids) == ["superexec-0", "superexec-serverapp", "superlink", "supernode-0"]
         table = _proc_table()
         tree = {p: table[p][1] for p in pids.values() if p in table}
@@ -115,9 +126,7 @@ def test_zygote_forwards_sigterm_and_exits(tmp_path):
                                str(tmp_path / "spec.json")], env=env, stdout=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.monotonic() + 120
-        while not (tmp_path / "pids.json").exists() and zygote.poll() is None and time.monotonic() < deadline:
-            time.sleep(0.1)
-        link = json.loads((tmp_path / "pids.json").read_text())["superlink"]
+        link = _pids(tmp_path / "pids.json", deadline)["superlink"]
         tree = {link: _proc_table()[link][1]}
         zygote.send_signal(signal.SIGTERM)
         assert zygote.wait(timeout=60) == 0
@@ -262,10 +271,8 @@ def test_zygote_dies_with_the_process_that_started_it(tmp_path):
     try:
         zpid = int(starter.stdout.readline())
         deadline = time.monotonic() + 120
-        while not (tmp_path / "pids.json").exists() and time.monotonic() < deadline:
-            time.sleep(0.1)
+        link = _pids(tmp_path / "pids.json", deadline)["superlink"]
         table = _proc_table()
-        link = json.loads((tmp_path / "pids.json").read_text())["superlink"]
         tree = {p: table[p][1] for p in (zpid, link) if p in table}
         assert len(tree) == 2
         starter.kill()

@@ -216,13 +216,15 @@ class _Child:
         return self.returncode
 
 
-def _wait_pids(path: Path, zygote: subprocess.Popen, timeout: float) -> dict[str, int]:
-    """The ``{name: pid}`` the zygote writes once it has forked every process."""
+def _wait_pids(path: Path, zygote: subprocess.Popen, timeout: float, *, complete: bool) -> dict[str, int]:
+    """The ``{name: pid}`` that the zygote writes after each of its stages (``complete``: after the last)."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         try:
-            return {k: int(v) for k, v in json.loads(path.read_text()).items()}
-        except (FileNotFoundError, ValueError):
+            got = json.loads(path.read_text())
+            if got["complete"] or not complete:
+                return {k: int(v) for k, v in got["pids"].items()}
+        except (FileNotFoundError, ValueError, KeyError):
             pass
         if zygote.poll() is not None:
             raise RuntimeError(f"the deployment's zygote exited with code {zygote.returncode} before forking "

@@ -1,31 +1,34 @@
 r"""One warm process that forks every process of a Flower deployment: a zygote.
 
-Started by :func:`mlimaging.privacy.flower.deploy` as ``python -m mlimaging.privacy._flower_zygote
---spec SPEC.json``. It imports torch, Flower (SuperLink, SuperNode, SuperExec, ClientApp and ServerApp
-runtimes) and mlimaging once, loads the run's data and takes one tiny training step, and then
-``fork``\ s the deployment's long-lived processes from that warm state: the ``flower-superlink``, one
-``flower-supernode`` per client, one warm SuperExec (:mod:`mlimaging.privacy._flower_exec`) beside
-each SuperNode for the ClientApps, and one beside the SuperLink for the ServerApp. Each is still a
-separate process on 127.0.0.1 running Flower's own entry point (``flower_superlink()``,
-``flower_supernode()``, Flower's SuperExec loop) with its own command line in ``sys.argv`` and its own
-log file; only the start-up is shared. Measured on our 2-core machine (CPU seconds, one process
-each): ``import torch`` 1.65, ``flwr.supernode.cli`` 1.4, the warm SuperExec 2.6 + about 1 s of
-torch's first step, so the 10 processes of a 4-client deployment paid about 30 CPU s of start-up
-before, and pay it once now (about 5 s).
+Started by :func:`mlimaging.privacy.flower.deploy` as ``python .../_flower_zygote.py --spec SPEC.json`` (as
+a script, so that ``mlimaging.privacy``'s package imports wait for stage 2). In two stages, it imports
+each thing once and ``fork``\ s the deployment's long-lived processes from that warm state: stage 1
+imports Flower's SuperLink and SuperNode (about 1.2 CPU s) and forks the ``flower-superlink`` and one
+``flower-supernode`` per client, so that the run can be submitted at once; stage 2 imports torch,
+Flower's app runtimes and mlimaging, loads the run's data and takes one tiny training step (about 3.5
+CPU s), and forks one warm SuperExec (:mod:`mlimaging.privacy._flower_exec`) beside each SuperNode for
+the ClientApps and one beside the SuperLink for the ServerApp. Each is still a separate process on
+127.0.0.1 running Flower's own entry point (``flower_superlink()``, ``flower_supernode()``, Flower's
+SuperExec loop) with its own command line in ``sys.argv`` and its own log file; only the start-up is
+shared. Measured on our 2-core machine (CPU seconds, one process each): ``import torch`` 1.65,
+``flwr.supernode.cli`` 1.4, the warm SuperExec 2.6 + about 1 s of torch's first step, so the 10
+processes of a 4-client deployment paid about 30 CPU s of start-up before, and pay it once now (about
+5 s).
 
 Before forking, the zygote shortens the SuperNode's fixed waits (:func:`patch_supernode_waits`):
 Flower 1.42's SuperNode sleeps a hard-coded 3 s after every pull that found no message, and 0.5 s
 between checks for its ClientApp's reply, so a round's message waited 1.5 s on average (up to 3 s)
 before a client saw it. Each child is tied to the zygote and the zygote to the process that started
 it (``PR_SET_PDEATHSIG``: ``SIGTERM`` when the parent dies, even by ``SIGKILL``); the zygote reaps its
-children, forwards ``SIGTERM``/``SIGINT`` to them and exits once they are all gone. Fork safety: nothing before the fork opens a gRPC channel, an HTTP
-client or a thread (checked: the zygote refuses to fork with more than one thread).
+children, forwards ``SIGTERM``/``SIGINT`` to them and exits once they are all gone. Fork safety:
+nothing before a fork opens a gRPC channel, an HTTP client or a thread (checked: the zygote refuses
+to fork with more than one thread).
 
 The spec (JSON): ``{"warm": run config or null, "idle_wait": s, "pids": path, "parent": pid of the
 process that started the zygote (it dies with it), "children": [{"name",
 "role": "superlink" | "supernode" | "exec", "argv": [...], "log": path, "parent": name (exec only),
-"task_type": "clientapp" | "serverapp" (exec only)}]}``; the zygote writes ``{name: pid}`` to
-``pids`` once every child is forked. Linux only (``fork``, ``prctl``).
+"task_type": "clientapp" | "serverapp" (exec only)}]}``; after each stage the zygote writes
+``{"pids": {name: pid}, "complete": bool}`` to ``pids``. Linux only (``fork``, ``prctl``).
 
 References
 ----------
@@ -166,16 +169,21 @@ def deployment_spec(*, port: int, clients: int, logs: Path, pids: Path, warm: di
     return {"warm": warm, "idle_wait": float(idle_wait), "pids": str(pids), "children": children, "parent": os.getpid()}
 
 
-def _preload(warm: dict[str, Any] | None) -> None:
-    """Import everything the children run, and (``warm``) load the run's data and take one tiny step."""
+def _preload_flower() -> None:
+    """Stage 1: import what the SuperLink and the SuperNodes run (Flower only; about 1.2 CPU s)."""
+    from flwr.superlink import main as superlink_main  # noqa: F401 - the SuperLink's FastAPI app
+    from flwr.superlink.cli import flower_superlink  # noqa: F401
+    from flwr.supernode.cli import flower_supernode  # noqa: F401
+
+
+def _preload_apps(warm: dict[str, Any] | None) -> None:
+    """Stage 2: import what the SuperExecs and the apps run (torch, mlimaging, Flower's app runtimes) and
+    (``warm``) load the run's data and take one tiny training step."""
     import torch  # noqa: F401
     from flwr.clientapp import ClientApp  # noqa: F401
     from flwr.serverapp import ServerApp  # noqa: F401
     from flwr.supercore.superexec import run_superexec  # noqa: F401
-    from flwr.superlink import main as superlink_main  # noqa: F401 - the SuperLink's FastAPI app
-    from flwr.superlink.cli import flower_superlink  # noqa: F401
     from flwr.superlink.runtime import run_serverapp  # noqa: F401
-    from flwr.supernode.cli import flower_supernode  # noqa: F401
     from flwr.supernode.runtime import run_clientapp  # noqa: F401
 
     from mlimaging.privacy import _flower_exec, flower
@@ -236,8 +244,13 @@ def _run_child(child: dict[str, Any], parent: int, pids: dict[str, int]) -> None
             os._exit(code)
 
 
+def _stage(child: dict[str, Any]) -> int:
+    return 2 if child["role"] == "exec" else 1
+
+
 def run(spec: dict[str, Any]) -> int:
-    """Preload, fork every child of ``spec``, write their pids, and wait until they have all exited."""
+    """Preload and fork the children of ``spec`` in two stages (writing their pids after each), then wait until
+    they have all exited."""
     children: dict[int, str] = {}
     stopping = {"count": 0}
 
@@ -253,29 +266,38 @@ def run(spec: dict[str, Any]) -> int:
     signal.signal(signal.SIGINT, forward)
     if spec.get("parent"):  # deploy's process: if it is killed outright, the zygote (and so every child) goes too
         _die_with_parent(int(spec["parent"]))
-    _preload(spec.get("warm"))
     patched = patch_supernode_waits(float(spec.get("idle_wait", IDLE_WAIT)))
-    print(f"zygote {os.getpid()}: preloaded in {time.process_time():.2f} CPU s; SuperNode waits "
-          f"{'shortened' if patched else 'left as Flower has them'}", flush=True)
-    if threading.active_count() != 1:
-        raise RuntimeError(f"will not fork with {threading.active_count()} threads: {threading.enumerate()}")
-    gc.collect()
-    gc.freeze()  # keep the preloaded objects' pages shared with the children (no gc writes to them)
     me, pids = os.getpid(), {}
-    for child in spec["children"]:
-        if stopping["count"]:
-            break
-        sys.stdout.flush()
-        sys.stderr.flush()
-        pid = os.fork()
-        if pid == 0:
-            _run_child(child, me, pids)
-        children[pid] = child["name"]
-        pids[child["name"]] = pid
-    tmp = spec["pids"] + ".tmp"
-    with open(tmp, "w") as f:
-        json.dump(pids, f)
-    os.replace(tmp, spec["pids"])
+
+    def fork_stage(stage: int) -> None:
+        if threading.active_count() != 1:
+            raise RuntimeError(f"will not fork with {threading.active_count()} threads: {threading.enumerate()}")
+        gc.collect()
+        gc.freeze()  # keep the preloaded objects' pages shared with the children (no gc writes to them)
+        for child in spec["children"]:
+            if stopping["count"] or _stage(child) != stage:
+                continue
+            sys.stdout.flush()
+            sys.stderr.flush()
+            pid = os.fork()
+            if pid == 0:
+                _run_child(child, me, pids)
+            children[pid] = child["name"]
+            pids[child["name"]] = pid
+        tmp = spec["pids"] + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump({"pids": pids, "complete": stage == 2}, f)
+        os.replace(tmp, spec["pids"])
+        print(f"zygote {me}: stage {stage} forked after {time.process_time():.2f} CPU s", flush=True)
+
+    # stage 1: the SuperLink and the SuperNodes need Flower only, so they start (and `flwr run` can submit the
+    # run) while stage 2 imports torch and mlimaging and loads the data for the SuperExecs and the apps
+    _preload_flower()
+    print(f"zygote {me}: SuperNode waits {'shortened' if patched else 'left as Flower has them'}", flush=True)
+    fork_stage(1)
+    if not stopping["count"]:
+        _preload_apps(spec.get("warm"))
+        fork_stage(2)
     if stopping["count"]:
         forward(signal.SIGTERM, None)
     while children:
@@ -292,7 +314,7 @@ def run(spec: dict[str, Any]) -> int:
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m mlimaging.privacy._flower_zygote --spec SPEC.json``."""
+    """``python .../_flower_zygote.py --spec SPEC.json`` (``python -m`` works too, importing more first)."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--spec", required=True, help="JSON file: the children to fork (see the module doc)")
     args = parser.parse_args(argv)
@@ -302,4 +324,8 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
+    # started as a script (so that `mlimaging.privacy`'s package imports wait for stage 2): its folder is not a
+    # place to import modules from
+    if sys.path and os.path.abspath(sys.path[0]) == os.path.dirname(os.path.abspath(__file__)):
+        sys.path.pop(0)
     main()

@@ -58,6 +58,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from mlimaging.privacy import _flower_zygote
 from mlimaging.privacy._flower_arrays import _pack, _unpack
 from mlimaging.privacy._flower_procs import (
     _Child,
@@ -592,8 +593,8 @@ def deploy(
     timeout
         Seconds the whole run may take before everything is stopped (``TimeoutError``).
     kill
-        Fault injection ``(partition_id, round)``: SIGKILL that client's SuperNode (and its
-        ClientApp) once the round has been sent out, to show the tolerance.
+        Fault injection ``(partition_id, round)``: SIGKILL that client's SuperNode, its SuperExec
+        and its ClientApp as soon as the server starts sending the round, to show the tolerance.
     secure
         Aggregate with Flower's SecAgg+ (pairwise masks, Shamir-shared keys; Bell et al. 2020):
         the server learns only the weighted sum, equal to the plain mean up to SecAgg+'s
@@ -705,17 +706,18 @@ def deploy(
                                                                 "threads")}, idle_wait=SUPERNODE_IDLE_WAIT)
         _atomic_json(logs / "zygote.json", spec)
         (logs / "pids.json").unlink(missing_ok=True)
-        zygote = start([sys.executable, "-m", "mlimaging.privacy._flower_zygote", "--spec", str(logs / "zygote.json")],
-                       "zygote.log")
-        pids = _wait_pids(logs / "pids.json", zygote, min(120.0, timeout))
+        zygote = start([sys.executable, _flower_zygote.__file__, "--spec", str(logs / "zygote.json")], "zygote.log")
+        pids = _wait_pids(logs / "pids.json", zygote, min(120.0, timeout), complete=False)  # SuperLink, SuperNodes
         link = _Child(pids["superlink"])
-        nodes = [_Child(pids[f"supernode-{k}"]) for k in range(clients)]
-        execs = [_Child(pids[f"superexec-{k}"]) for k in range(clients)]
         times["processes_forked"] = time.time()
         _wait_port(port, link, min(60.0, timeout), "flower-superlink")
         times["superlink_listening"] = time.time()
         say(f"SuperLink on 127.0.0.1:{port}, {clients} SuperNodes started")
         runner = start([flwr_exe, "run", str(out / "app"), "deploy", "--stream"], "flwr-run.log")
+        pids = _wait_pids(logs / "pids.json", zygote, min(120.0, timeout), complete=True)  # + the SuperExecs
+        nodes = [_Child(pids[f"supernode-{k}"]) for k in range(clients)]
+        execs = [_Child(pids[f"superexec-{k}"]) for k in range(clients)]
+        times["superexecs_forked"] = time.time()
         killed, last_round = False, 0
         while not (out / "history.json").exists():
             if time.monotonic() > t_end:
@@ -734,17 +736,17 @@ def deploy(
                 say(f"round {r}/{rounds} sent")
                 last_round = r
             seen.update(_descendants([p.pid for p in procs if p.poll() is None]))
-            if kill is not None and not killed and r >= kill[1]:
-                time.sleep(0.5)  # let the node receive the round's message
+            if kill is not None and not killed and r >= kill[1]:  # at once: a warm node answers within a second
                 _signal_tree(_descendants([nodes[kill[0]].pid, execs[kill[0]].pid]), signal.SIGKILL)
                 killed = True
                 say(f"killed SuperNode {kill[0]} in round {r}")
-            time.sleep(0.1)
+            time.sleep(0.05 if kill is not None and not killed else 0.1)
         times["history_seen"] = time.time()
     finally:
         try:  # CPU time of the whole tree, read before stopping it (nothing orphaned yet)
             times["cpu_by_program"] = tree_cpu_seconds([p.pid for p in procs], by_name=True,
-                                                       labels={pid: _label(name) for name, pid in pids.items()})
+                                                       labels={pid: _label(name) for name, pid in pids.items()}
+                                                       | {p.pid: "zygote" for p in procs[:1]})
             times["cpu_seconds"] = sum(times["cpu_by_program"].values())
         except Exception:  # noqa: BLE001 - a measurement must never prevent the cleanup below
             times["cpu_seconds"] = None
