@@ -31,7 +31,7 @@ seconds of the benchmark's 4 clients x 5 rounds (``benchmarks/federated.py``, ca
   every 0.5 s (``poll-interval``; Flower's grid sleeps 3 s); telemetry and the update check are off;
 * messages: each array of a message is its own HTTP request; the weights travel as one flat array
   (:mod:`~mlimaging.privacy._flower_arrays`: 5 objects per message instead of 23);
-* cores: at most ``parallel`` ClientApps (default: the cores) train at once.
+* cores: at most ``parallel`` ClientApps (default: the cores less one) train at once.
 
 Measured: 61 CPU s (3.9x the simulation) before, about 30 s after; see the benchmark's docstring.
 
@@ -600,11 +600,13 @@ def deploy(
         the server learns only the weighted sum, equal to the plain mean up to SecAgg+'s
         quantisation step (16 / 2^22 for weights in [-8, 8]). Needs ``clients >= 3``.
     parallel
-        At most this many ClientApps train at the same time (``None``: the number of CPU cores this
-        process may use; 0: no limit). Clients beyond it wait for a free core before their local
-        training, as Flower's simulation engine admits clients by their CPU resources: on a 2-core
-        machine 4 clients training at once cost 40% more CPU seconds each (1.07 against 0.76 s
-        for one local update of this workload, time-sliced caches) and finish no sooner.
+        At most this many ClientApps train at the same time (``None``: the CPU cores this process
+        may use, less one for the SuperLink, SuperNodes and ServerApp, at least 1; 0: no limit).
+        Clients beyond it wait for a free slot before their local training, as Flower's simulation
+        engine admits clients by their CPU resources. On our 2-core machine, shared with other jobs,
+        one local update of the benchmark's workload cost 0.76-0.85 CPU s alone, 0.90-1.10 with two
+        at once and 1.07 with four (time-sliced caches); the 4 x 5 deployment took 36 CPU s and
+        44 s with 2 slots, 32 CPU s and 34 s with 1 (load 4).
     progress
         Print one line per phase and round.
 
@@ -644,7 +646,8 @@ def deploy(
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if v is not None:
             _check_number(v, name, 1, integer=True)
-    parallel = len(os.sched_getaffinity(0)) if parallel is None else _check_number(parallel, "parallel", 0, integer=True)
+    parallel = max(1, len(os.sched_getaffinity(0)) - 1) if parallel is None else _check_number(parallel, "parallel", 0,
+                                                                                                integer=True)
     if kill is not None:
         if not (isinstance(kill, (tuple, list)) and len(kill) == 2):
             raise ValueError(f"kill must be a (partition_id, round) pair, got {kill!r}")
