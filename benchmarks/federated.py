@@ -16,7 +16,9 @@ secure-agg      a FedAvg round of 10 clients (E = 1, B = 10, LeNet-size updates,
                 over Z_2^64) against plain weighted averaging: whole-round wall
                 time (local training + aggregation), alternating repeats, same
                 seeds and initial weights; median ratio. Bytes per round and the
-                aggregation seconds alone are recorded beside.
+                aggregation seconds alone are recorded beside, and (for reading,
+                not for the pass rule) where the secure sum's time goes: masking
+                per client, adding shares per party, opening at the server.
 flower          Flower deployment (``mlimaging fl deploy``: a SuperLink and 4        +-0.5 pt,
                 SuperNodes as processes on 127.0.0.1, each with a warm SuperExec,    <= 2x CPU
                 all forked from one warm zygote) of FedAvg, 4 clients x 5 rounds,
@@ -51,19 +53,23 @@ wait 3 -> 0.2 s; no update check
 weights as one flat array per message; serial  32.9        16.4       2.01x  35 (17)       4.0
 SuperExecs; idle wait 0.5 s
 at most 2 ClientApps train at once (CPU slots)  32.5        16.9       1.93x  33 (17)       3.1-4.2
+zygote in two stages; 1 slot (the cores less    30.4        16.6       1.83x  34 (21)       3.8-4.1
+one, deploy's default); final, run twice        30.4        18.4       1.66x  37 (27)       4.5-5.8
 =============================================  ==========  =========  =====  ============  ========
 
 Before, by program: our SuperExecs 36.9 (of which ~15 training, ~5 s start-up each), SuperNodes 8.8, SuperLink
 8.0, ``flwr-serverapp`` 5.3, ``flower-superexec`` 1.1, ``flwr run`` 0.8; start-up 21 s (every process imports
 Flower, the apps torch and mlimaging), 4.5 s of fixed waits per round (a SuperNode's fixed 3 s idle wait, 0.5 s
-polls), shut-down 5.5 s. After: the zygote's one import of everything and the data 5.1 CPU s; the ClientApps 20.8
-(18.6 of it local training, 4 x 5 tasks at about 0.06 s each besides, the rest their SuperExecs' polls); SuperLink
-2.7 and SuperNodes 2.3 (every object of a message is one HTTP request of about 5.5 ms CPU on the two ends: 23
-objects per message before, 5 after; idle pulls every 0.5 s); ServerApp 0.8; ``flwr run`` 0.7. Start-up 7 s,
-about 1.1 s of fixed overhead per round, shut-down 0.8 s. The training itself costs more CPU in the deployment
-than in the simulation (0.93 against 0.82 s per local update here) because two clients share the two cores
-(four at once: 1.07 s each); what is left of the overhead is the zygote (imports 4, data and warm-up 1 CPU s) and
-Flower's per-request cost.
+polls), shut-down 5.5 s. After (the last run): the zygote's one import of everything and the data 5.0 CPU s; the
+ClientApps 18.8 (16.7 of it local training, 20 tasks at about 0.06 s each besides, the rest their SuperExecs'
+polls); SuperLink 2.8 and SuperNodes 2.3 (every object of a message is one HTTP request of about 5.5 ms CPU on the
+two ends: 23 objects per message before, 5 after; idle pulls every 0.5 s); ServerApp 0.7; ``flwr run`` 0.7.
+Start-up 6-9 s, about 0.9 s of fixed overhead per round, shut-down 0.9 s. Clients training at the same time
+cost more CPU each on this machine (a local update: 0.76-0.85 CPU s alone, 0.90-1.10 two at once, 1.07 four at
+once), hence one training slot on 2 cores. What is left is the zygote (imports 4, data and warm-up 1 CPU s),
+Flower's per-request cost (about 6 CPU s for SuperLink, SuperNodes, SuperExec polls and ServerApp) and ``flwr
+run``; the simulation's own CPU time varies with the load (15.3-18.8 s for the same work), the deployment's
+less (30.4 s in both final runs), so on a quiet machine the ratio is nearer 2x than under load.
 
 By default torch uses one thread (a 2-core machine shared with other jobs). ``--quick`` uses a tenth
 of the digits, caps of 3 / 10 rounds and one timing repeat (the targets are then not expected to be met).
