@@ -701,9 +701,9 @@ def deploy(
     previous_sigterm = signal.signal(signal.SIGTERM, _exit_on_sigterm) if on_main else None
     pids: dict[str, int] = {}
     try:
-        # One zygote imports torch, Flower and mlimaging and loads the data once, then forks the SuperLink,
-        # the SuperNodes (process isolation) and a warm SuperExec beside each (the SuperLink's runs the
-        # ServerApp, the SuperNodes' the ClientApps), all at once: see mlimaging.privacy._flower_zygote.
+        # One zygote imports everything once and forks, in two stages, the SuperLink and the SuperNodes (Flower
+        # only; the run is submitted meanwhile), then, with torch, mlimaging and the data loaded, a warm SuperExec
+        # beside each (the SuperLink's runs the ServerApp, the SuperNodes' the ClientApps): _flower_zygote.
         spec = deployment_spec(port=port, clients=clients, logs=logs, pids=logs / "pids.json",
                                warm={k: run_config[k] for k in ("n-train", "n-test", "seed", "num-clients", "scheme",
                                                                 "threads")}, idle_wait=SUPERNODE_IDLE_WAIT)
