@@ -279,13 +279,31 @@ def test_deploy_rejects_any_bad_clients(clients):
 
 @pytest.mark.parametrize("args, word", [
     (["--clients", "0"], "--clients"), (["--rounds", "0"], "--rounds"), (["--scheme", "zipf"], "--scheme"),
-    (["--mu", "-1"], "--mu"), (["--batch-size", "0"], "--batch-size"),
+    (["--mu", "-1"], "--mu"), (["--batch-size", "0"], "--batch-size"), (["--parallel", "-2"], "--parallel"),
 ])
 def test_cli_bad_input_is_one_red_line(tmp_path, args, word):
     res = CliRunner().invoke(_cli_app(), ["fl", "deploy", *args, "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
     assert word in res.output and "Traceback" not in res.output
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("flag, expected", [([], None), (["--parallel", "0"], 0), (["--parallel", "3"], 3)])
+def test_cli_parallel_reaches_deploy(tmp_path, monkeypatch, flag, expected):
+    """--parallel -1 (default) leaves deploy's own default (the cores less one); others pass through."""
+    pytest.importorskip("flwr")
+    import mlimaging.privacy.flower as flower_module
+
+    seen = {}
+
+    def fake_deploy(**kwargs):
+        seen.update(kwargs)
+        raise RuntimeError("stopped by the test")
+
+    monkeypatch.setattr(flower_module, "deploy", fake_deploy)
+    res = CliRunner().invoke(_cli_app(), ["fl", "deploy", *flag, "--out", str(tmp_path / "o")])
+    assert res.exit_code == 1 and "stopped by the test" in res.output
+    assert seen["parallel"] == expected and seen["clients"] == 4
 
 
 def test_cli_out_folder_rules(tmp_path):

@@ -58,6 +58,8 @@ def deploy_cmd(
     timeout: float = typer.Option(1800.0, "--timeout", help="Seconds the whole run may take."),
     seed: int = typer.Option(0, "--seed", help="Seed of the initial model, the partition and the clients."),
     secure: bool = typer.Option(False, "--secure", help="Aggregate with Flower's SecAgg+ (needs --clients >= 3)."),
+    parallel: int = typer.Option(-1, "--parallel", help="At most this many clients train at once (-1: the CPU "
+                                 "cores less one, at least 1; 0: no limit)."),
     force: bool = typer.Option(False, "--force", help="Delete an existing --out run folder and start again."),
 ) -> None:
     """Deploy FedAvg on Flower (SuperLink + one SuperNode per client on 127.0.0.1); report in --out."""
@@ -79,6 +81,8 @@ def deploy_cmd(
         raise ValueError(f"--mu must be a finite number >= 0, got {mu}")
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
+    if parallel < -1:
+        raise ValueError(f"--parallel must be -1 (the cores less one), 0 (no limit) or a number of clients, got {parallel}")
     if secure and clients < 3:
         raise ValueError(f"--secure needs --clients >= 3 (with 2, the sum reveals the other's update), got {clients}")
     b = parse_batch_size(batch_size)
@@ -91,15 +95,16 @@ def deploy_cmd(
     if clear:
         shutil.rmtree(out)
     s = {"clients": clients, "rounds": rounds, "scheme": scheme, "local_epochs": local_epochs, "batch_size": b,
-         "lr": lr, "mu": mu, "round_timeout": round_timeout, "seed": seed, "secure": secure, "model": "lenet",
-         "dataset": "mnist5k"}
+         "lr": lr, "mu": mu, "round_timeout": round_timeout, "seed": seed, "secure": secure, "parallel": parallel,
+         "model": "lenet", "dataset": "mnist5k"}
     cmd = (f"mlimaging fl deploy --clients {clients} --rounds {rounds} --scheme {scheme} --local-epochs "
-           f"{local_epochs} --batch-size {b} --lr {lr} --mu {mu} --seed {seed}{' --secure' if secure else ''} --out {out}")
+           f"{local_epochs} --batch-size {b} --lr {lr} --mu {mu} --seed {seed}{' --secure' if secure else ''} --parallel "
+           f"{parallel} --out {out}")
     run = Run.create("fl-deploy", s, path=out, command=cmd, console=err_console)
     try:
         h = deploy(clients=clients, rounds=rounds, out=out, seed=seed, lr=lr, local_epochs=local_epochs,
                    batch_size=b, proximal_mu=mu, scheme=scheme, round_timeout=round_timeout, timeout=timeout,
-                   secure=secure)
+                   secure=secure, parallel=None if parallel == -1 else parallel)
     except KeyboardInterrupt:
         run.finish(error="interrupted")
         err_console.print(f"interrupted; every Flower process was stopped; partial run folder {out}",
