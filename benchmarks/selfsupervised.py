@@ -13,8 +13,9 @@ simclr-1pct        the same encoder's linear probe with 1% of the labels (35 ima
 mae-probe          MAE's ViT encoder pretrained on mnist5k, linear probe with 1% of     >= +10 points
                    the labels, minus the probe of the same ViT randomly initialised;
                    mean over 3 seeds (the probes with all labels are recorded beside)
-ijepa-probe        the same for I-JEPA's EMA target encoder (the encoder the paper        >= +10 points
-                   evaluates; its context encoder's probes are recorded beside)
+ijepa-probe        the same for I-JEPA with C-JEPA's variance/covariance regulariser      >= +10 points
+                   (``IJEPA_OPTIONS`` of ``mlimaging pretrain``); its context encoder
+                   is probed, the EMA target encoder's probes are recorded beside
 ntxent-speed       forward + backward of ``nt_xent`` on a 512 x 128 batch pair            <= 1.0x
                    against lightly's ``NTXentLoss`` (same input, same thread count,
                    alternating repeats, losses and gradients checked equal); median
@@ -32,16 +33,50 @@ uses one thread (the benchmark was written on a 2-core machine shared with other
 time is what is reported). ``--quick`` runs every case with a few epochs (the targets are then not
 expected to be met).
 
-I-JEPA on mnist5k collapses at this scale (diagnosed on a 2,500/1,000 validation split of the training
-images, ``collapse`` in the results): within ~10 AdamW steps the context encoder's layer-normed patch tokens
-lose most of their variance over images and positions (18.6 -> 4.5 of at most 64; 0.1 after 100 steps), the
-predictor then predicts the targets from the target positions alone (at initialisation ~84% of the target
-tokens' variance is explained by the position), and the EMA target drifts after it. The implementation
-matches the paper's (layer-normed EMA targets, predictor conditioned on the target positions, multi-block
-masks); lower or warmed-up learning rates, a 10x slower encoder, batch 64, EMA from 0.99, standardised
-inputs and data2vec targets (``IJEPA(targets="data2vec")``) left every validation probe at most one point
-above the random encoder's (1% labels: target encoders 20.7-27.2%, context encoders 20.3-22.6%, random
-23.9%, 26.4% on standardised inputs). ``--merge`` reruns some cases into an existing results file (rows keep
+I-JEPA as published collapses on mnist5k at this scale (diagnosed on a 2,500/1,000 validation split of
+the training images, ``collapse`` in the results): within ~10 AdamW steps the context encoder's layer-normed
+patch tokens lose most of their variance over images and positions (18.6 -> 4.5 of at most 64; 0.1 after 100
+steps), the predictor then predicts the targets from the target positions alone (at initialisation ~84% of
+the target tokens' variance is explained by the position), and the EMA target drifts after it. The
+implementation matches the paper's (layer-normed EMA targets, predictor conditioned on the target positions,
+multi-block masks); lower or warmed-up learning rates, a 10x slower encoder, batch 64, EMA from 0.99,
+standardised inputs and data2vec targets (``IJEPA(targets="data2vec")``) left every validation probe at most
+one point above the random encoder's (1% labels: target encoders 20.7-27.2%, context encoders 20.3-22.6%,
+random 23.9%, 26.4% on standardised inputs).
+
+The recipe therefore adds C-JEPA's remedy (Mo & Tong 2024, NeurIPS, arXiv:2410.19560): VICReg's variance
+hinge and covariance penalty (Bardes et al. 2022) on the context encoder's output, weighted 1 and 0.04 (the
+ratio of VICReg's 25 and 1), ``IJEPA(variance_weight=1, covariance_weight=0.04, regularise="tokens")``, with
+the EMA momentum rising from 0.98 and batch 64. Validation probes with 1% of the labels (25 images, mean of
+3 probe seeds, the same 100 CPU s of pretraining; random encoder 23.9%), target / context encoder:
+
+=============================================================  =============  ==============
+recipe (batch 256 and EMA from 0.996 unless stated)             EMA target     context
+=============================================================  =============  ==============
+I-JEPA as published                                             21.4%          21.0%
++ variance 1, covariance 0.04 on the mean context token         30.7%          22.1%
+  the same with covariance 1                                    26.9%          25.5%
+  the same at batch 64                                          25.6%          21.7%
+  the same with targets standardised per position over batch    30.8%          20.4%
++ variance 1, covariance 0.04 on every context token            29.6%          32.6%
+  the same, EMA from 0.99                                       33.8%          32.3%
+  the same, covariance 0 (variance only)                        32.1%          32.4%
+  the same with covariance 0.25 (EMA 0.996)                     24.5%          24.9%
+  EMA from 0.99, batch 128                                      35.0%          32.6%
+  EMA from 0.99, batch 128, variance 2                          32.9%          32.4%
+  EMA from 0.99, batch 64                                       31.9%          37.0%
+  **EMA from 0.98, batch 64 (the recipe)**                      36.3%          **38.1%**
+  EMA from 0.95, batch 64                                       32.1%          36.1%
+=============================================================  =============  ==============
+
+Standardising the targets alone leaves the prediction loss at ~1 (nothing learnt in the budget). At batch 64
+the context encoder probed above the EMA target in every recipe, so the benchmark probes the context
+encoder (the paper probes the target encoder; its numbers are in the row as ``other_probe``). On the test
+split the recipe gives +11.7 points (context 34.1% vs random 22.4%; EMA target 33.0%; all labels 76.4% vs
+64.0%), but the margin is thin: the same recipe on another validation split with another pretraining seed
+gave +7.0 (context 31.4%, target 29.8%, random 24.4%; I-JEPA as published there: 24.3% / 22.0%), so the
++10 target is met by this seed, not by a wide margin.
+``--merge`` reruns some cases into an existing results file (rows keep
 ``from_run``).
 
 Writes ``benchmarks/results/selfsupervised.json`` (``selfsupervised-quick.json`` with ``--quick``)
@@ -71,7 +106,7 @@ from _common import (  # benchmarks/ is on sys.path when a script runs
     install_torchvision_shim,
     print_targets,
 )
-from mlimaging.cli.pretrain import build_method, fresh_encoder, load_images
+from mlimaging.cli.pretrain import IJEPA_OPTIONS, build_method, fresh_encoder, load_images
 from mlimaging.selfsupervised import evaluation
 from mlimaging.selfsupervised.base import SelfSupervisedStep
 from mlimaging.selfsupervised.losses import nt_xent
@@ -87,9 +122,13 @@ RECIPES: dict[str, dict[str, Any]] = {
     "simclr": {"epochs": 8, "lr": 1e-3, "batch_size": 256, "cpu_budget_s": 160.0},
     # MAE needs optimiser steps more than large batches: batch 64 gives ~1,700 steps in 150 CPU s
     "mae": {"epochs": 200, "lr": 1e-3, "batch_size": 64, "cpu_budget_s": 150.0},
-    # probe_encoder "target": I-JEPA is evaluated on its EMA target encoder (Assran et al. 2023, Sec. 5); on a
-    # validation split of the training images (2,500/1,000) it probed at or above the context encoder in 7 of 8 recipes
-    "ijepa": {"epochs": 20, "lr": 1e-3, "batch_size": 256, "cpu_budget_s": 100.0, "probe_encoder": "target"},
+    # I-JEPA with C-JEPA's variance/covariance terms on the context tokens and EMA from 0.98 ("options":
+    # mlimaging pretrain's IJEPA_OPTIONS), batch 64 (~4x the optimiser steps of batch 256 in the budget);
+    # probe_encoder "context": with the regulariser the context encoder no longer collapses and, on a validation
+    # split of the training images (2,500/1,000), probed above the EMA target encoder in all three batch-64
+    # recipes (see the module docstring); the target encoder's probes are recorded beside
+    "ijepa": {"epochs": 20, "lr": 1e-3, "batch_size": 64, "cpu_budget_s": 100.0, "probe_encoder": "context",
+              "options": dict(IJEPA_OPTIONS)},
 }
 SEEDS = (0, 1, 2)
 
@@ -112,7 +151,8 @@ def pretrain(method: str, xtr: torch.Tensor, *, seed: int, quick: bool) -> tuple
         r.update(epochs=1, cpu_budget_s=10.0)
     steps = math.ceil(len(xtr) / r["batch_size"]) * r["epochs"]
     torch.manual_seed(seed)
-    model, meta = build_method(method, channels=int(xtr.shape[1]), image_size=int(xtr.shape[-1]), total_steps=steps)
+    model, meta = build_method(method, channels=int(xtr.shape[1]), image_size=int(xtr.shape[-1]), total_steps=steps,
+                               options=r.get("options"))
     c0, t0 = time.process_time(), time.perf_counter()
     history = fit(model, TensorDataset(xtr), step=SelfSupervisedStep(seed=seed), metrics=(),
                   optimizer=lambda p: torch.optim.AdamW(p, lr=r["lr"], weight_decay=WEIGHT_DECAY[method]),
@@ -120,9 +160,11 @@ def pretrain(method: str, xtr: torch.Tensor, *, seed: int, quick: bool) -> tuple
                   callbacks=[CPUBudget(r["cpu_budget_s"])])
     info = {"recipe": r, "epochs_run": len(history), "pretrain_cpu_s": time.process_time() - c0, "pretrain_wall_s": time.perf_counter() - t0,
             "loss_first": history["loss"][0], "loss_last": history["loss"][-1]}
-    if r.get("probe_encoder") == "target":
-        info["context_encoder"] = model.encoder.eval()
+    if r.get("probe_encoder") == "target":  # I-JEPA: the other encoder is probed beside
+        info["other_encoder"] = ("context", model.encoder.eval())
         return model.target_encoder.eval(), meta, info
+    if r.get("probe_encoder") == "context":
+        info["other_encoder"] = ("target", model.target_encoder.eval())
     return model.encoder.eval(), meta, info
 
 
@@ -188,12 +230,14 @@ def vit_case(method: str, data: dict[str, torch.Tensor], *, quick: bool) -> dict
     sample = data["xtr"][:500]
     extra: dict[str, Any] = {"collapse": {"pretrained": collapse_stats(encoder, sample),
                                           "random": collapse_stats(random_encoder, sample)}}
-    context = info.pop("context_encoder", None)
-    if context is not None:  # I-JEPA: the context encoder's probes beside the target encoder's
-        rows = efficiency(context, data, fractions=(0.01, 1.0), supervised=None, quick=quick)
-        extra.update(probe_encoder="target", context_probe=_mean(rows, method, 0.01),
-                     context_probe_all_labels=_mean(rows, method, 1.0), context_rows=rows)
-        extra["collapse"]["context"] = collapse_stats(context, sample)
+    other = info.pop("other_encoder", None)
+    if other is not None:  # I-JEPA: its other encoder's (context or EMA target) probes beside
+        name, encoder_2 = other
+        rows = efficiency(encoder_2, data, fractions=(0.01, 1.0), supervised=None, quick=quick)
+        extra.update(probe_encoder=info["recipe"]["probe_encoder"], other_encoder=name,
+                     other_probe=_mean(rows, method, 0.01), other_probe_all_labels=_mean(rows, method, 1.0),
+                     other_rows=rows)
+        extra["collapse"][name] = collapse_stats(encoder_2, sample)
     return {"case": case, "value": gap, "target": TARGETS[case], "passed": gap >= TARGETS[case],
             "mean_pretrained_probe": m[0.01][0], "mean_random_probe": m[0.01][1], "n_labels": ours[0]["labels"],
             "probe_all_labels": m[1.0][0], "random_probe_all_labels": m[1.0][1], "seeds": list(SEEDS),
@@ -259,11 +303,11 @@ def _cells(r: dict[str, Any]) -> tuple[str, str, str]:
         details = (f"1% labels: probe {100 * r['mean_pretrained_probe']:.1f}% vs random {100 * r['mean_random_probe']:.1f}%; "
                    f"all labels {100 * r['probe_all_labels']:.1f}% vs {100 * r['random_probe_all_labels']:.1f}%; "
                    f"{r['epochs_run']} epochs in {r['pretrain_cpu_s']:.0f} CPU s")
-        if "context_probe" in r:
-            c = r["collapse"]
-            details += (f"; target encoder probed (context encoder: {100 * r['context_probe']:.1f}% / "
-                        f"{100 * r['context_probe_all_labels']:.1f}%); token variance target "
-                        f"{c['pretrained']['token_variance']:.1f}, context {c['context']['token_variance']:.2f}, "
+        if "other_probe" in r:
+            c, other = r["collapse"], r["other_encoder"]
+            details += (f"; {r['probe_encoder']} encoder probed ({other} encoder: {100 * r['other_probe']:.1f}% / "
+                        f"{100 * r['other_probe_all_labels']:.1f}%); token variance {r['probe_encoder']} "
+                        f"{c['pretrained']['token_variance']:.1f}, {other} {c[other]['token_variance']:.2f}, "
                         f"random {c['random']['token_variance']:.1f}")
     else:
         shown, target = f"{r['value']:.2f}x", f"<= {r['target']:.1f}x"

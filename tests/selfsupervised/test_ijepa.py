@@ -329,3 +329,16 @@ def test_bad_regulariser_options_are_refused(kw, match):
 def test_batch_statistics_need_two_images(kw):
     with pytest.raises(ValueError, match="at least 2 images"):
         make(**kw).ssl_loss(images(1), generator=torch.Generator().manual_seed(0))
+
+
+def test_pretrain_recipe_turns_the_c_jepa_options_on_and_empty_options_give_the_paper():
+    from mlimaging.cli.pretrain import BATCH, IJEPA_OPTIONS, build_method
+
+    model, meta = build_method("ijepa", channels=1, image_size=16, total_steps=5)
+    assert (model.variance_weight, model.covariance_weight, model.regularise, model.ema) == (
+        IJEPA_OPTIONS["variance_weight"], IJEPA_OPTIONS["covariance_weight"], IJEPA_OPTIONS["regularise"],
+        tuple(IJEPA_OPTIONS["ema"]))
+    assert meta["method_kwargs"]["variance_weight"] == IJEPA_OPTIONS["variance_weight"] and BATCH["ijepa"] == 64
+    paper, _ = build_method("ijepa", channels=1, image_size=16, total_steps=5, options={})
+    assert (paper.variance_weight, paper.covariance_weight, paper.ema, paper.standardise_targets) == (
+        0.0, 0.0, (0.996, 1.0), False)
