@@ -67,11 +67,11 @@ LR = {"simclr": 1e-3, "triplet": 1e-3, "mae": 1e-3, "ijepa": 1e-3}
 BATCH = {"simclr": 256, "triplet": 256, "mae": 64, "ijepa": 64}
 WEIGHT_DECAY = {"simclr": 0.0, "triplet": 0.0, "mae": 0.05, "ijepa": 0.05}
 #: I-JEPA's settings beyond the paper's defaults (``build_method`` applies them unless given ``options``):
-#: C-JEPA's VICReg variance/covariance terms on the context tokens and a faster EMA (from 0.98). Published
+#: C-JEPA's VICReg variance/covariance terms on the context tokens and a faster EMA (from 0.99). Published
 #: I-JEPA collapses on mnist5k at this scale and its probe stays below a random encoder's
 #: (benchmarks/selfsupervised.py records what was tried).
 IJEPA_OPTIONS: dict[str, Any] = {"variance_weight": 1.0, "covariance_weight": 0.04, "regularise": "tokens",
-                                 "ema": (0.98, 1.0)}
+                                 "ema": (0.99, 1.0)}
 CNN_FEATURES = 128
 
 
