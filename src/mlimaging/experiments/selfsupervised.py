@@ -8,8 +8,8 @@ self-supervised methods with :class:`~mlimaging.selfsupervised.SelfSupervisedSte
 2. **Pretraining** on the mnist5k training images without their labels: SimCLR (NT-Xent on two
    augmented views, Chen et al. 2020) and a triplet network (positives: the other view of the
    same image, Schroff et al. 2015) on a small CNN; MAE (masked-patch reconstruction, He et al.
-   2022) and I-JEPA (prediction of EMA-target embeddings of masked blocks, Assran et al. 2023)
-   on a small ViT. Linear-probe and weighted-kNN accuracy with all labels, against the same
+   2022) and I-JEPA (prediction of EMA-target embeddings of masked blocks, Assran et al. 2023,
+   with C-JEPA's variance/covariance terms against collapse, Mo & Tong 2024) on a small ViT. Linear-probe and weighted-kNN accuracy with all labels, against the same
    architectures left at random initialisation.
 3. **Label efficiency**: linear probe, kNN (Wu et al. 2018) and fine-tuning with 1%, 10% and
    100% of the labels (nested stratified subsets; 1% is 35 images) against the same CNN trained
@@ -69,7 +69,7 @@ METHODS = ("simclr", "triplet", "mae", "ijepa")
 TRIPLET_MARGIN = 0.2
 #: Batch-size caps per method: MAE needs optimiser steps more than large batches (at batch 128-256 it
 #: stalls at the mean image on a CPU budget where batch 64 learns; see benchmarks/selfsupervised.py).
-PRETRAIN_BATCH = {"mae": 64}
+PRETRAIN_BATCH = {"mae": 64, "ijepa": 64}
 LABELS = {"simclr": "SimCLR", "triplet": "Triplet", "mae": "MAE", "ijepa": "I-JEPA", "random-cnn": "random CNN",
           "random-vit": "random ViT", "supervised": "supervised (scratch)"}
 
@@ -217,9 +217,11 @@ def _build(method: str, cfg: SelfSupervisedConfig, p: dict[str, Any], *, steps: 
     if method == "mae":
         return _seeded(cfg.seed, lambda: MAE(**vit, mask_ratio=0.75, decoder_dim=p["vit_dim"], decoder_depth=1,
                                              decoder_heads=4))
-    if method == "ijepa":
+    if method == "ijepa":  # the recipe of `mlimaging pretrain ijepa` and the benchmark: C-JEPA's VICReg terms
+        from mlimaging.cli.pretrain import IJEPA_OPTIONS
+
         return _seeded(cfg.seed, lambda: IJEPA(**vit, predictor_dim=p["vit_dim"] // 2, predictor_depth=1,
-                                               predictor_heads=4, total_steps=max(1, steps)))
+                                               predictor_heads=4, total_steps=max(1, steps), **IJEPA_OPTIONS))
     raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")
 
 
@@ -300,11 +302,13 @@ def _pretrain_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run,
 
     run.section("2. Pretraining without labels", f"Each method trains for {p['epochs']} epochs on the "
                 f"{len(data['ytr'])} mnist5k training images without their labels (AdamW, lr {cfg.lr:g}, batch "
-                f"{cfg.batch_size}; MAE batch {min(cfg.batch_size, PRETRAIN_BATCH['mae'])}). SimCLR and the triplet network use a small CNN (width {p['width']}, "
+                f"{cfg.batch_size}; MAE and I-JEPA batch {min(cfg.batch_size, PRETRAIN_BATCH['mae'])}). SimCLR and the triplet network use a small CNN (width {p['width']}, "
                 f"{p['feature_dim']}-d features; SimCLR temperature {cfg.temperature:g}; triplet margin {TRIPLET_MARGIN:g} on "
                 "L2-normalised embeddings, semi-hard mining, the positive of a view being the other view of its "
                 "image); MAE (75% of the 4 x 4 px patches masked) and I-JEPA (4 target blocks, EMA target "
-                f"encoder) a ViT of width {p['vit_dim']} and depth {p['vit_depth']}. Representations are judged by "
+                "encoder from momentum 0.99, with C-JEPA's VICReg variance and covariance terms on the context "
+                "tokens against collapse: Mo & Tong 2024; the paper's I-JEPA collapses at this scale) "
+                f"a ViT of width {p['vit_dim']} and depth {p['vit_depth']}. Representations are judged by "
                 f"a linear probe ({p['probe_epochs']} epochs on the frozen, standardised features) and a weighted "
                 f"20-NN vote on all {len(data['ytr'])} training labels, against each architecture at random "
                 "initialisation.")
