@@ -26,6 +26,14 @@ from mlimaging.privacy._flower_zygote import (
 )
 
 
+def _gone(tree: dict) -> bool:
+    """Wait until no process of ``tree`` is alive; 60 s is a hang bound, not a speed check."""
+    deadline = time.monotonic() + 60
+    while alive(tree) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    return alive(tree) == []
+
+
 def _pids(path, deadline):
     """The zygote's ``{name: pid}`` once it has forked every child (both stages)."""
     while time.monotonic() < deadline:
@@ -105,10 +113,7 @@ def test_zygote_children_stop_with_the_zygote(tmp_path):
         assert {"flower-superlink", "flower-supernode", "superexec+ClientApps", "superexec+ServerApp"} <= set(by_name)
         os.kill(zygote.pid, signal.SIGKILL)
         zygote.wait(timeout=30)
-        deadline = time.monotonic() + 60  # a hang bound, not a speed check
-        while alive(tree) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert alive(tree) == []
+        assert _gone(tree)
     finally:
         if zygote.poll() is None:
             zygote.kill()
@@ -277,10 +282,7 @@ def test_zygote_dies_with_the_process_that_started_it(tmp_path):
         assert len(tree) == 2
         starter.kill()
         starter.wait(timeout=30)
-        deadline = time.monotonic() + 60  # a hang bound, not a speed check
-        while alive(tree) and time.monotonic() < deadline:
-            time.sleep(0.1)
-        assert alive(tree) == []
+        assert _gone(tree)
     finally:
         if starter.poll() is None:
             starter.kill()
