@@ -83,8 +83,10 @@ def patch_supernode_waits(idle: float = IDLE_WAIT, reply: float = REPLY_WAIT) ->
     SuperLink that returned no message, and ``time.sleep(0.5)`` while it waits for its ClientApp's
     reply, with no setting for either. A message sent while a node sleeps waits for the end of the
     sleep, on average half of it: :math:`\mathbb{E}[\text{latency}] = T/2` = 1.5 s per round at
-    :math:`T = 3` s, 0.1 s at the ``idle`` = 0.2 s used here (each idle pull is one small HTTP request
-    to the SuperLink). The module's ``time`` is replaced by a stand-in whose ``sleep`` maps 3 s to
+    :math:`T = 3` s, 0.25 s at the ``idle`` = 0.5 s that :func:`~mlimaging.privacy.flower.deploy` uses
+    (:data:`~mlimaging.privacy.flower.SUPERNODE_IDLE_WAIT`; each idle pull is one small HTTP request
+    to the SuperLink, so a shorter wait costs CPU: 4 idle nodes 0.135 CPU s per second at 0.2 s, 0.090
+    at 0.5 s). The module's ``time`` is replaced by a stand-in whose ``sleep`` maps 3 s to
     ``idle`` and caps the others at ``reply``; nothing else of Flower changes.
 
     Guarded: applied only to a Flower 1.42 whose module still uses ``time.sleep(3)`` through a
