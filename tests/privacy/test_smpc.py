@@ -50,9 +50,9 @@ def test_three_party_scalar_sharing_by_hand():
     assert s3 == _signed(98304 - s1 - s2)
     assert (s1 + s2 + s3) % RING == 98304
     assert reconstruct(shares).item() == 1.5
-    # The first two shares are the generator's first draws (two 32-bit words each).
-    words = torch.randint(-(2**31), 2**31, (2, 2), dtype=torch.int32, generator=torch.Generator().manual_seed(0))
-    assert [s1, s2] == words.view(torch.int64).reshape(-1).tolist()
+    # The first two shares are the generator's first draws (64-bit, over the whole int64 range).
+    draws = torch.empty(2, dtype=torch.int64).random_(-(2**63), None, generator=torch.Generator().manual_seed(0))
+    assert [s1, s2] == draws.tolist()
 
 
 def test_encode_decode_worked_values():
