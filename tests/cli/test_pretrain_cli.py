@@ -212,6 +212,7 @@ def test_resume_refuses_other_settings(simclr_run, tmp_path):
     (["pretrain", "mae", "--dataset", "digits", "--patch-size", "3", "--out", "{tmp}/x"], "does not divide"),
     (["pretrain", "simclr", "--resume", "--out", "{tmp}/x"], "does not exist"),
     (["pretrain", "simclr", "--dataset", "digits", "--batch-size", "1078", "--epochs", "1", "--out", "{tmp}/x"], "last batch of one"),
+    (["pretrain", "ijepa", "--dataset", "digits", "--batch-size", "1", "--epochs", "1", "--out", "{tmp}/x"], "at least 2"),
     (["probe", "--checkpoint", "{tmp}/none.pt"], "does not exist"),
     (["probe", "--checkpoint", "{ckpt}", "--labels", "0"], "--labels must be a fraction in (0, 1]"),
     (["probe", "--checkpoint", "{ckpt}", "--labels", "1.5"], "--labels must be a fraction in (0, 1]"),

@@ -258,6 +258,9 @@ def pretrain_cmd(
     check_positive(epochs, "--epochs", integer=True)
     check_positive(lr, "--lr")
     check_positive(batch_size, "--batch-size", integer=True)
+    if batch_size is not None and batch_size < 2:
+        raise ValueError(f"--batch-size must be at least 2 (contrastive losses, batch norm and I-JEPA's variance term "
+                         f"compare the images of a batch), got {batch_size}")
     check_positive(size, "--size", integer=True)
     check_positive(patch_size, "--patch-size", integer=True)
     if seed is not None and seed < 0:
