@@ -306,6 +306,22 @@ def test_cli_parallel_reaches_deploy(tmp_path, monkeypatch, flag, expected):
     assert seen["parallel"] == expected and seen["clients"] == 4
 
 
+def test_cli_reports_a_sigterm_stop(tmp_path, monkeypatch):
+    """deploy ends with SystemExit(143) on SIGTERM (after stopping its processes): the CLI says so, exits 143
+    and marks the run folder as ended by it."""
+    pytest.importorskip("flwr")
+    import mlimaging.privacy.flower as flower_module
+
+    def terminated(**kwargs):
+        raise SystemExit(143)
+
+    monkeypatch.setattr(flower_module, "deploy", terminated)
+    out = tmp_path / "o"
+    res = CliRunner().invoke(_cli_app(), ["fl", "deploy", "--out", str(out)])
+    assert res.exit_code == 143 and "terminated; every Flower process was stopped" in res.output
+    assert "SIGTERM" in (out / "config.json").read_text()
+
+
 def test_cli_out_folder_rules(tmp_path):
     """An existing --out needs --force (no --resume is offered), which deletes only what fl deploy writes."""
     pytest.importorskip("flwr")  # the checks run once Flower is known to be there

@@ -110,6 +110,13 @@ def deploy_cmd(
         err_console.print(f"interrupted; every Flower process was stopped; partial run folder {out}",
                           highlight=False, soft_wrap=True)
         raise typer.Exit(130) from None
+    except SystemExit as e:  # deploy's SIGTERM handler (kill PID): its processes are stopped too
+        if e.code != 143:
+            raise
+        run.finish(error="terminated (SIGTERM)")
+        err_console.print(f"terminated; every Flower process was stopped; partial run folder {out}",
+                          highlight=False, soft_wrap=True)
+        raise typer.Exit(143) from None
     except (RuntimeError, TimeoutError, ImportError) as e:  # the deployment failed; its processes are stopped
         run.finish(error=str(e))
         _fail(str(e), 1)
