@@ -34,6 +34,14 @@ def _gone(tree: dict) -> bool:
     return alive(tree) == []
 
 
+def _start_zygote(tmp_path, spec: dict) -> subprocess.Popen:
+    """The zygote of ``spec`` (written to ``tmp_path/spec.json``), with Flower's telemetry and update check off."""
+    (tmp_path / "spec.json").write_text(json.dumps(spec))
+    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", FLWR_HOME=str(tmp_path))
+    return subprocess.Popen([sys.executable, "-m", "mlimaging.privacy._flower_zygote", "--spec",
+                             str(tmp_path / "spec.json")], env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+
+
 def _pids(path, deadline):
     """The zygote's ``{name: pid}`` once it has forked every child (both stages)."""
     while time.monotonic() < deadline:
@@ -98,10 +106,7 @@ def test_zygote_children_stop_with_the_zygote(tmp_path):
     pytest.importorskip("flwr")
     port = _free_port()
     spec = deployment_spec(port=port, clients=1, logs=tmp_path, pids=tmp_path / "pids.json", warm=None)
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", FLWR_HOME=str(tmp_path))
-    zygote = subprocess.Popen([sys.executable, "-m", "mlimaging.privacy._flower_zygote", "--spec",
-                               str(tmp_path / "spec.json")], env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    zygote = _start_zygote(tmp_path, spec)
     try:
         deadline = time.monotonic() + 120
         pids = _pids(tmp_path / "pids.json", deadline)
@@ -125,10 +130,7 @@ def test_zygote_forwards_sigterm_and_exits(tmp_path):
     pytest.importorskip("flwr")
     spec = deployment_spec(port=_free_port(), clients=1, logs=tmp_path, pids=tmp_path / "pids.json", warm=None)
     spec["children"] = spec["children"][:1]  # the SuperLink alone
-    (tmp_path / "spec.json").write_text(json.dumps(spec))
-    env = dict(os.environ, FLWR_TELEMETRY_ENABLED="0", FLWR_DISABLE_UPDATE_CHECK="1", FLWR_HOME=str(tmp_path))
-    zygote = subprocess.Popen([sys.executable, "-m", "mlimaging.privacy._flower_zygote", "--spec",
-                               str(tmp_path / "spec.json")], env=env, stdout=subprocess.DEVNULL, start_new_session=True)
+    zygote = _start_zygote(tmp_path, spec)
     try:
         deadline = time.monotonic() + 120
         link = _pids(tmp_path / "pids.json", deadline)["superlink"]
