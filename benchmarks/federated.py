@@ -85,7 +85,6 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import os
 import platform
 import statistics
 import tempfile
@@ -242,7 +241,7 @@ def flower_case(*, quick: bool) -> dict[str, Any]:
     if importlib.util.find_spec("flwr") is None:
         return {"case": "flower", "ratio": None, "target": FLOWER_TARGET, "passed": False,
                 "note": 'not run: flwr is not installed (pip install "mlimaging[fl]")'}
-    from mlimaging.privacy.flower import _config, _data, deploy, initial_model
+    from mlimaging.privacy.flower import _config, _data, default_parallel, deploy, initial_model
 
     s = dict(FLOWER, **({"clients": 2, "rounds": 2} if quick else {}))
     n_train, n_test = (350, 100) if quick else (None, None)
@@ -263,7 +262,7 @@ def flower_case(*, quick: bool) -> dict[str, Any]:
                         progress=False, seed=s["seed"], lr=s["lr"], local_epochs=s["local_epochs"],
                         batch_size=s["batch_size"])
         flower_s = time.perf_counter() - t0
-        parts_of_time = _overheads(Path(tmp) / "run", max(1, len(os.sched_getaffinity(0)) - 1))  # deploy's default
+        parts_of_time = _overheads(Path(tmp) / "run", default_parallel())  # deploy ran with its default
     _, sim_after, cpu_after = simulate()
     sim_s, sim_cpu = (sim_before + sim_after) / 2, (cpu_before + cpu_after) / 2
     flower_cpu = parts_of_time["cpu_seconds"]

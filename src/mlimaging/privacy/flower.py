@@ -85,7 +85,7 @@ from mlimaging.privacy.federated import (
     _train_client,
     _weighted_average,
 )
-from mlimaging.utils import set_torch_threads
+from mlimaging.utils import available_cores, set_torch_threads
 
 __all__ = ["deploy", "initial_model", "make_client_app", "make_server_app"]
 
@@ -531,6 +531,18 @@ def _check_number(value: Any, name: str, low: float, *, integer: bool = False, s
     return int(value) if integer else float(value)
 
 
+def default_parallel() -> int:
+    """:func:`deploy`'s default ``parallel``: the cores this process may use less one (for the SuperLink,
+    the SuperNodes and the ServerApp), at least 1.
+
+    Examples
+    --------
+    >>> default_parallel() >= 1
+    True
+    """
+    return max(1, available_cores() - 1)
+
+
 def _exit_on_sigterm(signum: int, frame: Any) -> None:
     raise SystemExit(128 + signum)  # unwinds through deploy's finally, as KeyboardInterrupt does
 
@@ -646,8 +658,7 @@ def deploy(
     for name, v in (("n_train", n_train), ("n_test", n_test)):
         if v is not None:
             _check_number(v, name, 1, integer=True)
-    parallel = max(1, len(os.sched_getaffinity(0)) - 1) if parallel is None else _check_number(parallel, "parallel", 0,
-                                                                                                integer=True)
+    parallel = default_parallel() if parallel is None else _check_number(parallel, "parallel", 0, integer=True)
     if kill is not None:
         if not (isinstance(kill, (tuple, list)) and len(kill) == 2):
             raise ValueError(f"kill must be a (partition_id, round) pair, got {kill!r}")
