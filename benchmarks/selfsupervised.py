@@ -14,8 +14,9 @@ mae-probe          MAE's ViT encoder pretrained on mnist5k, linear probe with 1%
                    the labels, minus the probe of the same ViT randomly initialised;
                    mean over 3 seeds (the probes with all labels are recorded beside)
 ijepa-probe        the same for I-JEPA with C-JEPA's variance/covariance regulariser      >= +10 points
-                   (``IJEPA_OPTIONS`` of ``mlimaging pretrain``); its context encoder
-                   is probed, the EMA target encoder's probes are recorded beside
+                   (``ijepa.IJEPA_OPTIONS``, as ``mlimaging pretrain``); its context
+                   encoder is probed, the EMA target encoder's probes are recorded
+                   beside
 ntxent-speed       forward + backward of ``nt_xent`` on a 512 x 128 batch pair            <= 1.0x
                    against lightly's ``NTXentLoss`` (same input, same thread count,
                    alternating repeats, losses and gradients checked equal); median
@@ -109,9 +110,10 @@ from _common import (  # benchmarks/ is on sys.path when a script runs
     install_torchvision_shim,
     print_targets,
 )
-from mlimaging.cli.pretrain import IJEPA_OPTIONS, build_method, fresh_encoder, load_images
+from mlimaging.cli.pretrain import build_method, fresh_encoder, load_images
 from mlimaging.selfsupervised import evaluation
 from mlimaging.selfsupervised.base import SelfSupervisedStep
+from mlimaging.selfsupervised.ijepa import IJEPA_OPTIONS
 from mlimaging.selfsupervised.losses import nt_xent
 from mlimaging.training import fit
 from mlimaging.utils import package_versions
@@ -126,7 +128,7 @@ RECIPES: dict[str, dict[str, Any]] = {
     # MAE needs optimiser steps more than large batches: batch 64 gives ~1,700 steps in 150 CPU s
     "mae": {"epochs": 200, "lr": 1e-3, "batch_size": 64, "cpu_budget_s": 150.0},
     # I-JEPA with C-JEPA's variance/covariance terms on the context tokens and EMA from 0.99 ("options":
-    # mlimaging pretrain's IJEPA_OPTIONS), batch 64 (~4x the optimiser steps of batch 256 in the budget);
+    # IJEPA_OPTIONS, as mlimaging pretrain), batch 64 (~4x the optimiser steps of batch 256 in the budget);
     # probe_encoder "context": with the regulariser the context encoder no longer collapses and, on a validation
     # split of the training images (2,500/1,000), probed above the EMA target encoder in every batch-64
     # run (see the module docstring); the target encoder's probes are recorded beside

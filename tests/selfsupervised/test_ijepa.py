@@ -332,7 +332,8 @@ def test_batch_statistics_need_two_images(kw):
 
 
 def test_pretrain_recipe_turns_the_c_jepa_options_on_and_empty_options_give_the_paper():
-    from mlimaging.cli.pretrain import BATCH, IJEPA_OPTIONS, build_method
+    from mlimaging.cli.pretrain import BATCH, build_method
+    from mlimaging.selfsupervised.ijepa import IJEPA_OPTIONS
 
     model, meta = build_method("ijepa", channels=1, image_size=16, total_steps=5)
     assert (model.variance_weight, model.covariance_weight, model.regularise, model.ema) == (

@@ -53,7 +53,7 @@ if TYPE_CHECKING:  # torch is imported inside the commands: `mlimaging --help` s
     import torch
     from torch import nn
 
-__all__ = ["IJEPA_OPTIONS", "METHODS", "build_method", "fresh_encoder", "load_encoder", "load_images", "pretrain_cmd", "probe_cmd"]
+__all__ = ["METHODS", "build_method", "fresh_encoder", "load_encoder", "load_images", "pretrain_cmd", "probe_cmd"]
 
 RUN_NAME = "pretrain"
 METHODS = ("simclr", "mae", "ijepa", "triplet")
@@ -66,12 +66,6 @@ LR = {"simclr": 1e-3, "triplet": 1e-3, "mae": 1e-3, "ijepa": 1e-3}
 #: MAE stalls at the mean image within a CPU budget where batch 64 learns: benchmarks/selfsupervised.py).
 BATCH = {"simclr": 256, "triplet": 256, "mae": 64, "ijepa": 64}
 WEIGHT_DECAY = {"simclr": 0.0, "triplet": 0.0, "mae": 0.05, "ijepa": 0.05}
-#: I-JEPA's settings beyond the paper's defaults (``build_method`` applies them unless given ``options``):
-#: C-JEPA's VICReg variance/covariance terms on the context tokens and a faster EMA (from 0.99). Published
-#: I-JEPA collapses on mnist5k at this scale and its probe stays below a random encoder's
-#: (benchmarks/selfsupervised.py records what was tried).
-IJEPA_OPTIONS: dict[str, Any] = {"variance_weight": 1.0, "covariance_weight": 0.04, "regularise": "tokens",
-                                 "ema": (0.99, 1.0)}
 CNN_FEATURES = 128
 
 
@@ -124,7 +118,8 @@ def build_method(method: str, *, channels: int, image_size: int, patch_size: int
     """The self-supervised ``method`` for ``channels`` x ``image_size`` images and the metadata that
     rebuilds its encoder (:func:`load_encoder`). ``flip=False`` leaves horizontal flips out of the
     views of simclr and triplet (digits: a mirrored 2 is no 2). ``options``: more keyword arguments
-    of :class:`~mlimaging.selfsupervised.IJEPA` (default :data:`IJEPA_OPTIONS`; ``{}`` gives the
+    of :class:`~mlimaging.selfsupervised.IJEPA` (default
+    :data:`~mlimaging.selfsupervised.ijepa.IJEPA_OPTIONS`; ``{}`` gives the
     paper's I-JEPA)."""
     from mlimaging.selfsupervised.augment import simclr_augment
     from mlimaging.selfsupervised.encoders import make_encoder
@@ -154,7 +149,7 @@ def build_method(method: str, *, channels: int, image_size: int, patch_size: int
 
             model = MAE(**kwargs)
         else:
-            from mlimaging.selfsupervised.ijepa import IJEPA
+            from mlimaging.selfsupervised.ijepa import IJEPA, IJEPA_OPTIONS
 
             kwargs["total_steps"] = int(total_steps)
             kwargs.update(IJEPA_OPTIONS if options is None else options)

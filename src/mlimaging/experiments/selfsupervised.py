@@ -201,7 +201,7 @@ def _augment(strength: str = "full") -> Any:
 
 def _build(method: str, cfg: SelfSupervisedConfig, p: dict[str, Any], *, steps: int,
            temperature: float | None = None, strength: str = "full") -> nn.Module:
-    from mlimaging.selfsupervised.ijepa import IJEPA
+    from mlimaging.selfsupervised.ijepa import IJEPA, IJEPA_OPTIONS
     from mlimaging.selfsupervised.mae import MAE
     from mlimaging.selfsupervised.simclr import SimCLR
     from mlimaging.selfsupervised.triplet import TripletNet
@@ -218,8 +218,6 @@ def _build(method: str, cfg: SelfSupervisedConfig, p: dict[str, Any], *, steps: 
         return _seeded(cfg.seed, lambda: MAE(**vit, mask_ratio=0.75, decoder_dim=p["vit_dim"], decoder_depth=1,
                                              decoder_heads=4))
     if method == "ijepa":  # the recipe of `mlimaging pretrain ijepa` and the benchmark: C-JEPA's VICReg terms
-        from mlimaging.cli.pretrain import IJEPA_OPTIONS
-
         return _seeded(cfg.seed, lambda: IJEPA(**vit, predictor_dim=p["vit_dim"] // 2, predictor_depth=1,
                                                predictor_heads=4, total_steps=max(1, steps), **IJEPA_OPTIONS))
     raise ValueError(f"unknown method {method!r}; expected one of {list(METHODS)}")

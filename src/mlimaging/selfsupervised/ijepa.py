@@ -83,12 +83,18 @@ from mlimaging.selfsupervised.losses import covariance_loss, variance_loss
 from mlimaging.selfsupervised.mae import encode_visible, vit_encoder
 from mlimaging.selfsupervised.masking import multi_block_masks, sincos_position_embedding
 
-__all__ = ["IJEPA", "REGULARISED", "TARGETS"]
+__all__ = ["IJEPA", "IJEPA_OPTIONS", "REGULARISED", "TARGETS"]
 
 #: Target kinds: the paper's layer-normed last output, or data2vec's instance-normed top-K average.
 TARGETS = ("layernorm", "data2vec")
 #: What C-JEPA's variance/covariance terms see: the mean context token per image, or every context token.
 REGULARISED = ("pooled", "tokens")
+#: I-JEPA's settings beyond the paper's defaults at CPU scale, used by ``mlimaging pretrain ijepa``,
+#: ``benchmarks/selfsupervised.py`` and the ``selfsupervised`` experiment: C-JEPA's VICReg variance/covariance
+#: terms on the context tokens and a faster EMA (from 0.99). Published I-JEPA collapses on mnist5k at this
+#: scale and its probe stays below a random encoder's (benchmarks/selfsupervised.py records what was tried).
+IJEPA_OPTIONS: dict[str, Any] = {"variance_weight": 1.0, "covariance_weight": 0.04, "regularise": "tokens",
+                                 "ema": (0.99, 1.0)}
 
 
 def _gather(tokens: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
