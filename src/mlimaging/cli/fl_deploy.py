@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import math
 import shutil
+import signal
 from pathlib import Path
 
 import typer
@@ -105,18 +106,14 @@ def deploy_cmd(
         h = deploy(clients=clients, rounds=rounds, out=out, seed=seed, lr=lr, local_epochs=local_epochs,
                    batch_size=b, proximal_mu=mu, scheme=scheme, round_timeout=round_timeout, timeout=timeout,
                    secure=secure, parallel=None if parallel == -1 else parallel)
-    except KeyboardInterrupt:
-        run.finish(error="interrupted")
-        err_console.print(f"interrupted; every Flower process was stopped; partial run folder {out}",
-                          highlight=False, soft_wrap=True)
-        raise typer.Exit(130) from None
-    except SystemExit as e:  # deploy's SIGTERM handler (kill PID): its processes are stopped too
-        if e.code != 143:
+    except (KeyboardInterrupt, SystemExit) as e:  # Ctrl-C, or deploy's SIGTERM handler (kill PID); all stopped
+        sigterm = isinstance(e, SystemExit)
+        if sigterm and e.code != 128 + signal.SIGTERM:
             raise
-        run.finish(error="terminated (SIGTERM)")
-        err_console.print(f"terminated; every Flower process was stopped; partial run folder {out}",
-                          highlight=False, soft_wrap=True)
-        raise typer.Exit(143) from None
+        run.finish(error="terminated (SIGTERM)" if sigterm else "interrupted")
+        err_console.print(f"{'terminated' if sigterm else 'interrupted'}; every Flower process was stopped; "
+                          f"partial run folder {out}", highlight=False, soft_wrap=True)
+        raise typer.Exit(128 + signal.SIGTERM if sigterm else 130) from None
     except (RuntimeError, TimeoutError, ImportError) as e:  # the deployment failed; its processes are stopped
         run.finish(error=str(e))
         _fail(str(e), 1)
