@@ -67,3 +67,22 @@ def print_targets(title: str, rows: list[dict[str, Any]], cells: Callable[[dict[
     console = Console(width=width)
     console.print(table)
     console.print(summary)
+
+
+def merge_reports(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
+    """``old`` with the rows of ``new``'s cases replaced (in place, in order); every row kept from
+    ``old`` gets ``"from_run"`` (that run's seconds, CPU seconds and versions) and the merged report lists
+    the runs in ``"merged_runs"``."""
+    if (old.get("quick"), old.get("n_train"), old.get("n_test"), old.get("torch_threads")) != (
+            new["quick"], new["n_train"], new["n_test"], new["torch_threads"]):
+        raise SystemExit("the existing results were measured with other settings (quick, data or "
+                         "threads): rerun every case instead of merging")
+    fresh = {r["case"]: r for r in new["rows"]}
+    keep = {k: old.get(k) for k in ("seconds", "cpu_seconds", "versions")}
+    rows = [fresh.pop(r["case"]) if r["case"] in fresh else {**r, "from_run": r.get("from_run", keep)}
+            for r in old["rows"]]
+    rows += list(fresh.values())
+    runs = old.get("merged_runs", [{"cases": [r["case"] for r in old["rows"]], **keep}])
+    runs = [*runs, {"cases": [r["case"] for r in new["rows"]], "seconds": new["seconds"],
+                    "cpu_seconds": new["cpu_seconds"], "versions": new["versions"]}]
+    return {**new, "rows": rows, "all_passed": all(r["passed"] for r in rows), "merged_runs": runs}

@@ -77,7 +77,8 @@ of the digits, caps of 3 / 10 rounds and one timing repeat (the targets are then
 Writes ``benchmarks/results/federated.json`` (``federated-quick.json`` with ``--quick``) and prints a table.
 
 Run: ``python benchmarks/federated.py`` (``--quick`` for a short check; ``--cases flower`` reruns only that case
-and keeps the other rows of the existing results file).
+and keeps the other rows of the existing results file, each marked with the run it came from; rows measured with
+other settings are not mixed in).
 """
 
 from __future__ import annotations
@@ -94,7 +95,11 @@ from typing import Any
 
 import torch
 
-from _common import alternate, print_targets  # benchmarks/ is on sys.path when a script runs
+from _common import (  # benchmarks/ is on sys.path when a script runs
+    alternate,
+    merge_reports,
+    print_targets,
+)
 from mlimaging.experiments.federated import load_mnist
 from mlimaging.models import create_model
 from mlimaging.privacy import fedavg, fedsgd, partition
@@ -332,16 +337,15 @@ def main() -> None:
     run = {"fedavg-rounds": lambda: rounds_case(data, quick=args.quick),
            "secure-agg": lambda: secure_case(data, repeats=1 if args.quick else 5),
            "flower": lambda: flower_case(quick=args.quick)}
-    kept = {}
-    if set(cases) != set(CASES) and args.output.exists():
-        kept = {r["case"]: r for r in json.loads(args.output.read_text())["rows"]}
-    fresh = {c: run[c]() for c in CASES if c in cases}
-    rows = [fresh[c] if c in fresh else kept[c] for c in CASES if c in fresh or c in kept]
-    report = {"benchmark": "federated", "quick": args.quick, "cases_run": sorted(fresh), "torch_threads": torch.get_num_threads(),
-              "n_train": len(data[1]), "n_test": len(data[3]), "rows": rows,
+    rows = [run[c]() for c in CASES if c in cases]
+    report = {"benchmark": "federated", "quick": args.quick, "cases_run": [c for c in CASES if c in cases],
+              "torch_threads": torch.get_num_threads(), "n_train": len(data[1]), "n_test": len(data[3]), "rows": rows,
               "all_passed": all(r["passed"] for r in rows), "seconds": time.perf_counter() - started,
               "cpu_seconds": time.process_time(), "platform": platform.platform(),
               "processor": platform.processor(), "versions": package_versions(("mlimaging", "torch", "numpy"))}
+    if set(cases) != set(CASES) and args.output.exists():  # the other cases' rows kept, each with its run
+        report = merge_reports(json.loads(args.output.read_text()), report)
+        rows = report["rows"]
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(report, indent=2, default=float))
     print_targets(f"Federated learning (issue 14){' --quick' if args.quick else ''}: mnist5k ({len(data[1])} train, "

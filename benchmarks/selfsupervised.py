@@ -108,6 +108,7 @@ from _common import (  # benchmarks/ is on sys.path when a script runs
     CPUBudget,
     alternate,
     install_torchvision_shim,
+    merge_reports,
     print_targets,
 )
 from mlimaging.cli.pretrain import build_method, fresh_encoder, load_images
@@ -320,25 +321,6 @@ def _cells(r: dict[str, Any]) -> tuple[str, str, str]:
                    + f" CPU (wall ratio {r['wall_ratio']:.2f}x; A/A {r['aa_ratio']:.2f}x); "
                    f"max |grad diff| {r['max_abs_grad_difference']:.1e}")
     return shown, target, details
-
-
-def merge_reports(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
-    """``old`` with the rows of ``new``'s cases replaced (in place, in order); every row kept from
-    ``old`` gets ``"from_run"`` (that run's seconds, CPU seconds and versions) and the merged report lists
-    the runs in ``"merged_runs"``."""
-    if (old.get("quick"), old.get("n_train"), old.get("n_test"), old.get("torch_threads")) != (
-            new["quick"], new["n_train"], new["n_test"], new["torch_threads"]):
-        raise SystemExit("--merge: the existing results were measured with other settings (quick, data or "
-                         "threads); rerun every case instead")
-    fresh = {r["case"]: r for r in new["rows"]}
-    keep = {k: old.get(k) for k in ("seconds", "cpu_seconds", "versions")}
-    rows = [fresh.pop(r["case"]) if r["case"] in fresh else {**r, "from_run": r.get("from_run", keep)}
-            for r in old["rows"]]
-    rows += list(fresh.values())
-    runs = old.get("merged_runs", [{"cases": [r["case"] for r in old["rows"]], **keep}])
-    runs = [*runs, {"cases": [r["case"] for r in new["rows"]], "seconds": new["seconds"],
-                    "cpu_seconds": new["cpu_seconds"], "versions": new["versions"]}]
-    return {**new, "rows": rows, "all_passed": all(r["passed"] for r in rows), "merged_runs": runs}
 
 
 def main() -> None:
