@@ -184,6 +184,18 @@ def test_outputs_are_checked_before_any_work(pair, tmp_path):
     assert not (tmp_path / "w.nii.gz").exists()
 
 
+def test_png_output_of_negative_or_float_intensities_is_refused_before_any_work(tmp_path):
+    """A PNG stores unsigned 8/16-bit values: a fixed image in HU (int16 below 0) or in floats is refused."""
+    image, _ = make_phantom((32, 32), seed=1, partial_volume=1.0)
+    np.save(tmp_path / "m.npy", image.astype(np.float32))
+    for name, fixed, word in (("hu.npy", (image * 1000 - 1000).astype(np.int16), "negative"),
+                              ("f.npy", image.astype(np.float32), "float32")):
+        np.save(tmp_path / name, fixed)
+        assert_user_error(invoke("register", tmp_path / name, tmp_path / "m.npy", "--out", tmp_path / "w.png"),
+                          "--out", word, ".png")
+        assert not (tmp_path / "w.png").exists()
+
+
 def test_png_pair_writes_png_in_the_fixed_dtype(tmp_path):
     from mlimaging.data import write_image as write
 

@@ -656,3 +656,28 @@ def test_a_reconstruction_worse_than_its_measurement_is_flagged(blocks_png, tmp_
     assert "warning:" in bad and "below the degraded image" in bad
     good = _ok(_restore(path, *args, "--lam", "0.005", "--out", tmp_path / "good.png"))
     assert "below the degraded image" not in good
+
+
+# ------------------------------------------------------------------------------ PNG outputs of scanner units
+def test_png_output_keeps_a_16_bit_input_16_bit(tmp_path):
+    """A uint16 scan (as a DICOM's stored values) restored to PNG comes back as uint16 in its units."""
+    img = np.full((32, 32), 1000, np.uint16)
+    img[8:24, 8:24] = 3000
+    write_image(tmp_path / "scan.png", img)
+    _ok(_restore(tmp_path / "scan.png", "--operator", "denoise", "--noise", "0", "--solver", "ls",
+                 "--out", tmp_path / "r.png"))
+    for name in ("r.png", "r_degraded.png"):
+        r = read_image(tmp_path / name)
+        assert r.dtype == np.uint16, name
+        assert_array_equal(r, img)
+
+
+def test_png_output_that_cannot_hold_the_units_is_refused_before_any_work(tmp_path):
+    """Floats, or integers below 0 (CT in HU), cannot be a PNG: one red line, and nothing is written."""
+    np.save(tmp_path / "f.npy", np.linspace(-5.0, 900.0, 24 * 24, dtype=np.float32).reshape(24, 24))
+    np.save(tmp_path / "hu.npy", np.linspace(-1000, 400, 24 * 24).astype(np.int16).reshape(24, 24))
+    for name, needle in (("f.npy", "float32"), ("hu.npy", "negative")):
+        _one_red_line(_restore(tmp_path / name, "--solver", "tv", "--out", tmp_path / "r.png"), needle)
+        assert not (tmp_path / "r.png").exists() and not (tmp_path / "r_degraded.png").exists()
+    _ok(_restore(tmp_path / "hu.npy", "--solver", "tv", "--out", tmp_path / "hu.nii.gz"))
+    assert read_image(tmp_path / "hu.nii.gz").dtype == np.float32

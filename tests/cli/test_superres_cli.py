@@ -206,3 +206,24 @@ def test_upscale_any_axis_outside_the_volume_is_refused(tmp_path_factory, axis):
                                  str(d / "o.npy"), "--axis", str(axis)])
     _one_red_line(result)
     assert "--axis" in result.output
+
+
+def test_upscale_png_of_an_int16_scan_is_unsigned_and_clipped_at_zero(sr_run, tmp_path):
+    """int16 stored values (as DICOM's) to PNG: written in the input's integer units, undershoot clipped at 0;
+    negative inputs and floats are refused before the network runs."""
+    ckpt = str(sr_run[0] / "model.pt")
+    x = np.zeros((12, 12), np.int16)
+    x[3:9, 3:9] = 2000
+    np.save(tmp_path / "mr.npy", x)
+    result = runner.invoke(app, ["upscale", str(tmp_path / "mr.npy"), "--checkpoint", ckpt, "--out",
+                                 str(tmp_path / "big.png")])
+    assert result.exit_code == 0, result.output
+    big, _ = read_image(tmp_path / "big.png")
+    assert big.shape == (24, 24) and big.dtype.kind == "u" and big.max() > 0
+    np.save(tmp_path / "hu.npy", (x - 1000).astype(np.int16))
+    np.save(tmp_path / "f.npy", x.astype(np.float32))
+    for name, needle in (("hu.npy", "negative"), ("f.npy", "float32")):
+        result = runner.invoke(app, ["upscale", str(tmp_path / name), "--checkpoint", ckpt, "--out",
+                                     str(tmp_path / "no.png")])
+        _one_red_line(result)
+        assert needle in result.output and not (tmp_path / "no.png").exists()

@@ -10,7 +10,7 @@ from mlimaging.cli.app import echo_warnings
 if TYPE_CHECKING:  # NumPy is imported inside the functions: `mlimaging --help` stays fast
     import numpy as np
 
-__all__ = ["check_format_fits", "label_map", "read_gray", "write_output"]
+__all__ = ["as_dtype_of", "check_format_fits", "for_output", "label_map", "read_gray", "write_output"]
 
 
 def read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
@@ -30,13 +30,75 @@ def read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
     return array, geometry
 
 
-def check_format_fits(path: Path, option: str, ndim: int) -> None:
-    """A PNG (or other PIL format) output holds a 2-D image only: say so before any work."""
+def check_format_fits(path: Path, option: str, ndim: int, dtype: Any = None, *, source: str = "IMAGE",
+                      negative: bool = False) -> None:
+    """Say before any work when a PNG (or other PIL format) output cannot hold the result.
+
+    Such a file holds a 2-D image; given the input's ``dtype`` (the result is written in it), also
+    only unsigned 8/16-bit intensities: floats, wider integers and ``negative`` values are refused,
+    naming ``source``, with the formats that keep them.
+    """
+    import numpy as np
+
     from mlimaging.data.io import image_format
 
-    if image_format(path) == "pil" and ndim != 2:
+    if image_format(path) != "pil":
+        return
+    if ndim != 2:
         raise ValueError(f"{option} {path}: a {ndim}D result cannot be written as {path.suffix}; "
                          "write .nii.gz, .npy or .npz")
+    if dtype is None:
+        return
+    dtype = np.dtype(dtype)
+    if dtype.kind == "b":
+        return
+    if dtype.kind not in "iu" or dtype.itemsize > 2:
+        raise ValueError(f"{option} {path}: {source} holds {dtype} intensities, which {path.suffix} cannot store; "
+                         "write .nii.gz, .npy or .npz")
+    if negative:
+        raise ValueError(f"{option} {path}: {source} holds negative intensities, which {path.suffix} cannot "
+                         "store; write .nii.gz, .npy or .npz")
+
+
+def as_dtype_of(array: np.ndarray, dtype: Any) -> np.ndarray:
+    """``array`` in an integer (or bool) ``dtype``, rounded and clipped to its range; other dtypes unchanged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> as_dtype_of(np.array([-3.2, 1.6, 70000.0]), np.uint16).tolist()
+    [0, 2, 65535]
+    """
+    import numpy as np
+
+    dtype = np.dtype(dtype)
+    if dtype.kind in "iu":
+        info = np.iinfo(dtype)
+        return np.clip(np.round(array), info.min, info.max).astype(dtype)
+    return array.astype(bool) if dtype.kind == "b" else array
+
+
+def for_output(path: Path, result: np.ndarray, dtype: Any) -> np.ndarray:
+    """``result`` as written to ``path``: to a PNG (or other PIL format), in the input's integer ``dtype``
+    with undershoot below 0 clipped (such files store unsigned values; :func:`check_format_fits` has
+    refused inputs with negative values); to other formats, unchanged.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from pathlib import Path
+    >>> for_output(Path("a.png"), np.array([-2.0, 7.6]), np.int16).tolist()
+    [0, 8]
+    >>> for_output(Path("a.nii.gz"), np.array([-2.0, 7.6]), np.int16).tolist()
+    [-2.0, 7.6]
+    """
+    import numpy as np
+
+    from mlimaging.data.io import image_format
+
+    if image_format(path) != "pil":
+        return result
+    return as_dtype_of(np.maximum(result, 0) if np.dtype(dtype).kind in "iu" else result, dtype)
 
 
 def label_map(labels: np.ndarray) -> np.ndarray:

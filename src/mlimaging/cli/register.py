@@ -44,7 +44,7 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlimaging.cli._images import check_format_fits, label_map, read_gray, write_output
+from mlimaging.cli._images import check_format_fits, for_output, label_map, read_gray, write_output
 from mlimaging.cli.app import command, console
 
 if TYPE_CHECKING:  # numpy is imported inside the functions: `mlimaging --help` stays fast
@@ -66,26 +66,6 @@ def _check_output(path: Path, option: str, force: bool) -> None:
         raise IsADirectoryError(f"{option} {path} is a folder; give a file name such as warped.nii.gz")
     if path.exists() and not force:
         raise FileExistsError(f"{option} {path} already exists; pass --force to overwrite it")
-
-
-def _check_format_fits(path: Path, option: str, ndim: int, dtype: np.dtype) -> None:
-    """A PNG (or other PIL format) output needs a 2-D image with 8/16-bit integer intensities."""
-    from mlimaging.data.io import image_format
-
-    check_format_fits(path, option, ndim)
-    if image_format(path) == "pil" and (dtype.kind == "f" or dtype.itemsize > 2):
-        raise ValueError(f"{option} {path}: the fixed image holds {dtype} intensities, which {path.suffix} "
-                         "cannot store; write .nii.gz, .npy or .npz")
-
-
-def _as_dtype_of(array: np.ndarray, dtype: np.dtype) -> np.ndarray:
-    """The warped intensities in the fixed image's integer type (rounded, clipped), for PNG outputs."""
-    import numpy as np
-
-    if dtype.kind in "iu":
-        info = np.iinfo(dtype)
-        return np.clip(np.round(array), info.min, info.max).astype(dtype)
-    return array.astype(bool) if dtype.kind == "b" else array
 
 
 def _in_plane(f_geom: Any, m_geom: Any) -> tuple[Any, Any, np.ndarray] | None:
@@ -145,7 +125,6 @@ def register_cmd(
     """Register MOVING to FIXED (rigid or affine) in world coordinates and write the warped image."""
     import numpy as np
 
-    from mlimaging.data.io import image_format
     from mlimaging.registration import RegistrationWarning, register, warp
 
     if (labels is None) != (labels_out is None):
@@ -180,9 +159,10 @@ def register_cmd(
             raise ValueError(f"--labels {labels} has shape {lab_arr.shape}; it must match MOVING {m_arr.shape}")
         if lab_arr.dtype.kind not in "biu" and not np.array_equal(lab_arr, np.round(lab_arr)):
             raise ValueError(f"--labels {labels} must hold integer labels")
-    _check_format_fits(out, "--out", f_arr.ndim, f_arr.dtype)
+    check_format_fits(out, "--out", f_arr.ndim, f_arr.dtype, source="the fixed image",
+                      negative=bool(f_arr.dtype.kind == "i" and f_arr.min() < 0))
     if labels_out is not None:
-        _check_format_fits(labels_out, "--labels-out", f_arr.ndim, np.dtype(np.uint16))
+        check_format_fits(labels_out, "--labels-out", f_arr.ndim, np.dtype(np.uint16), source="the label map")
 
     plane = None
     if f_geom.world_ndim == f_arr.ndim and m_geom.world_ndim == m_arr.ndim:
@@ -203,7 +183,7 @@ def register_cmd(
         raise ValueError(f"{result.message}. Nothing was written (--keep-failed writes the outputs anyway).")
 
     warped = np.asarray(result.warped, dtype=np.float32)
-    write_output(out, _as_dtype_of(warped, f_arr.dtype) if image_format(out) == "pil" else warped, f_geom)
+    write_output(out, for_output(out, warped, f_arr.dtype), f_geom)
     grid = {"spacing": m_geom.spacing, "output_shape": f_arr.shape, "output_spacing": f_geom.spacing}
     if lab_arr is not None and labels_out is not None:
         warped_labels = warp(lab_arr.astype(np.int64), result.transform, mode="nearest", **grid)

@@ -495,7 +495,7 @@ def restore_cmd(
     import numpy as np
     import torch
 
-    from mlimaging.cli._images import check_format_fits, read_gray, write_output
+    from mlimaging.cli._images import check_format_fits, for_output, read_gray, write_output
 
     opts = {
         "noise": noise,
@@ -524,9 +524,14 @@ def restore_cmd(
         _check_out(degraded_out, "--save-degraded", force)
     array, geometry = read_gray(image, "IMAGE")
     ndim = array.ndim
-    check_format_fits(out, "--out", ndim)
+    # the result is written in IMAGE's units and, to a PNG, in its integer type: refused before any work
+    negative = bool(array.dtype.kind == "i" and array.min() < 0)
+    check_format_fits(out, "--out", ndim, array.dtype, negative=negative)
     if degraded_out is not None:
-        check_format_fits(degraded_out, "--save-degraded", ndim)
+        check_format_fits(degraded_out, "--save-degraded", ndim, array.dtype, negative=negative)
+
+    def write(path: Path, result: np.ndarray) -> None:
+        write_output(path, for_output(path, result, array.dtype), geometry)
     if ndim == 3 and not -3 <= axis <= 2:
         raise ValueError(f"--axis must be in -3..2 for a 3D volume, got {axis}")
     if ndim == 3 and solver == "dip":
@@ -586,7 +591,7 @@ def restore_cmd(
     eight_bit = array.dtype in (np.uint8, np.bool_)
     if eight_bit:
         restored = np.clip(restored, 0.0, 1.0)
-    write_output(out, back(restored), geometry)
+    write(out, back(restored))
     settings = f"lambda {lam_value:g}, " if solver in DEFAULT_LAM else ""
     settings += (
         f"{rec.iterations} iterations"
@@ -605,7 +610,7 @@ def restore_cmd(
         naive = image_of(_naive(operator, op, y, tuple(x.shape), factor))
     if eight_bit:
         naive = np.clip(naive, 0.0, 1.0)
-    write_output(degraded_out, back(naive), geometry)
+    write(degraded_out, back(naive))
     ref = unit.astype(np.float64)
     p0, s0 = _scores(naive, ref)
     p1, s1 = _scores(restored, ref)

@@ -369,7 +369,7 @@ def upscale_cmd(
     force: bool = typer.Option(False, "--force", help="Overwrite --out."),
 ) -> None:
     """Super-resolve an image with a trained network (a volume along --axis; geometry updated)."""
-    from mlimaging.cli._images import check_format_fits, read_gray, write_output
+    from mlimaging.cli._images import check_format_fits, for_output, read_gray, write_output
 
     if out.exists() and not force:
         raise FileExistsError(f"--out {out} already exists; pass --force to overwrite it")
@@ -380,12 +380,14 @@ def upscale_cmd(
     array, geometry = read_gray(image, "IMAGE")
     if array.ndim == 3 and not -3 <= axis <= 2:
         raise ValueError(f"--axis must be in -3..2 for a 3D volume, got {axis}")
-    check_format_fits(out, "--out", array.ndim)
+    # written in IMAGE's units and, to a PNG, in its integer type: refused before any work
+    check_format_fits(out, "--out", array.ndim, array.dtype, negative=bool(array.dtype.kind == "i" and array.min() < 0))
     net, meta = load_superres(checkpoint)
     s = int(meta["scale"])
     unit, back = _to_unit(array)
     result = back(upscale_array(net, unit, s, axis=axis))
     axes = (0, 1) if array.ndim == 2 else (axis % 3,)
+    result = for_output(out, result, array.dtype)
     write_output(out, result, upscaled_geometry(geometry, s, axes))
     console.print(f"{image} {tuple(array.shape)} -> {out} {tuple(result.shape)}: {meta['model']} x{s} (epoch "
                   f"{meta['epoch']}), spacing {tuple(round(v, 6) for v in geometry.spacing)} -> "
