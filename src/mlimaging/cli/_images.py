@@ -21,8 +21,9 @@ def read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
 
     array, geometry = read_image(path, geometry=True)
     if array.ndim != geometry.ndim or array.ndim not in (2, 3):
-        raise ValueError(f"{what} {path} must be a grayscale 2D or 3D image, got shape {array.shape} "
-                         "(colour or multi-channel images are not supported here)")
+        kind = ("a 4D series: pick one volume, e.g. with nibabel's slicer" if array.ndim == 4 and geometry.ndim >= 3
+                else "colour or multi-channel images are not supported here")
+        raise ValueError(f"{what} {path} must be a grayscale 2D or 3D image, got shape {array.shape} ({kind})")
     if array.dtype.kind not in "biuf":
         raise ValueError(f"{what} {path} must hold real numbers, got dtype {array.dtype}")
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
