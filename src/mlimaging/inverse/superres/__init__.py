@@ -35,6 +35,7 @@ from __future__ import annotations
 from mlimaging.inverse.superres.data import (
     DEGRADATIONS,
     SR_IMAGES,
+    SR_TRAIN_EXTRA,
     SRPairs,
     bicubic_upscale,
     degrade,
@@ -94,6 +95,7 @@ __all__ = [
     "LOSSES",
     "SRCNN",
     "SR_IMAGES",
+    "SR_TRAIN_EXTRA",
     "VDSR",
     "VGG16_LAYERS",
     "CompositeLoss",

@@ -34,6 +34,7 @@ from mlimaging.metrics import psnr, ssim
 __all__ = [
     "DEGRADATIONS",
     "SR_IMAGES",
+    "SR_TRAIN_EXTRA",
     "SRPairs",
     "bicubic_upscale",
     "degrade",
@@ -51,6 +52,13 @@ __all__ = [
 #: scikit-image's bundled images used for training and held-out evaluation (no download).
 SR_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "moon", "page", "text", "clock",
              "brick", "grass", "gravel", "immunohistochemistry", "cell", "shepp_logan_phantom")
+#: Training-only photographs bundled offline with the other dependencies (scikit-learn's
+#: ``load_sample_image`` china and flower, matplotlib's sample ``grace_hopper.jpg``, the left view of
+#: scikit-image's ``stereo_motorcycle``). They are not in :data:`SR_IMAGES`, so
+#: :func:`split_images` and its held-out images do not change; :func:`load_sr_image` and
+#: :func:`sr_pairs` take their names. Natural photographs, unlike half of :data:`SR_IMAGES` (text,
+#: page, phantom, cells, coins, moon).
+SR_TRAIN_EXTRA = ("china", "flower", "grace_hopper", "motorcycle_left")
 DEGRADATIONS = ("bicubic", "blur-down", "kspace")
 _BT601 = (65.481, 128.553, 24.966)
 
@@ -77,13 +85,31 @@ def rgb_to_y(x: Any) -> Any:
     return (16.0 + _BT601[0] * r + _BT601[1] * g + _BT601[2] * b) / 255.0
 
 
+def _bundled(name: str) -> np.ndarray:
+    if name in ("china", "flower"):
+        from sklearn.datasets import load_sample_image
+
+        return load_sample_image(f"{name}.jpg")
+    if name == "grace_hopper":
+        from matplotlib.cbook import get_sample_data
+        from PIL import Image
+
+        with get_sample_data("grace_hopper.jpg") as f:
+            return np.asarray(Image.open(f).convert("RGB"))
+    import skimage.data
+
+    if name == "motorcycle_left":
+        return skimage.data.stereo_motorcycle()[0]
+    return getattr(skimage.data, name)()
+
+
 def load_sr_image(name: str, *, channels: str = "y") -> np.ndarray:
-    """A bundled scikit-image image as float32 ``(C, H, W)`` in [0, 1].
+    """A bundled image as float32 ``(C, H, W)`` in [0, 1].
 
     Parameters
     ----------
     name : str
-        One of :data:`SR_IMAGES`.
+        One of :data:`SR_IMAGES` (scikit-image's) or of the training-only :data:`SR_TRAIN_EXTRA`.
     channels : str
         ``"y"`` (default): the BT.601 luma of colour images (:func:`rgb_to_y`), grey images as
         they are; ``"rgb"``: colour images kept (grey images repeated to three channels).
@@ -94,14 +120,14 @@ def load_sr_image(name: str, *, channels: str = "y") -> np.ndarray:
     (1, 512, 512)
     >>> load_sr_image("chelsea", channels="rgb").shape
     (3, 300, 451)
+    >>> load_sr_image("china").shape  # training-only (SR_TRAIN_EXTRA)
+    (1, 427, 640)
     """
-    if name not in SR_IMAGES:
-        raise ValueError(f"name must be one of {SR_IMAGES}, got {name!r}")
+    if name not in SR_IMAGES and name not in SR_TRAIN_EXTRA:
+        raise ValueError(f"name must be one of {SR_IMAGES + SR_TRAIN_EXTRA}, got {name!r}")
     if channels not in ("y", "rgb"):
         raise ValueError(f"channels must be 'y' or 'rgb', got {channels!r}")
-    import skimage.data
-
-    img = np.asarray(getattr(skimage.data, name)())
+    img = np.asarray(_bundled(name))
     img = img.astype(np.float32) / 255.0 if img.dtype == np.uint8 else img.astype(np.float32)
     img = np.clip(img, 0.0, 1.0)
     img = img[None] if img.ndim == 2 else np.moveaxis(img[..., :3], -1, 0)
