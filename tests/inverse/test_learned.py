@@ -142,6 +142,45 @@ def test_default_denoiser_caches_by_settings(tmp_path):
     assert "model" in ckpt and ckpt["meta"]["cpu_seconds"] >= 0
 
 
+def test_default_denoiser_warm_start_continues_from_the_cached_start(tmp_path):
+    kw = dict(depth=2, features=4, patches=32, epochs=1, patch_size=8, batch_size=16)
+    start = default_denoiser("dncnn", cache_dir=tmp_path, **kw)
+    # a vanishing learning rate: the continued network keeps the start's weights (not a fresh initialisation)
+    cont = default_denoiser("dncnn", cache_dir=tmp_path, **{**kw, "lr": 1e-12, "seed": 1, "warm_start": kw})
+    assert len(list(tmp_path.glob("inverse_dncnn_*.pt"))) == 2  # the start was loaded from the cache, not retrained
+    for p, q in zip(start.state_dict().values(), cont.state_dict().values(), strict=True):
+        torch.testing.assert_close(p, q, atol=1e-8, rtol=0)
+    assert cont.meta["warm_start_cpu_seconds"] == pytest.approx(start.meta["cpu_seconds"])
+    assert cont.meta["settings"]["warm_start"] == kw
+
+
+def test_default_denoiser_warm_start_none_keeps_the_cache_key(tmp_path):
+    kw = dict(depth=2, features=4, patches=32, epochs=1, patch_size=8, batch_size=16)
+    default_denoiser("dncnn", cache_dir=tmp_path, **kw)
+    default_denoiser("dncnn", cache_dir=tmp_path, warm_start=None, **kw)  # explicit None: same file
+    assert len(list(tmp_path.glob("inverse_dncnn_*.pt"))) == 1
+
+
+@pytest.mark.parametrize("bad", [5, "epochs", [("epochs", 1)]])
+def test_default_denoiser_rejects_a_bad_warm_start(tmp_path, bad):
+    with pytest.raises(ValueError, match="warm_start"):
+        default_denoiser("dncnn", cache_dir=tmp_path, depth=2, features=4, patches=8, epochs=1, patch_size=8,
+                         warm_start=bad)
+
+
+@pytest.mark.parametrize("bad", [["camera"], ["coins", "shepp_logan_phantom"], "coins", [], [3]])
+def test_default_denoiser_refuses_held_out_or_bad_training_images(tmp_path, bad):
+    with pytest.raises(ValueError, match="images"):
+        default_denoiser("dncnn", cache_dir=tmp_path, depth=2, features=4, patches=8, epochs=1, patch_size=8,
+                         images=bad)
+
+
+def test_default_denoiser_trains_on_the_images_it_is_given(tmp_path):
+    net = default_denoiser("dncnn", cache_dir=tmp_path, depth=2, features=4, patches=16, epochs=1, patch_size=8,
+                           batch_size=16, images=["coins", "moon"])
+    assert net.meta["images"] == ["coins", "moon"] and net.meta["settings"]["images"] == ["coins", "moon"]
+
+
 # -- plug-and-play ----------------------------------------------------------------------------------
 def test_pnp_with_identity_denoiser_is_landweber_to_least_squares():
     op = Blur(gaussian_kernel(0.5), padding="circular")

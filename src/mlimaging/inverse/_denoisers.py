@@ -596,7 +596,7 @@ def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "dncnn": {"depth": 12, "features": 40, "norm": "none", "bias": False, "sigma_input": True,
               "sigma_sampling": "uniform", "patch_size": 48, "patches": 8192, "sigma": [0.0, 0.2], "epochs": 2,
-              "batch_size": 16, "lr": 1e-3, "seed": 0},
+              "batch_size": 16, "lr": 1e-3, "seed": 0, "warm_start": None, "images": None},
     "unet": {"features": [32, 64, 128], "blocks": 2, "patch_size": 48, "patches": 4096, "sigma": [0.0, 0.1],
              "epochs": 8, "batch_size": 32, "lr": 1e-3, "seed": 0},
 }
@@ -625,6 +625,12 @@ def default_denoiser(kind: str = "dncnn", *, cache_dir: str | os.PathLike | None
         Show fit's progress.
     **settings
         Overrides of :data:`DEFAULT_SETTINGS` (``depth``, ``features``, ``epochs``, ``patches``, ...).
+        ``warm_start`` (a dict of such overrides, default None) continues the training of that
+        default denoiser (loaded from the cache, trained first if absent) instead of starting from
+        random weights: a longer schedule in stages, each cached; ``meta["warm_start_cpu_seconds"]``
+        then holds the CPU seconds of the stages before. ``images`` (``skimage.data`` names,
+        default None: :data:`DEFAULT_TRAIN_IMAGES`) trains on other bundled images; ``camera``
+        and ``shepp_logan_phantom`` are refused.
 
     Returns
     -------
@@ -642,7 +648,20 @@ def default_denoiser(kind: str = "dncnn", *, cache_dir: str | os.PathLike | None
         raise ValueError(f"settings: unknown option(s) {sorted(unknown)} for {kind!r}; "
                          f"expected some of {sorted(DEFAULT_SETTINGS[kind])}")
     cfg = {**DEFAULT_SETTINGS[kind], **{k: list(v) if isinstance(v, tuple) else v for k, v in settings.items()}}
-    key = hashlib.sha256(json.dumps({"kind": kind, "v": DENOISER_VERSION, "images": DEFAULT_TRAIN_IMAGES, **cfg},
+    if cfg.get("warm_start") is not None and not isinstance(cfg["warm_start"], dict):
+        raise ValueError(f"warm_start must be a dict of settings or None, got {cfg['warm_start']!r}")
+    if cfg.get("images") is not None:
+        ims = cfg["images"]
+        if isinstance(ims, str) or not isinstance(ims, (list, tuple)) or not ims or not all(
+                isinstance(i, str) for i in ims):
+            raise ValueError(f"images must be a non-empty list of skimage.data names or None, got {ims!r}")
+        if set(ims) & set(HELD_OUT_IMAGES):
+            raise ValueError(f"images must not contain the held-out test images {HELD_OUT_IMAGES}, got {ims!r}")
+        cfg["images"] = list(ims)
+    train_images = list(DEFAULT_TRAIN_IMAGES) if cfg.get("images") is None else cfg["images"]
+    # unset options (None) stay out of the hash, so that adding an option keeps older cache keys
+    hashed = {k: v for k, v in cfg.items() if not (k in ("warm_start", "images") and v is None)}
+    key = hashlib.sha256(json.dumps({"kind": kind, "v": DENOISER_VERSION, "images": DEFAULT_TRAIN_IMAGES, **hashed},
                                     sort_keys=True).encode()).hexdigest()[:12]
     path = _cache_dir(cache_dir) / f"inverse_{kind}_v{DENOISER_VERSION}_{key}.pt"
     if kind == "dncnn":
@@ -656,14 +675,22 @@ def default_denoiser(kind: str = "dncnn", *, cache_dir: str | os.PathLike | None
         net.load_state_dict(ckpt["model"])
         net.meta = dict(ckpt["meta"])
         return net.eval()
+    start_meta = None
+    if cfg.get("warm_start") is not None:  # continue from another default denoiser (trained first if not cached)
+        start = default_denoiser(kind, cache_dir=cache_dir, progress=progress, **cfg["warm_start"])
+        net.load_state_dict(start.state_dict())
+        start_meta = start.meta
     t0 = time.process_time()
     net, hist = train_denoiser(net, patch_size=cfg["patch_size"], patches=cfg["patches"],
                                sigma=tuple(cfg["sigma"]), epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                                lr=cfg["lr"], seed=cfg["seed"], progress=progress,
-                               sigma_sampling=cfg.get("sigma_sampling", "uniform"))
-    meta = {"kind": kind, "version": DENOISER_VERSION, "settings": cfg, "images": list(DEFAULT_TRAIN_IMAGES),
+                               sigma_sampling=cfg.get("sigma_sampling", "uniform"), images=train_images)
+    meta = {"kind": kind, "version": DENOISER_VERSION, "settings": cfg, "images": train_images,
             "val_mse": float(hist["val_loss"][-1]), "cpu_seconds": time.process_time() - t0,
             "threads": torch.get_num_threads()}
+    if start_meta is not None:
+        meta["warm_start_cpu_seconds"] = float(start_meta["cpu_seconds"]) + float(
+            start_meta.get("warm_start_cpu_seconds", 0.0))
     if not math.isfinite(meta["val_mse"]):
         raise ValueError("the denoiser did not train (non-finite validation loss)")
     save_checkpoint({"model": {k: v.detach().cpu() for k, v in net.state_dict().items()}, "meta": meta}, path)
