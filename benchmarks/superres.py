@@ -53,8 +53,12 @@ of 38 epochs over 1.5x the patches: about the same steps) and DBPN where they we
 LapSRN) are about 1.2 dB above the held-out ones, whose grass (+1.28 dB) and chelsea (+1.12 dB)
 are the hard part; the DBPN learning curve (``superres-curve-dbpn.json``, measured before the extra
 photographs, with the 12 split images) flattened at +1.49 dB after 240 CPU s, and LapSRN's
-validation gain grew by only +0.14 dB from 1480 to 2960 steps, so more of the same training is
-unlikely to close 0.4 dB at CPU scale. Rows can be rerun one model at a time and merged
+validation gain grew by only +0.14 dB from 1480 to 2960 steps. A held-out learning curve of this
+LapSRN recipe at twice the epochs (``--curve lapsrn --epoch-scale 5 --every 200``, with the extra
+photographs: ``superres-curve-lapsrn.json``, a diagnostic, not used to choose anything) wanders
+between +1.29 and +1.68 dB along the schedule (200 to 1000 CPU s) and ends at +1.55 dB after 6920
+steps and 1015 CPU s, against +1.59 dB after 3460 steps: more of the same training does not close
+the 0.4 dB at CPU scale. Rows can be rerun one model at a time and merged
 (``--models M --merge``: the other rows keep ``from_run``, ``merged_runs`` lists each run's cases);
 the committed results are five such runs of this code, one per model (the speed rows are those of
 the last).
