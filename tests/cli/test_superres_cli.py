@@ -19,6 +19,7 @@ from mlimaging.cli.app import app
 from mlimaging.cli.superres import load_superres, upscale_array, upscaled_geometry
 from mlimaging.data.geometry import ImageGeometry
 from mlimaging.data.io import read_image, write_image
+from mlimaging.inverse.superres import SR_TRAIN_EXTRA
 
 runner = CliRunner()
 TINY = ["--model", "espcn", "--scale", "2", "--patch", "16", "--patches", "4", "--batch-size", "8",
@@ -52,6 +53,7 @@ def test_train_superres_writes_the_run_folder(sr_run):
     meta = ckpt["superres"]
     assert meta["model"] == "espcn" and meta["scale"] == 2 and meta["model_kwargs"] == {"scale": 2, "in_channels": 1}
     assert len(meta["test_images"]) == 2 and not set(meta["test_images"]) & set(meta["train_images"])
+    assert set(SR_TRAIN_EXTRA) <= set(meta["train_images"])  # the benchmark's training-only photographs, by default
     metrics = json.loads((out / "metrics.json").read_text())
     for key in ("test_psnr", "test_ssim", "bicubic_psnr", "bicubic_ssim", "gain_db"):
         assert np.isfinite(metrics[key]), key
@@ -62,6 +64,17 @@ def test_train_superres_writes_the_run_folder(sr_run):
     assert metrics["gain_db"] < 0
     assert "warning:" in output and "below bicubic" in output
     assert "below bicubic" in (out / "report.html").read_text()
+
+
+def test_no_extra_photos_trains_on_the_split_only_and_resume_keeps_it(tmp_path):
+    out = tmp_path / "run"
+    assert _train(out, "--epochs", "1", "--no-extra-photos").exit_code == 0
+    meta = torch.load(out / "model.pt", weights_only=True)["superres"]
+    assert not set(SR_TRAIN_EXTRA) & set(meta["train_images"])
+    assert "--no-extra-photos" in json.loads((out / "config.json").read_text())["command"]
+    result = _train(out, "--epochs", "2", "--resume", "--extra-photos")
+    _one_red_line(result)
+    assert "--extra-photos (the run used --no-extra-photos)" in result.output
 
 
 def test_below_bicubic_warning_worked_example():

@@ -86,7 +86,11 @@ def resolve_settings(given: Mapping[str, Any], stored: Mapping[str, Any] | None,
     that differ)."""
     if stored is None:
         return {k: (defaults[k] if given.get(k) is None else given[k]) for k in defaults}
-    changed = [f"--{k.replace('_', '-')} {given[k]} (the run used {stored.get(k)})"
+    def option(k: str, v: Any) -> str:
+        flag = k.replace("_", "-")
+        return (f"--{flag}" if v else f"--no-{flag}") if isinstance(v, bool) else f"--{flag} {v}"
+
+    changed = [f"{option(k, given[k])} (the run used {option(k, stored.get(k))})"
                for k in defaults if given.get(k) is not None and given[k] != stored.get(k)]
     if changed:
         raise ValueError("--resume continues the run with its own settings; these differ: " + "; ".join(changed))

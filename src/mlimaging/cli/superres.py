@@ -3,7 +3,9 @@ r"""``mlimaging train superres`` and ``mlimaging upscale``: single-image super-r
 ``train superres`` trains a registered SR network (``srcnn``, ``vdsr``, ``espcn``, ``lapsrn``,
 ``dbpn``; :mod:`mlimaging.models.superres`) with :func:`mlimaging.training.fit` on LR/HR patch
 pairs (:func:`~mlimaging.inverse.superres.sr_pairs`) of scikit-image's bundled images, held out
-by image (:func:`~mlimaging.inverse.superres.split_images`), into a run folder::
+by image (:func:`~mlimaging.inverse.superres.split_images`), plus the training-only photographs
+:data:`~mlimaging.inverse.superres.SR_TRAIN_EXTRA` (as the benchmark; ``--no-extra-photos``
+leaves them out), into a run folder::
 
     OUT/config.json, metrics.json, report.html, tables/
     OUT/checkpoints/last.pt, best.pt      fit's checkpoints (resume from last.pt)
@@ -73,7 +75,7 @@ TRAIN_LOSSES = ("l1", "l2", "mse", "huber", "charbonnier")
 #: ``None``: every patch of the recipe's grid.
 DEFAULTS: dict[str, Any] = {"model": "espcn", "scale": 2, "loss": None, "patch": None, "stride": None,
                             "patches": None, "lr": None, "batch_size": None, "seed": 0, "degradation": "bicubic",
-                            "n_test": 4, "eval_crop": 256, "grad_clip": None}
+                            "n_test": 4, "eval_crop": 256, "grad_clip": None, "extra_photos": True}
 RECIPE_KEYS = ("loss", "patch", "stride", "lr", "batch_size")
 
 
@@ -219,8 +221,11 @@ def _held_out(net: nn.Module, names: list[str], s: dict[str, Any], device: str) 
 def _command(s: dict[str, Any], epochs: int, out: Path) -> str:
     parts = ["mlimaging", "train", "superres"]
     for key in DEFAULTS:
-        if s[key] is not None:
-            parts += [f"--{key.replace('_', '-')}", str(s[key])]
+        flag = f"--{key.replace('_', '-')}"
+        if isinstance(s[key], bool):
+            parts.append(flag if s[key] else f"--no-{flag[2:]}")
+        elif s[key] is not None:
+            parts += [flag, str(s[key])]
     return " ".join([*parts, "--epochs", str(epochs), "--out", str(out)])
 
 
@@ -251,6 +256,9 @@ def train_superres_cmd(
                                          "scored at the end (default 256)."),
     grad_clip: float | None = typer.Option(None, "--grad-clip", help="Clip the global gradient norm to this value "
                                            "(VDSR's high-learning-rate recipe; default: none)."),
+    extra_photos: bool | None = typer.Option(None, "--extra-photos/--no-extra-photos", help="Also train on the "
+                                             "bundled training-only photographs SR_TRAIN_EXTRA (china, flower, "
+                                             "grace_hopper, motorcycle_left), as the benchmark does (default: on)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps ..."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Delete an existing --out run folder and start again."),
@@ -260,6 +268,7 @@ def train_superres_cmd(
 
     from mlimaging.inverse.superres import (
         DEGRADATIONS,
+        SR_TRAIN_EXTRA,
         split_images,
         sr_pairs,
         sr_recipe,
@@ -285,8 +294,10 @@ def train_superres_cmd(
     stored, clear = prepare_out(out, resume=resume, force=force, command="train superres")
     given = {"model": model, "scale": scale, "loss": loss, "patch": patch, "stride": stride, "patches": patches, "lr": lr,
              "batch_size": batch_size, "seed": seed, "degradation": degradation, "n_test": n_test,
-             "eval_crop": eval_crop, "grad_clip": grad_clip}
+             "eval_crop": eval_crop, "grad_clip": grad_clip, "extra_photos": extra_photos}
     s = resolve_settings(given, stored, DEFAULTS)
+    if stored is not None and "extra_photos" not in stored:
+        s["extra_photos"] = False  # a run folder from before the option trained without them
     recipe = sr_recipe(s["model"])
     s.update({k: recipe[k] for k in RECIPE_KEYS if s[k] is None})
     recipe.update({k: s[k] for k in RECIPE_KEYS})
@@ -302,6 +313,8 @@ def train_superres_cmd(
     except ValueError as exc:
         raise ValueError(f"--scale {s['scale']} does not fit --model {s['model']}: {exc}") from None
     train_names, test_names = split_images(n_test=s["n_test"], seed=s["seed"])
+    if s["extra_photos"]:
+        train_names = [*train_names, *SR_TRAIN_EXTRA]
     train = sr_pairs(train_names, scale=s["scale"], patch=s["patch"], stride=s["stride"], max_patches=s["patches"],
                      degradation=s["degradation"], augment=s["degradation"] == "bicubic", seed=s["seed"])
     val = sr_pairs(test_names, scale=s["scale"], patch=s["patch"], max_patches=s["patches"] or 32,
