@@ -86,11 +86,15 @@ def resolve_settings(given: Mapping[str, Any], stored: Mapping[str, Any] | None,
     that differ)."""
     if stored is None:
         return {k: (defaults[k] if given.get(k) is None else given[k]) for k in defaults}
-    def option(k: str, v: Any) -> str:
+    def option(k: str, v: Any) -> str:  # a boolean option as its flag (--x / --no-x), others as --x value
         flag = k.replace("_", "-")
         return (f"--{flag}" if v else f"--no-{flag}") if isinstance(v, bool) else f"--{flag} {v}"
 
-    changed = [f"{option(k, given[k])} (the run used {option(k, stored.get(k))})"
+    def used(k: str) -> Any:
+        v = stored.get(k)
+        return option(k, v) if isinstance(v, bool) else v
+
+    changed = [f"{option(k, given[k])} (the run used {used(k)})"
                for k in defaults if given.get(k) is not None and given[k] != stored.get(k)]
     if changed:
         raise ValueError("--resume continues the run with its own settings; these differ: " + "; ".join(changed))
