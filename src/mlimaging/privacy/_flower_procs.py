@@ -27,7 +27,7 @@ __all__ = ["alive"]
 INSTALL_HINT = 'Flower is not installed; install the extra: pip install "mlimaging[fl]"'
 
 
-def _write_app(app_dir: Path, run_config: Mapping[str, Any], app_module: str = "mlimaging_flower_app") -> None:
+def _write_app(app_dir: Path, run_config: Mapping[str, Any], app_module: str) -> None:
     """The Flower app that ``flwr run`` submits: ``pyproject.toml`` (components, run config) and the module."""
     app_dir.mkdir(parents=True, exist_ok=True)
     cfg = "\n".join(f"{k} = {json.dumps(v)}" for k, v in run_config.items())

@@ -61,6 +61,7 @@ from torch import nn
 from mlimaging.privacy import _flower_zygote
 from mlimaging.privacy._flower_arrays import _pack, _unpack
 from mlimaging.privacy._flower_procs import (
+    INSTALL_HINT,
     _Child,
     _cpu_slot,
     _descendants,
@@ -89,7 +90,6 @@ from mlimaging.utils import available_cores, set_torch_threads
 
 __all__ = ["deploy", "initial_model", "make_client_app", "make_server_app"]
 
-INSTALL_HINT = 'Flower is not installed; install the extra: pip install "mlimaging[fl]"'
 APP_MODULE = "mlimaging_flower_app"
 #: Seconds between the SuperExecs' task polls and the ServerApp's reply polls (Flower: 1 s and 3 s). Each poll
 #: is an HTTP request costing about 3 ms of CPU (both ends together).
