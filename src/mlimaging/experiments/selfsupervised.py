@@ -300,7 +300,8 @@ def _pretrain_section(cfg: SelfSupervisedConfig, p: dict[str, Any], run: Run,
 
     run.section("2. Pretraining without labels", f"Each method trains for {p['epochs']} epochs on the "
                 f"{len(data['ytr'])} mnist5k training images without their labels (AdamW, lr {cfg.lr:g}, batch "
-                f"{cfg.batch_size}; MAE and I-JEPA batch {min(cfg.batch_size, PRETRAIN_BATCH['mae'])}). SimCLR and the triplet network use a small CNN (width {p['width']}, "
+                f"{cfg.batch_size}; MAE batch {min(cfg.batch_size, PRETRAIN_BATCH['mae'])}, I-JEPA batch "
+                f"{min(cfg.batch_size, PRETRAIN_BATCH['ijepa'])}). SimCLR and the triplet network use a small CNN (width {p['width']}, "
                 f"{p['feature_dim']}-d features; SimCLR temperature {cfg.temperature:g}; triplet margin {TRIPLET_MARGIN:g} on "
                 "L2-normalised embeddings, semi-hard mining, the positive of a view being the other view of its "
                 "image); MAE (75% of the 4 x 4 px patches masked) and I-JEPA (4 target blocks, EMA target "
