@@ -31,13 +31,12 @@ def read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
     return array, geometry
 
 
-def check_format_fits(path: Path, option: str, ndim: int, dtype: Any = None, *, source: str = "IMAGE",
-                      negative: bool = False) -> None:
+def check_format_fits(path: Path, option: str, ndim: int, values: Any = None, *, source: str = "IMAGE") -> None:
     """Say before any work when a PNG (or other PIL format) output cannot hold the result.
 
-    Such a file holds a 2-D image; given the input's ``dtype`` (the result is written in it), also
-    only unsigned 8/16-bit intensities: floats, wider integers and ``negative`` values are refused,
-    naming ``source``, with the formats that keep them.
+    Such a file holds a 2-D image; given ``values`` (the input array, whose units and type the
+    result is written in, or just its dtype), also only unsigned 8/16-bit intensities: floats,
+    wider integers and negative values are refused, naming ``source``, with the formats that keep them.
     """
     import numpy as np
 
@@ -48,15 +47,15 @@ def check_format_fits(path: Path, option: str, ndim: int, dtype: Any = None, *, 
     if ndim != 2:
         raise ValueError(f"{option} {path}: a {ndim}D result cannot be written as {path.suffix}; "
                          "write .nii.gz, .npy or .npz")
-    if dtype is None:
+    if values is None:
         return
-    dtype = np.dtype(dtype)
+    dtype = values.dtype if isinstance(values, np.ndarray) else np.dtype(values)
     if dtype.kind == "b":
         return
     if dtype.kind not in "iu" or dtype.itemsize > 2:
         raise ValueError(f"{option} {path}: {source} holds {dtype} intensities, which {path.suffix} cannot store; "
                          "write .nii.gz, .npy or .npz")
-    if negative:
+    if isinstance(values, np.ndarray) and dtype.kind == "i" and values.size and values.min() < 0:
         raise ValueError(f"{option} {path}: {source} holds negative intensities, which {path.suffix} cannot "
                          "store; write .nii.gz, .npy or .npz")
 

@@ -159,8 +159,7 @@ def register_cmd(
             raise ValueError(f"--labels {labels} has shape {lab_arr.shape}; it must match MOVING {m_arr.shape}")
         if lab_arr.dtype.kind not in "biu" and not np.array_equal(lab_arr, np.round(lab_arr)):
             raise ValueError(f"--labels {labels} must hold integer labels")
-    check_format_fits(out, "--out", f_arr.ndim, f_arr.dtype, source="the fixed image",
-                      negative=bool(f_arr.dtype.kind == "i" and f_arr.min() < 0))
+    check_format_fits(out, "--out", f_arr.ndim, f_arr, source="the fixed image")
     if labels_out is not None:
         check_format_fits(labels_out, "--labels-out", f_arr.ndim, np.dtype(np.uint16), source="the label map")
 

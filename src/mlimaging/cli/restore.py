@@ -525,10 +525,9 @@ def restore_cmd(
     array, geometry = read_gray(image, "IMAGE")
     ndim = array.ndim
     # the result is written in IMAGE's units and, to a PNG, in its integer type: refused before any work
-    negative = bool(array.dtype.kind == "i" and array.min() < 0)
-    check_format_fits(out, "--out", ndim, array.dtype, negative=negative)
+    check_format_fits(out, "--out", ndim, array)
     if degraded_out is not None:
-        check_format_fits(degraded_out, "--save-degraded", ndim, array.dtype, negative=negative)
+        check_format_fits(degraded_out, "--save-degraded", ndim, array)
 
     def write(path: Path, result: np.ndarray) -> None:
         write_output(path, for_output(path, result, array.dtype), geometry)

@@ -394,7 +394,7 @@ def upscale_cmd(
     if array.ndim == 3 and not -3 <= axis <= 2:
         raise ValueError(f"--axis must be in -3..2 for a 3D volume, got {axis}")
     # written in IMAGE's units and, to a PNG, in its integer type: refused before any work
-    check_format_fits(out, "--out", array.ndim, array.dtype, negative=bool(array.dtype.kind == "i" and array.min() < 0))
+    check_format_fits(out, "--out", array.ndim, array)
     net, meta = load_superres(checkpoint)
     s = int(meta["scale"])
     unit, back = _to_unit(array)
