@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -45,14 +46,22 @@ OUR_MODULES = {"mlimaging.privacy._flower_exec", "mlimaging.privacy._flower_zygo
 FLOWER_EXES = {"flower-superlink", "flower-supernode", "flower-superexec", "flwr-serverapp", "flwr-clientapp", "flwr"}
 
 
-def _flower_processes() -> set[tuple[int, str]]:
+def _flower_processes(out=None) -> set[tuple[int, str]]:
     """Live processes running a Flower executable (argv[0] or the script python runs), our warm
-    SuperExec (``python -m mlimaging.privacy._flower_exec``) or our zygote and its forks."""
+    SuperExec (``python -m mlimaging.privacy._flower_exec``) or our zygote and its forks; with ``out``,
+    only those of the deployment into ``out`` (its ``FLWR_HOME`` in their environment, which every process
+    of a deployment inherits and keeps when orphaned), so that another test worker's deployment or
+    zygote running at the same time (``make test`` runs two) is not taken for a leak of this one."""
     found = set()
+    mark = f"FLWR_HOME={Path(out) / 'flwr-home'}".encode() if out is not None else None
     for pid, (_, started) in _proc_table().items():
         try:
             with open(f"/proc/{pid}/cmdline", "rb") as f:
                 argv = [a.decode(errors="replace") for a in f.read().split(b"\0")[:3]]
+            if mark is not None:
+                with open(f"/proc/{pid}/environ", "rb") as f:
+                    if mark not in f.read().split(b"\0"):
+                        continue
         except OSError:
             continue
         if any(os.path.basename(a) in FLOWER_EXES | {"_flower_zygote.py"} for a in argv[:2]) or set(argv) & OUR_MODULES:
@@ -74,7 +83,7 @@ def _assert_all_stopped(out, before: set) -> None:
     assert len(rec["processes"]) >= 3  # at least the SuperLink, the SuperNodes and `flwr run`
     assert rec["alive_after_stop"] == []
     assert alive({int(p): s for p, s in rec["processes"]}) == []
-    assert _flower_processes() - before == set()
+    assert _flower_processes(out) - before == set()
 
 
 def test_deploy_matches_the_simulation(tmp_path):
@@ -190,6 +199,8 @@ def test_deploy_stops_everything_on_ctrl_c(tmp_path, sig, expected):
         while not (out / "round.json").exists() and proc.poll() is None and time.monotonic() < deadline:
             time.sleep(0.2)
         assert proc.poll() is None, "deploy ended before round 1"
+        # the leak check below sees this deployment's processes (their FLWR_HOME), so it can fail
+        assert len(_flower_processes(out) - before) >= 3
         proc.send_signal(sig)
         # not a speed check: a generous bound (the stop itself takes at most ~3 x 5 s of grace) so that a loaded
         # CI machine (two test workers beside the deployment's processes) cannot fail it; a hang still fails
