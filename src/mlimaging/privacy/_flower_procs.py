@@ -143,9 +143,26 @@ def alive(tree: Mapping[int, str]) -> list[int]:
     return [pid for pid, started in tree.items() if pid in table and table[pid][1] == started]
 
 
-def _stop(procs: list[subprocess.Popen], seen: dict[int, str], grace: float = 5.0) -> None:
+def _with_env(entry: str) -> dict[int, str]:
+    """Every live process whose environment holds ``entry`` (``"NAME=value"``), with its start time.
+    A process keeps the environment it started with, and forks inherit it, also once orphaned."""
+    want, found = entry.encode(), {}
+    for pid, (_, started) in _proc_table().items():
+        try:
+            with open(f"/proc/{pid}/environ", "rb") as f:
+                if want in f.read().split(b"\0"):
+                    found[pid] = started
+        except OSError:
+            continue
+    return found
+
+
+def _stop(procs: list[subprocess.Popen], seen: dict[int, str], grace: float = 5.0, *,
+          env_mark: str | None = None) -> None:
     """SIGTERM every process we started and every descendant seen, SIGKILL what is left after
-    ``grace`` s, and reap our direct children."""
+    ``grace`` s, and reap our direct children. ``env_mark`` (``"NAME=value"`` set in the environment
+    of every process of the deployment) also reaches a process that left the tree before it was seen
+    (forked by a parent that was being stopped, then orphaned): it is killed and waited for too."""
     seen.update(_descendants([p.pid for p in procs if p.poll() is None]))
     _signal_tree(seen, signal.SIGTERM)
     deadline = time.monotonic() + grace
@@ -155,16 +172,19 @@ def _stop(procs: list[subprocess.Popen], seen: dict[int, str], grace: float = 5.
         if not alive(seen):
             break
         time.sleep(0.1)
-    seen.update(_descendants([p.pid for p in procs if p.poll() is None]))
-    _signal_tree(seen, signal.SIGKILL)
-    for p in procs:
-        try:
-            p.wait(timeout=grace)
-        except subprocess.TimeoutExpired:
-            pass
-    deadline = time.monotonic() + grace  # SIGKILL is not instant: wait until the kernel is done
-    while alive(seen) and time.monotonic() < deadline:
-        time.sleep(0.05)
+    for _ in range(2):  # a process forked while its parent was being stopped can still appear once
+        seen.update(_descendants([p.pid for p in procs if p.poll() is None]))
+        if env_mark is not None:
+            seen.update(_with_env(env_mark))
+        _signal_tree(seen, signal.SIGKILL)
+        for p in procs:
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                pass
+        deadline = time.monotonic() + grace  # SIGKILL is not instant: wait until the kernel is done
+        while alive(seen) and time.monotonic() < deadline:
+            time.sleep(0.05)
 
 
 def tree_cpu_seconds(roots: list[int], *, by_name: bool = False, labels: Mapping[int, str] | None = None) -> Any:

@@ -764,7 +764,7 @@ def deploy(
             times["cpu_seconds"] = sum(times["cpu_by_program"].values())
         except Exception:  # noqa: BLE001 - a measurement must never prevent the cleanup below
             times["cpu_seconds"] = None
-        _stop(procs, seen)
+        _stop(procs, seen, env_mark=f"FLWR_HOME={home}")
         times["stopped"] = time.time()
         for f in files:
             f.close()
