@@ -161,6 +161,8 @@ def restore_checkpoint(path: Path, model: Any, optimizer: Any, scheduler: Any, h
     old = ckpt.get("config", {})
     changed = [k for k in ("seed", "batch_size", "shuffle", "world_size", "monitor", "mode")
                if k in old and old[k] != config[k]]
+    if old.get("precision", "fp32") != config.get("precision", "fp32"):
+        changed.append("precision")
     if changed:
         warnings.warn(f"resuming {path} with different {changed}: the run will not match an uninterrupted one",
                       stacklevel=3)

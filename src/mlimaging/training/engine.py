@@ -65,6 +65,7 @@ def fit(
     monitor: str | None = None,
     mode: str | None = None,
     scheduler_interval: str = "epoch",
+    precision: str = "fp32",
 ) -> History:
     r"""Train ``model`` by mini-batch gradient descent and return its :class:`History`.
 
@@ -147,6 +148,14 @@ def fit(
         in ``loss``, otherwise ``"max"``.
     scheduler_interval
         ``"epoch"`` or ``"step"``.
+    precision
+        ``"fp32"`` (default) or ``"bf16"``: every forward pass of ``model`` (training and
+        validation, custom steps included) runs under ``torch.autocast(device, bfloat16)`` and
+        its floating outputs are cast back to float32, so losses, gradients of the loss and the
+        optimiser's weights stay float32 (mixed precision, Micikevicius et al. 2018,
+        arXiv:1710.03740). On CPUs with AVX512-BF16 a conv net trains about 2x faster (also
+        give the model ``memory_format=torch.channels_last``); bfloat16 keeps 8 mantissa bits,
+        so evaluate the trained model in float32.
 
     Returns
     -------
@@ -205,6 +214,8 @@ def fit(
         raise ValueError(f"scheduler_interval must be 'epoch' or 'step', got {scheduler_interval!r}")
     if resume and checkpoint_dir is None:
         raise ValueError("resume=True needs a checkpoint_dir to resume from")
+    if precision not in ("fp32", "bf16"):
+        raise ValueError(f"precision must be 'fp32' or 'bf16', got {precision!r}")
     metric_set = MetricSet(metrics)
     allowed = ["loss"] + (["val_loss"] + [f"val_{n}" for n in metric_set.names] if val_data is not None else [])
     monitor = monitor or ("val_loss" if val_data is not None else "loss")
@@ -233,7 +244,8 @@ def fit(
     scheduler = _build_scheduler(scheduler, optimizer)
     config = _config(dict(epochs=epochs, batch_size=batch_size, seed=seed, shuffle=shuffle, grad_clip=grad_clip,
                           monitor=monitor, mode=mode, scheduler_interval=scheduler_interval,
-                          num_workers=num_workers, device=str(device)),
+                          num_workers=num_workers, device=str(device),
+                          **({"precision": precision} if precision != "fp32" else {})),
                      loss if loss is not None else step, optimizer, scheduler, metric_set, early_stopping, world)
 
     history = History(monitor=monitor, mode=mode)
@@ -268,6 +280,7 @@ def fit(
     if start > 1:
         bar.message(f"resumed from epoch {start - 1} ({ckdir / 'last.pt'})")
     stop = early_stopping is not None and early_stopping.should_stop(history)
+    hooks = _autocast_forward(model, device.type) if precision == "bf16" else []
     try:
         for epoch in range(start, epochs + 1):
             if stop:
@@ -308,6 +321,8 @@ def fit(
                 stop = bool(D.all_reduce_sum(torch.tensor([float(stop)], device=device)).item() > 0)
         call(callbacks, "on_fit_end", state)
     finally:
+        for h in hooks:
+            h.remove()
         bar.close()
     if world > 1:
         torch.distributed.barrier()
@@ -375,6 +390,38 @@ def evaluate(
 
 
 # ---------------------------------------------------------------------------------------- loops
+def _autocast_forward(model: nn.Module, device_type: str) -> list[Any]:
+    """Hooks running ``model``'s forward under bfloat16 autocast, its floating outputs cast to float32.
+
+    The post-hook runs even when the forward raises (``always_call``), so the autocast region
+    never outlives the call."""
+    regions: list[Any] = []
+
+    def enter(module: nn.Module, args: Any) -> None:
+        region = torch.autocast(device_type, dtype=torch.bfloat16)
+        region.__enter__()
+        regions.append(region)
+
+    def leave(module: nn.Module, args: Any, out: Any) -> Any:
+        regions.pop().__exit__(None, None, None)
+        return _as_float32(out)
+
+    return [model.register_forward_pre_hook(enter), model.register_forward_hook(leave, always_call=True)]
+
+
+def _as_float32(out: Any) -> Any:
+    """``out`` with its bfloat16/float16 tensors (also inside tuples, lists and dicts) as float32."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.dtype in (torch.bfloat16, torch.float16) else out
+    if isinstance(out, tuple) and hasattr(out, "_fields"):  # a namedtuple
+        return type(out)(*(_as_float32(v) for v in out))
+    if isinstance(out, (tuple, list)):
+        return type(out)(_as_float32(v) for v in out)
+    if isinstance(out, dict):
+        return type(out)((k, _as_float32(v)) for k, v in out.items())
+    return out
+
+
 def _train_epoch(net, loader, step, optimizer, grad_clip, step_scheduler, device, callbacks,
                  state, bar, task) -> dict[str, float]:
     """One pass over ``loader``: the per-sample mean of the loss and of the step's extras."""
