@@ -129,3 +129,12 @@ def test_bad_precision_is_refused(bad):
     with pytest.raises(ValueError, match="precision must be 'fp32' or 'bf16'"):
         fit(_net(), _regression(16), loss=nn.MSELoss(), metrics=(), epochs=1,
             optimizer=lambda p: torch.optim.SGD(p, lr=1e-2), progress=False, precision=bad)
+
+
+def test_bf16_on_a_cpu_without_native_bfloat16_warns(monkeypatch):
+    from mlimaging.training import engine
+
+    monkeypatch.setattr(engine, "_cpu_has_bf16", lambda: False)
+    with pytest.warns(UserWarning, match="emulated"):
+        fit(_net(), _regression(16), loss=nn.MSELoss(), metrics=(), epochs=1,
+            optimizer=lambda p: torch.optim.SGD(p, lr=1e-2), progress=False, precision="bf16")

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numbers
 import os
 import time
+import warnings
 from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -280,6 +281,9 @@ def fit(
     if start > 1:
         bar.message(f"resumed from epoch {start - 1} ({ckdir / 'last.pt'})")
     stop = early_stopping is not None and early_stopping.should_stop(history)
+    if precision == "bf16" and device.type == "cpu" and not _cpu_has_bf16():
+        warnings.warn("precision='bf16': this CPU has no native bfloat16 (AVX512-BF16 or AMX), so bfloat16 is "
+                      "emulated and training will be slower than with 'fp32'", stacklevel=2)
     hooks = _autocast_forward(model, device.type) if precision == "bf16" else []
     try:
         for epoch in range(start, epochs + 1):
@@ -407,6 +411,14 @@ def _autocast_forward(model: nn.Module, device_type: str) -> list[Any]:
         return _as_float32(out)
 
     return [model.register_forward_pre_hook(enter), model.register_forward_hook(leave, always_call=True)]
+
+
+def _cpu_has_bf16() -> bool:
+    """Whether oneDNN runs bfloat16 natively on this CPU (False when torch cannot tell)."""
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def _as_float32(out: Any) -> Any:
