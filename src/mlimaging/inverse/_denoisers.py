@@ -524,7 +524,7 @@ def train_denoiser(model: str | nn.Module = "dncnn", *, images: Any = None, patc
                    patches: int = 4096, sigma: float | tuple[float, float] = (0.0, 0.1), epochs: int = 10,
                    batch_size: int = 32, lr: float = 1e-3, val_patches: int = 256, seed: int = 0,
                    device: str | torch.device = "cpu", progress: bool = False, sigma_sampling: str = "uniform",
-                   **fit_kwargs: Any) -> tuple[nn.Module, Any]:
+                   channels_last: bool = False, **fit_kwargs: Any) -> tuple[nn.Module, Any]:
     r"""Train a Gaussian denoiser on random patches through :func:`mlimaging.training.fit`.
 
     Minimises the MSE :math:`\mathbb E\,\|D_\theta(x + \sigma n, \sigma) - x\|^2` over the patches
@@ -544,8 +544,14 @@ def train_denoiser(model: str | nn.Module = "dncnn", *, images: Any = None, patc
         the patches.
     val_patches : int
         Size of the validation set (0: none).
+    channels_last : bool
+        Train with the weights (hence the activations) in ``torch.channels_last`` memory format,
+        faster for convolutions on CPU, above all with ``precision="bf16"``; the network is
+        returned in the default (contiguous) format.
     **fit_kwargs
-        Further options of :func:`~mlimaging.training.fit` (``checkpoint_dir``, ``resume``, ...).
+        Further options of :func:`~mlimaging.training.fit` (``checkpoint_dir``, ``resume``,
+        ``precision="bf16"``: bfloat16 autocast forward passes, about 2x faster on CPUs with
+        AVX512-BF16, weights and losses float32, ...).
 
     Returns
     -------
@@ -576,9 +582,15 @@ def train_denoiser(model: str | nn.Module = "dncnn", *, images: Any = None, patc
     total = epochs * math.ceil(patches / batch_size)
     fit_kwargs.setdefault("scheduler", lambda opt: torch.optim.lr_scheduler.CosineAnnealingLR(opt, total))
     fit_kwargs.setdefault("scheduler_interval", "step")
-    history = fit(trainable, train, val, loss=nn.MSELoss(), optimizer=lambda p: torch.optim.Adam(p, lr=lr),
-                  epochs=epochs, batch_size=batch_size, seed=seed, metrics=(), device=device,
-                  progress=progress, **fit_kwargs)
+    if channels_last:
+        net.to(memory_format=torch.channels_last)
+    try:
+        history = fit(trainable, train, val, loss=nn.MSELoss(), optimizer=lambda p: torch.optim.Adam(p, lr=lr),
+                      epochs=epochs, batch_size=batch_size, seed=seed, metrics=(), device=device,
+                      progress=progress, **fit_kwargs)
+    finally:
+        if channels_last:
+            net.to(memory_format=torch.contiguous_format)
     return net.eval(), history
 
 
@@ -596,7 +608,8 @@ def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
 DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
     "dncnn": {"depth": 12, "features": 40, "norm": "none", "bias": False, "sigma_input": True,
               "sigma_sampling": "uniform", "patch_size": 48, "patches": 8192, "sigma": [0.0, 0.2], "epochs": 2,
-              "batch_size": 16, "lr": 1e-3, "seed": 0, "warm_start": None, "images": None},
+              "batch_size": 16, "lr": 1e-3, "seed": 0, "warm_start": None, "images": None, "precision": None,
+              "channels_last": None},
     "unet": {"features": [32, 64, 128], "blocks": 2, "patch_size": 48, "patches": 4096, "sigma": [0.0, 0.1],
              "epochs": 8, "batch_size": 32, "lr": 1e-3, "seed": 0},
 }
@@ -630,7 +643,9 @@ def default_denoiser(kind: str = "dncnn", *, cache_dir: str | os.PathLike | None
         random weights: a longer schedule in stages, each cached; ``meta["warm_start_cpu_seconds"]``
         then holds the CPU seconds of the stages before. ``images`` (``skimage.data`` names,
         default None: :data:`DEFAULT_TRAIN_IMAGES`) trains on other bundled images; ``camera``
-        and ``shepp_logan_phantom`` are refused.
+        and ``shepp_logan_phantom`` are refused. ``precision`` (None: float32, or ``"bf16"``:
+        bfloat16 autocast forward passes in :func:`~mlimaging.training.fit`) and ``channels_last``
+        (None or a bool) set how it is trained, not the network (evaluated in float32).
 
     Returns
     -------
@@ -660,7 +675,12 @@ def default_denoiser(kind: str = "dncnn", *, cache_dir: str | os.PathLike | None
         cfg["images"] = list(ims)
     train_images = list(DEFAULT_TRAIN_IMAGES) if cfg.get("images") is None else cfg["images"]
     # unset options (None) stay out of the hash, so that adding an option keeps older cache keys
-    hashed = {k: v for k, v in cfg.items() if not (k in ("warm_start", "images") and v is None)}
+    if cfg.get("precision") not in (None, "fp32", "bf16"):
+        raise ValueError(f"precision must be None, 'fp32' or 'bf16', got {cfg['precision']!r}")
+    if cfg.get("channels_last") is not None and not isinstance(cfg["channels_last"], bool):
+        raise ValueError(f"channels_last must be a bool or None, got {cfg['channels_last']!r}")
+    optional = ("warm_start", "images", "precision", "channels_last")
+    hashed = {k: v for k, v in cfg.items() if not (k in optional and v is None)}
     key = hashlib.sha256(json.dumps({"kind": kind, "v": DENOISER_VERSION, "images": DEFAULT_TRAIN_IMAGES, **hashed},
                                     sort_keys=True).encode()).hexdigest()[:12]
     path = _cache_dir(cache_dir) / f"inverse_{kind}_v{DENOISER_VERSION}_{key}.pt"
@@ -684,7 +704,9 @@ def default_denoiser(kind: str = "dncnn", *, cache_dir: str | os.PathLike | None
     net, hist = train_denoiser(net, patch_size=cfg["patch_size"], patches=cfg["patches"],
                                sigma=tuple(cfg["sigma"]), epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                                lr=cfg["lr"], seed=cfg["seed"], progress=progress,
-                               sigma_sampling=cfg.get("sigma_sampling", "uniform"), images=train_images)
+                               sigma_sampling=cfg.get("sigma_sampling", "uniform"), images=train_images,
+                               channels_last=bool(cfg.get("channels_last")),
+                               **({"precision": cfg["precision"]} if cfg.get("precision") else {}))
     meta = {"kind": kind, "version": DENOISER_VERSION, "settings": cfg, "images": train_images,
             "val_mse": float(hist["val_loss"][-1]), "cpu_seconds": time.process_time() - t0,
             "threads": torch.get_num_threads()}
