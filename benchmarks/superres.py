@@ -76,7 +76,13 @@ Writes ``benchmarks/results/superres.json`` (``superres-quick.json`` with ``--qu
 Run: ``python benchmarks/superres.py --epoch-scale 2.5`` (the committed setting; ``--jobs 3`` trains
 models in parallel; ``--quick`` for a short check, about 1/10 of the epochs).
 ``--curve dbpn --epoch-scale 6 --every 100`` instead measures one model's learning curve (held-out gain
-against training CPU seconds) into ``superres-curve-dbpn.json``.
+against training CPU seconds) into ``superres-curve-dbpn.json``. ``--self-ensemble [MODEL ...]`` also
+scores trained models through the geometric self-ensemble (the mean over the 8 flips/rotations of the
+input, mapped back: :class:`~mlimaging.inverse.superres.SRSelfEnsemble`, Lim et al. 2017's "x8"), each as
+its own row ``<model>+x8`` held to the best-model target. ``--probe --models lapsrn --set FIELD=JSON ...``
+is the recipe-choosing protocol: train on the training images without astronaut and gravel
+(:data:`VALIDATION`), score those two whole images (plain and x8), append to ``superres-probe.json``;
+the held-out images are not loaded.
 """
 
 from __future__ import annotations
@@ -96,6 +102,7 @@ import torch
 from _common import alternate, merge_reports, print_targets  # benchmarks/ is on sys.path
 from mlimaging.inverse.superres import (
     SR_TRAIN_EXTRA,
+    SRSelfEnsemble,
     bicubic_upscale,
     degrade,
     load_sr_image,
@@ -135,8 +142,9 @@ def _training_images() -> tuple[list[str], list[str]]:
     return [*train_names, *SR_TRAIN_EXTRA], test_names
 
 
-def train_case(name: str, threads: int, epoch_scale: float) -> dict[str, Any]:
-    """Train one model with its recipe and score it (run in its own process with ``--jobs``)."""
+def train_case(name: str, threads: int, epoch_scale: float, self_ensemble: bool = False) -> dict[str, Any]:
+    """Train one model with its recipe and score it (run in its own process with ``--jobs``); with
+    ``self_ensemble``, also through :class:`~mlimaging.inverse.superres.SRSelfEnsemble` (x8, key ``"x8"``)."""
     torch.set_num_threads(threads)
     train_names, test_names = _training_images()
     recipe = sr_recipe(name)
@@ -147,10 +155,61 @@ def train_case(name: str, threads: int, epoch_scale: float) -> dict[str, Any]:
     c0 = time.process_time()
     history = train_superres(net, data, name=name, recipe=recipe, seed=0, progress=False)
     train_cpu = time.process_time() - c0
-    score = _scores(net.eval(), _held_out(test_names), test_names)
+    tests = _held_out(test_names)
+    score = _scores(net.eval(), tests, test_names)
+    if self_ensemble:
+        score["x8"] = _scores(SRSelfEnsemble(net), tests, test_names)
     return {"case": name, **score, "epochs": len(history), "steps": len(history) * -(-len(data) // recipe["batch_size"]),
             "n_patches": len(data), "final_loss": history.epochs[-1]["loss"], "train_cpu_s": train_cpu,
             "parameters": sum(p.numel() for p in net.parameters()), "recipe": recipe}
+
+
+#: The validation images of the recipe probes: on the training side of ``split_images(seed=0)``,
+#: left out of the probes' training patches, scored whole (never the held-out four).
+VALIDATION = ("astronaut", "gravel")
+
+
+def _field(text: str) -> tuple[str, Any]:
+    """``FIELD=JSON`` of ``--set`` (a bare word that is not JSON is taken as a string)."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"--set takes FIELD=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
+def probe_case(name: str, threads: int, epoch_scale: float, overrides: dict[str, Any],
+               label: str) -> dict[str, Any]:
+    """A recipe probe: train on the training images minus :data:`VALIDATION` (the recipe with
+    ``overrides``, epochs times ``epoch_scale``) and score the whole validation images, plain and
+    through the geometric self-ensemble (:class:`~mlimaging.inverse.superres.SRSelfEnsemble`, x8).
+    The held-out images are not loaded."""
+    torch.set_num_threads(threads)
+    train_names = [n for n in _training_images()[0] if n not in VALIDATION]
+    val_names = list(VALIDATION)
+    vals = _held_out(val_names)
+    bicubic = _scores(lambda lr: bicubic_upscale(lr, SCALE), vals, val_names)
+    recipe = sr_recipe(name, **overrides)
+    recipe["epochs"] = max(1, round(recipe["epochs"] * epoch_scale))
+    data = sr_pairs(train_names, scale=SCALE, patch=recipe["patch"], stride=recipe["stride"], augment=True,
+                    seed=0)
+    net = create_model(name, scale=SCALE, seed=0, **recipe["model_kwargs"])
+    c0 = time.process_time()
+    history = train_superres(net, data, name=name, recipe=recipe, seed=0, progress=False)
+    train_cpu = time.process_time() - c0
+    plain = _scores(net.eval(), vals, val_names)
+    x8 = _scores(SRSelfEnsemble(net), vals, val_names)
+    gain = {k: plain["per_image_psnr"][k] - bicubic["per_image_psnr"][k] for k in val_names}
+    return {"benchmark": "superres-probe", "case": name, "label": label, "overrides": overrides,
+            "epoch_scale": epoch_scale, "train_images": train_names, "validation_images": val_names,
+            "n_patches": len(data), "epochs": len(history),
+            "steps": len(history) * -(-len(data) // recipe["batch_size"]), "train_cpu_s": train_cpu,
+            "final_loss": history.epochs[-1]["loss"], "parameters": sum(q.numel() for q in net.parameters()),
+            "bicubic": bicubic, "psnr": plain["psnr"], "gain_db": plain["psnr"] - bicubic["psnr"],
+            "per_image_gain_db": gain, "x8_psnr": x8["psnr"], "x8_gain_db": x8["psnr"] - bicubic["psnr"],
+            "x8_per_image_psnr": x8["per_image_psnr"], "recipe": recipe, "torch_threads": threads}
 
 
 class _Curve:
@@ -205,20 +264,20 @@ def curve_case(name: str, threads: int, epoch_scale: float, every: float) -> dic
                     "a lower bound of what a run of that length would reach"}
 
 
-def run_cases(*, threads: int, jobs: int, epoch_scale: float, repeats: int,
-              models: tuple[str, ...] = MODELS) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
+def run_cases(*, threads: int, jobs: int, epoch_scale: float, repeats: int, models: tuple[str, ...] = MODELS,
+              self_ensemble: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, Any]]:
     """The quality rows (trained models, best), the speed rows and the setup; with ``jobs`` > 1 every
     training and every speed case runs in its own process (one ``threads`` each, CPU timed per process)."""
     train_names, test_names = _training_images()
     bicubic = _scores(lambda lr: bicubic_upscale(lr, SCALE), _held_out(test_names), test_names)
     if jobs > 1:
         with ProcessPoolExecutor(jobs, mp_context=get_context("spawn")) as pool:
-            futures = [pool.submit(train_case, n, threads, epoch_scale) for n in models]
+            futures = [pool.submit(train_case, n, threads, epoch_scale, n in self_ensemble) for n in models]
             speed = [pool.submit(speed_case, s, threads=threads, out_size=512, repeats=repeats) for s in (2, 3, 4)]
             rows = [f.result() for f in futures]
             speed_rows = [f.result() for f in speed]
     else:
-        rows = [train_case(n, threads, epoch_scale) for n in models]
+        rows = [train_case(n, threads, epoch_scale, n in self_ensemble) for n in models]
         speed_rows = [speed_case(s, threads=threads, out_size=512, repeats=repeats) for s in (2, 3, 4)]
     for r in rows:
         r["gain_db"] = r["psnr"] - bicubic["psnr"]
@@ -227,6 +286,7 @@ def run_cases(*, threads: int, jobs: int, epoch_scale: float, repeats: int,
         print(f"{r['case']}: {r['psnr']:.2f} dB ({r['gain_db']:+.2f} vs bicubic), {r['epochs']} ep, "
               f"{r['train_cpu_s']:.0f} CPU s", flush=True)
     rows.append(best_row(rows))
+    rows += [x8_row(r, bicubic["psnr"]) for r in rows if "x8" in r]
     setup = {"train_images": train_names, "train_extra": list(SR_TRAIN_EXTRA), "test_images": test_names,
              "eval": "whole images (modcrop)", "bicubic": bicubic}
     return rows, speed_rows, setup
@@ -239,6 +299,17 @@ def best_row(rows: list[dict[str, Any]]) -> dict[str, Any]:
             "target_db": TARGETS["best_gain"], "passed": best["gain_db"] >= TARGETS["best_gain"]}
 
 
+def x8_row(row: dict[str, Any], bicubic: float) -> dict[str, Any]:
+    """The ``<model>+x8`` row: the trained model of ``row`` through the geometric self-ensemble at
+    inference (same weights, 8x the inference cost), held to the best-model target."""
+    x8 = row.pop("x8")
+    gain = x8["psnr"] - bicubic
+    return {"case": f"{row['case']}+x8", "model": row["case"], **x8, "gain_db": gain,
+            "target_db": TARGETS["best_gain"], "passed": gain >= TARGETS["best_gain"],
+            "note": "geometric self-ensemble (mean over the 8 flips/rotations of the input, Lim et al. 2017's "
+                    "EDSR+) of the model of the row named by 'model', at inference only"}
+
+
 def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new``'s rows merged into ``old`` (:func:`merge_reports`: the rows of the models and speed
     cases run again replaced, the others kept with their ``from_run``), the ``best`` row recomputed
@@ -249,7 +320,9 @@ def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
                          "instead of merging")
     report = merge_reports(old, {**new, "rows": [r for r in new["rows"] if r["case"] != "best"]})
     trained = sorted((r for r in report["rows"] if r["case"] in MODELS), key=lambda r: MODELS.index(r["case"]))
-    rows = [*trained, best_row(trained), *(r for r in report["rows"] if r["case"] not in (*MODELS, "best"))]
+    x8 = [r for r in report["rows"] if r["case"].endswith("+x8")]
+    rows = [*trained, best_row(trained), *x8,
+            *(r for r in report["rows"] if r["case"] not in (*MODELS, "best") and r not in x8)]
     trained = [r["case"] for r in trained]
     return {**report, "rows": rows, "models": trained, "all_passed": all(r["passed"] for r in rows),
             "training_cpu_seconds": sum(r.get("train_cpu_s", 0.0) for r in rows)}
@@ -306,6 +379,11 @@ def _cells(r: dict[str, Any]) -> tuple[str, str, str]:
                 f"ESPCN {1000 * r['cpu_s']['espcn']:.1f} ms CPU, {r['lr_size']}->{r['hr_size']} px")
     if r["case"] == "best":
         return f"{r['gain_db']:+.2f} dB", f">= +{r['target_db']:.1f} dB", f"{r['model']} {r['psnr']:.2f} dB"
+    if r["case"].endswith("+x8"):
+        per = " ".join(f"{k[:5]} {v:.2f}" for k, v in r["per_image_psnr"].items())
+        return (f"{r['gain_db']:+.2f} dB", f">= +{r['target_db']:.1f} dB",
+                f"{r['model']} self-ensembled (x8 flips/rotations at inference): {r['psnr']:.2f} dB, "
+                f"SSIM {r['ssim']:.4f} ({per})")
     per = " ".join(f"{k[:5]} {v:.2f}" for k, v in r["per_image_psnr"].items())
     return (f"{r['gain_db']:+.2f} dB", f">= +{r['target_db']:.1f} dB",
             f"{r['psnr']:.2f} dB, SSIM {r['ssim']:.4f} ({per}); {r['epochs']} ep, {r['train_cpu_s']:.0f} CPU s")
@@ -330,8 +408,30 @@ def main() -> None:
     parser.add_argument("--merge", action="store_true",
                         help="with --models: replace these models' rows (and the speed rows) in the existing "
                              f"{RESULTS.name}, keeping the other rows with the run they came from ('from_run')")
+    parser.add_argument("--self-ensemble", nargs="*", choices=MODELS, default=None, metavar="MODEL",
+                        help="also score these trained models (default: all of --models) through the x8 geometric "
+                             "self-ensemble, each as its own row '<model>+x8'")
+    parser.add_argument("--probe", action="store_true",
+                        help=f"instead of the table: recipe probes, trained without {' and '.join(VALIDATION)} and "
+                             "scored on them (plain and self-ensembled), appended to superres-probe.json")
+    parser.add_argument("--set", type=_field, action="append", default=[], metavar="FIELD=JSON",
+                        help="--probe: override a recipe field (repeatable), e.g. --set precision=bf16")
+    parser.add_argument("--label", default="", help="--probe: a label stored with the probe")
     args = parser.parse_args()
     models = tuple(m for m in MODELS if m in args.models)
+    if args.set and not args.probe:
+        parser.error("--set is for --probe only (the table measures the recipes as they are)")
+    if args.probe:
+        out = args.output or RESULTS.with_name("superres-probe.json")
+        for name in models:
+            result = probe_case(name, args.threads, args.epoch_scale or 1.0, dict(args.set), args.label)
+            probes = json.loads(out.read_text()) if out.exists() else []
+            out.write_text(json.dumps([*probes, result], indent=2, default=float))
+            print(f"probe {name} {args.label!r} {dict(args.set)}: {result['steps']} steps, "
+                  f"{result['train_cpu_s']:.0f} CPU s, validation gain {result['gain_db']:+.3f} dB "
+                  f"({', '.join(f'{k} {v:+.2f}' for k, v in result['per_image_gain_db'].items())}), "
+                  f"x8 {result['x8_gain_db']:+.3f} dB; appended to {out}", flush=True)
+        return
     if args.curve is not None:
         torch.set_num_threads(args.threads)
         result = curve_case(args.curve, args.threads, args.epoch_scale or 1.0, args.every)
@@ -348,7 +448,9 @@ def main() -> None:
     if epoch_scale <= 0:
         parser.error(f"--epoch-scale must be positive, got {epoch_scale}")
     rows, speed_rows, setup = run_cases(threads=args.threads, jobs=args.jobs, epoch_scale=epoch_scale,
-                                        repeats=3 if args.quick else 7, models=models)
+                                        repeats=3 if args.quick else 7, models=models,
+                                        self_ensemble=() if args.self_ensemble is None else
+                                        tuple(args.self_ensemble or models))
     rows += speed_rows
     train_cpu = sum(r.get("train_cpu_s", 0.0) for r in rows)
     report = {"benchmark": "superres", "quick": args.quick, "scale": SCALE, "torch_threads": torch.get_num_threads(),

@@ -1,5 +1,6 @@
 """SR training recipes: flips/rotations of LR/HR pairs, VDSR's adjustable gradient clipping,
-train_superres through fit (schedule, zero-initialised residual, LapSRN's loss at every level)."""
+train_superres through fit (schedule, zero-initialised residual, LapSRN's loss at every level,
+bfloat16 and channels_last), the geometric self-ensemble."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ from hypothesis import strategies as st
 from mlimaging.inverse.superres import (
     SR_RECIPES,
     AdjustableGradientClip,
+    SRSelfEnsemble,
     bicubic_upscale,
     degrade,
     dihedral,
@@ -151,6 +153,52 @@ def test_zero_last_zeroes_every_lapsrn_level():
     assert not torch.allclose(once, twice)  # two x2 levels, not one x4 interpolation
 
 
+def test_recipe_precision_and_channels_last_reach_the_forward_pass_and_the_layout_is_restored():
+    data = sr_pairs(["camera"], scale=2, patch=16, max_patches=8, augment=True, seed=0)
+    seen = []
+
+    for precision, channels_last in (("fp32", False), ("bf16", True)):
+        net = create_model("lapsrn", scale=2, depth=1, features=4, seed=0)
+        conv = net.feature_branch[0][0]  # 4 -> 4 channels: the two layouts differ
+        conv.register_forward_hook(lambda m, a, out: seen.append(
+            (out.dtype, m.weight.is_contiguous(memory_format=torch.channels_last) and not m.weight.is_contiguous())))
+        recipe = sr_recipe("lapsrn", batch_size=4, precision=precision, channels_last=channels_last)
+        h = train_superres(net, data, name="lapsrn", recipe=recipe, epochs=1, progress=False)
+        assert math.isfinite(h["loss"][-1])
+        assert conv.weight.is_contiguous() and conv.weight.dtype == torch.float32
+    assert seen[0] == (torch.float32, False) and seen[-1] == (torch.bfloat16, True)
+
+
+def test_old_recipes_keep_float32_and_the_default_layout():
+    for name in ("srcnn", "vdsr", "espcn", "dbpn"):
+        assert sr_recipe(name)["precision"] == "fp32" and sr_recipe(name)["channels_last"] is False
+
+
+def test_self_ensemble_worked_example_and_equivariance():
+    # one LR pixel into a 2x2 block with a fixed asymmetric pattern: not equivariant by itself
+    pattern = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    net = lambda y: torch.kron(y, pattern)  # noqa: E731
+    y = torch.ones(1, 1, 1, 1)
+    # the 8 transforms move the 1 to each corner twice: the mean is a quarter everywhere
+    torch.testing.assert_close(SRSelfEnsemble(net)(y), torch.full((1, 1, 2, 2), 0.25))
+    # k = 0, 2, 4, 6 send it to the four corners once each
+    torch.testing.assert_close(SRSelfEnsemble(net, transforms=4)(y), torch.full((1, 1, 2, 2), 0.25))
+    ens = SRSelfEnsemble(create_model("espcn", scale=2, features=(4, 4), seed=0).eval())
+    y = torch.rand(2, 1, 5, 7, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = ens(y)
+        assert out.shape == (2, 1, 10, 14)
+        for k in range(8):  # the ensemble commutes with every flip/rotation
+            torch.testing.assert_close(ens(dihedral(y, k)), dihedral(out, k), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_dihedral_inverse_undoes_the_transform(k):
+    x = torch.arange(12.0).view(1, 3, 4)
+    assert torch.equal(dihedral(dihedral(x, k), k, inverse=True), x)
+    assert torch.equal(dihedral(dihedral(x, k, inverse=True), k), x)
+
+
 # ------------------------------------------------------------------------------ bad input
 @settings(max_examples=25, deadline=None)
 @given(st.one_of(st.integers(max_value=-1), st.integers(min_value=8), st.booleans(), st.floats()))
@@ -178,3 +226,16 @@ def test_recipes_bad_names_and_fields_raise():
         train_superres(net, data, name="espcn", recipe=sr_recipe("espcn", loss="ssim"), epochs=1, progress=False)
     with pytest.raises(ValueError, match="epochs"):
         train_superres(net, data, name="espcn", epochs=0, progress=False)
+
+
+def test_recipe_bad_precision_and_self_ensemble_bad_input_raise():
+    data = sr_pairs(["camera"], scale=2, patch=16, max_patches=2, seed=0)
+    net = create_model("espcn", scale=2, features=(4, 4), seed=0)
+    with pytest.raises(ValueError, match="precision"):
+        train_superres(net, data, name="espcn", recipe=sr_recipe("espcn", precision="fp16"), epochs=1, progress=False)
+    with pytest.raises(ValueError, match="net must be"):
+        SRSelfEnsemble(3)
+    with pytest.raises(ValueError, match="transforms"):
+        SRSelfEnsemble(net, transforms=2)
+    with pytest.raises(ValueError, match="y must be"):
+        SRSelfEnsemble(net)(torch.zeros(1, 4, 4))

@@ -11,7 +11,8 @@ LR/HR patch pairs from bundled images, the bicubic baseline and the papers' eval
   (``"bicubic"``, ``"blur-down"``, ``"kspace"``), :func:`bicubic_upscale`, :func:`sr_evaluate`
   (PSNR/SSIM on Y with a ``scale``-pixel border cut), :func:`rgb_to_y`,
   :func:`through_plane_degrade` (thick slices of a volume for through-plane SR), :func:`dihedral`
-  (the flips/rotations of ``sr_pairs(augment=True)``).
+  (the flips/rotations of ``sr_pairs(augment=True)``), :class:`SRSelfEnsemble` (the mean over
+  those eight transforms at inference, EDSR+'s "x8").
 - Training (``training.py``): :data:`SR_RECIPES` (one per model), :func:`sr_recipe`,
   :func:`train_superres` (through :func:`mlimaging.training.fit`), :class:`AdjustableGradientClip`
   (VDSR).
@@ -37,6 +38,7 @@ from mlimaging.inverse.superres.data import (
     SR_IMAGES,
     SR_TRAIN_EXTRA,
     SRPairs,
+    SRSelfEnsemble,
     bicubic_upscale,
     degrade,
     dihedral,
@@ -105,6 +107,7 @@ __all__ = [
     "PerceptualLoss",
     "SRGANStep",
     "SRPairs",
+    "SRSelfEnsemble",
     "bicubic_upscale",
     "charbonnier",
     "degrade",

@@ -36,6 +36,7 @@ __all__ = [
     "SR_IMAGES",
     "SR_TRAIN_EXTRA",
     "SRPairs",
+    "SRSelfEnsemble",
     "bicubic_upscale",
     "degrade",
     "dihedral",
@@ -308,9 +309,11 @@ def bicubic_upscale(lr: Any, scale: int) -> torch.Tensor:
 
 
 # ------------------------------------------------------------------------------ patch pairs
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+def dihedral(x: torch.Tensor, k: int, *, inverse: bool = False) -> torch.Tensor:
     """Element ``k`` (0..7) of the dihedral group on the last two axes: ``rot90`` by ``k % 4``
-    quarter turns, then a left-right flip when ``k >= 4`` (``k = 0``: the identity).
+    quarter turns, then a left-right flip when ``k >= 4`` (``k = 0``: the identity); with
+    ``inverse``, its inverse (the flip undone first, then the turns):
+    ``dihedral(dihedral(x, k), k, inverse=True)`` is ``x``.
 
     The eight transforms commute with the ``"bicubic"`` degradation of :func:`degrade` (symmetric
     kernel, pixel centres aligned) on patches cut at multiples of ``scale``, so an LR/HR pair
@@ -324,11 +327,69 @@ def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
     >>> x = torch.arange(4.0).view(1, 2, 2)
     >>> [dihedral(x, k)[0, 0].tolist() for k in (0, 1, 4)]
     [[0.0, 1.0], [1.0, 3.0], [1.0, 0.0]]
+    >>> all(torch.equal(dihedral(dihedral(x, k), k, inverse=True), x) for k in range(8))
+    True
     """
     if isinstance(k, bool) or not isinstance(k, int) or not 0 <= k < 8:
         raise ValueError(f"k must be an int in 0..7, got {k!r}")
+    if inverse:
+        y = torch.flip(x, dims=(-1,)) if k >= 4 else x
+        return torch.rot90(y, -(k % 4), dims=(-2, -1))
     y = torch.rot90(x, k % 4, dims=(-2, -1))
     return torch.flip(y, dims=(-1,)) if k >= 4 else y
+
+
+class SRSelfEnsemble(torch.nn.Module):
+    r"""Geometric self-ensemble of a super-resolution network ("x8", Lim et al. 2017's EDSR+):
+    the mean of its outputs over the eight flips/rotations :math:`g` of the input (:func:`dihedral`),
+    each mapped back,
+
+    .. math:: \hat x = \frac{1}{|G|}\sum_{g \in G} g^{-1}\big(f(g\,y)\big),
+
+    for a network :math:`f` from ``(B, C, h, w)`` to ``(B, C, s h, s w)`` (the LR input is
+    transformed, the HR output transformed back; :class:`mlimaging.inverse.learned.SelfEnsemble`
+    does the same for denoisers, whose output has the input's size). A network trained on flipped
+    and rotated patches (``sr_pairs(augment=True)``) is nearly but not exactly equivariant; the mean
+    removes the rest of its error's non-equivariant part, at ``transforms`` times the inference
+    cost, no training. ``transforms=4``: the identity, the two flips and the half turn (the
+    elements ``k`` = 0, 2, 4, 6, which keep height and width). Lim B. et al. (2017). Enhanced deep
+    residual networks for single image super-resolution. CVPR workshops. arXiv:1707.02921;
+    Timofte R., Rothe R., Van Gool L. (2016). Seven ways to improve example-based single image
+    super resolution. CVPR. arXiv:1511.02228.
+
+    Parameters
+    ----------
+    net : nn.Module or callable
+        The network (called on each transformed batch).
+    transforms : {8, 4}
+        Size of the group averaged over.
+
+    Examples
+    --------
+    >>> import torch
+    >>> up = lambda y: bicubic_upscale(y, 2)  # bicubic is equivariant: the ensemble changes nothing
+    >>> y = torch.rand(1, 1, 6, 5)
+    >>> bool(torch.allclose(SRSelfEnsemble(up)(y), up(y), atol=1e-6))
+    True
+    """
+
+    def __init__(self, net: Any, *, transforms: int = 8) -> None:
+        super().__init__()
+        if not callable(net):
+            raise ValueError(f"net must be a callable (B, C, h, w) -> (B, C, s h, s w), got {type(net).__name__}")
+        if isinstance(transforms, bool) or not isinstance(transforms, int) or transforms not in (4, 8):
+            raise ValueError(f"transforms must be 4 or 8, got {transforms!r}")
+        self.net, self.transforms = net, transforms
+
+    def forward(self, y: torch.Tensor) -> torch.Tensor:
+        if not isinstance(y, torch.Tensor) or y.ndim != 4:
+            raise ValueError(f"y must be a (B, C, h, w) tensor, got {getattr(y, 'shape', type(y).__name__)}")
+        ks = range(8) if self.transforms == 8 else (0, 2, 4, 6)
+        total = None
+        for k in ks:
+            out = dihedral(self.net(dihedral(y, k).contiguous()), k, inverse=True)
+            total = out if total is None else total + out
+        return total / self.transforms
 
 
 class SRPairs(Dataset):
