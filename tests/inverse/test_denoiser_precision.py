@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from mlimaging.inverse._denoisers import DnCNN, default_denoiser, train_denoiser
+from mlimaging.inverse._denoisers import DnCNN, default_denoiser, grow_dncnn, train_denoiser
 
 TINY = dict(depth=2, features=4, patches=16, epochs=1, patch_size=8, batch_size=16, images=["coins"])
 
@@ -44,3 +44,37 @@ def test_train_denoiser_bf16_channels_last_lowers_the_loss_and_returns_a_contigu
 def test_default_denoiser_rejects_bad_precision_settings(tmp_path, bad):
     with pytest.raises(ValueError, match="precision|channels_last"):
         default_denoiser("dncnn", cache_dir=tmp_path, **TINY, **bad)
+
+
+# -- growing a trained DnCNN into a larger one --------------------------------------------------------
+@pytest.mark.parametrize("bias", [False, True])
+@pytest.mark.parametrize(("small", "big"), [((3, 4), (3, 4)), ((3, 4), (7, 4)), ((4, 6), (4, 9)), ((5, 6), (9, 11))])
+def test_grow_dncnn_preserves_the_function(small, big, bias):
+    s = DnCNN(depth=small[0], features=small[1], norm="none", bias=bias, sigma_input=True, seed=0)
+    with torch.no_grad():  # a non-trivial start: random weights of a realistic size
+        for p in s.parameters():
+            p.mul_(3.0)
+    b = grow_dncnn(s, DnCNN(depth=big[0], features=big[1], norm="none", bias=bias, sigma_input=True, seed=1))
+    x = torch.rand(2, 1, 13, 11, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(b(x, 0.05), s(x, 0.05), atol=1e-5, rtol=1e-5)
+    assert sum(p.numel() for p in b.parameters()) >= sum(p.numel() for p in s.parameters())
+
+
+@pytest.mark.parametrize(("kw", "match"), [(dict(depth=2), "at least"), (dict(features=3), "at least"),
+                                           (dict(sigma_input=False), "same"), (dict(norm="batch", bias=True), "same")])
+def test_grow_dncnn_refuses_a_smaller_or_different_network(kw, match):
+    s = DnCNN(depth=3, features=4, norm="none", bias=False, sigma_input=True, seed=0)
+    args = {**dict(depth=3, features=4, norm="none", bias=False, sigma_input=True), **kw}
+    with pytest.raises(ValueError, match=match):
+        grow_dncnn(s, DnCNN(**args))
+
+
+def test_default_denoiser_warm_start_from_a_smaller_dncnn_grows_it(tmp_path):
+    small_kw = {**TINY, "norm": "none", "bias": False}
+    small = default_denoiser("dncnn", cache_dir=tmp_path, **small_kw)
+    # a vanishing learning rate: the grown network still computes the small one's function
+    big = default_denoiser("dncnn", cache_dir=tmp_path, **{**small_kw, "depth": 4, "features": 6, "lr": 1e-12,
+                                                            "warm_start": small_kw})
+    assert (big.depth, big.features) == (4, 6)
+    x = torch.rand(1, 1, 10, 10, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(big(x, 0.05), small(x, 0.05), atol=1e-5, rtol=1e-4)

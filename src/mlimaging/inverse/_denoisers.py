@@ -29,6 +29,7 @@ __all__ = [
     "PatchDataset",
     "UNetDenoiser",
     "default_denoiser",
+    "grow_dncnn",
     "load_training_images",
     "train_denoiser",
 ]
@@ -594,6 +595,73 @@ def train_denoiser(model: str | nn.Module = "dncnn", *, images: Any = None, patc
     return net.eval(), history
 
 
+def grow_dncnn(small: DnCNN, big: DnCNN) -> DnCNN:
+    r"""Copy a trained :class:`DnCNN` into a deeper and wider one so that both compute the same function.
+
+    Function-preserving growth (Net2Net: Chen, Goodfellow & Shlens 2016, "Net2Net: accelerating
+    learning via knowledge transfer", ICLR, arXiv:1511.05641): the small network's convolutions are
+    placed at evenly spread depths of ``big``, the other middle layers become identities (a 3 x 3
+    delta kernel; exact, since their input is the output of a ReLU, :math:`\max(0, h) = h` for
+    :math:`h \ge 0`); each convolution's old output channels read only old input channels (the
+    weights from new channels are zero), while the new channels keep ``big``'s own random weights
+    and feed nothing at first. Training then grows the new capacity from the small network's
+    solution instead of from scratch. Only ``norm="none"`` networks (bias or not).
+
+    Parameters
+    ----------
+    small, big : DnCNN
+        Same ``channels``, ``sigma_input``, ``norm`` ("none") and ``bias``; ``big`` at least as deep
+        and as wide. ``big``'s weights are overwritten in place.
+
+    Returns
+    -------
+    DnCNN
+        ``big``.
+
+    Examples
+    --------
+    >>> import torch
+    >>> small = DnCNN(depth=3, features=4, norm="none", bias=False, sigma_input=True, seed=0)
+    >>> big = grow_dncnn(small, DnCNN(depth=5, features=8, norm="none", bias=False, sigma_input=True, seed=1))
+    >>> x = torch.rand(1, 1, 9, 9, generator=torch.Generator().manual_seed(0))
+    >>> bool(torch.allclose(big(x, 0.1), small(x, 0.1), atol=1e-6))
+    True
+    """
+    same = ("channels", "sigma_input", "norm", "bias")
+    if not isinstance(small, DnCNN) or not isinstance(big, DnCNN) or any(
+            getattr(small, a) != getattr(big, a) for a in same):
+        raise ValueError(f"small and big must be DnCNNs with the same {same}")
+    if small.norm != "none":
+        raise ValueError("grow_dncnn needs norm='none' networks")
+    if big.depth < small.depth or big.features < small.features:
+        raise ValueError(f"big ({big.depth} x {big.features}) must be at least as deep and as wide as small "
+                         f"({small.depth} x {small.features})")
+    s_convs = [m for m in small.body if isinstance(m, nn.Conv2d)]
+    b_convs = [m for m in big.body if isinstance(m, nn.Conv2d)]
+    n_mid = small.depth - 2
+    at = {int(round(v)): i for i, v in enumerate(np.linspace(0, big.depth - 3, n_mid))} if n_mid else {}
+    sources: list[nn.Conv2d | None] = [s_convs[0], *[s_convs[1 + at[j]] if j in at else None
+                                                       for j in range(big.depth - 2)], s_convs[-1]]
+    with torch.no_grad():
+        for src, dst in zip(sources, b_convs, strict=True):
+            w = dst.weight
+            if src is None:  # an identity on the old channels
+                old = small.features
+                w[:old] = 0
+                w[:old, :old, 1, 1] = torch.eye(old)
+                if dst.bias is not None:
+                    dst.bias[:old] = 0
+                continue
+            o, i = src.weight.shape[:2]
+            if dst is b_convs[-1]:
+                w.zero_()
+            w[:o] = 0
+            w[:o, :i] = src.weight
+            if dst.bias is not None:
+                dst.bias[:o] = src.bias
+    return big
+
+
 def _cache_dir(cache_dir: str | os.PathLike | None) -> Path:
     if cache_dir is not None:
         return Path(cache_dir)
@@ -640,7 +708,8 @@ def default_denoiser(kind: str = "dncnn", *, cache_dir: str | os.PathLike | None
         Overrides of :data:`DEFAULT_SETTINGS` (``depth``, ``features``, ``epochs``, ``patches``, ...).
         ``warm_start`` (a dict of such overrides, default None) continues the training of that
         default denoiser (loaded from the cache, trained first if absent) instead of starting from
-        random weights: a longer schedule in stages, each cached; ``meta["warm_start_cpu_seconds"]``
+        random weights: a longer schedule in stages, each cached (a DnCNN of another ``depth`` or
+        ``features`` starts from the smaller one grown by :func:`grow_dncnn`); ``meta["warm_start_cpu_seconds"]``
         then holds the CPU seconds of the stages before. ``images`` (``skimage.data`` names,
         default None: :data:`DEFAULT_TRAIN_IMAGES`) trains on other bundled images; ``camera``
         and ``shepp_logan_phantom`` are refused. ``precision`` (None: float32, or ``"bf16"``:
@@ -698,7 +767,10 @@ def default_denoiser(kind: str = "dncnn", *, cache_dir: str | os.PathLike | None
     start_meta = None
     if cfg.get("warm_start") is not None:  # continue from another default denoiser (trained first if not cached)
         start = default_denoiser(kind, cache_dir=cache_dir, progress=progress, **cfg["warm_start"])
-        net.load_state_dict(start.state_dict())
+        if isinstance(start, DnCNN) and (start.depth, start.features) != (net.depth, net.features):
+            grow_dncnn(start, net)  # a larger network: grown from the start, computing the same function
+        else:
+            net.load_state_dict(start.state_dict())
         start_meta = start.meta
     t0 = time.process_time()
     net, hist = train_denoiser(net, patch_size=cfg["patch_size"], patches=cfg["patches"],
