@@ -156,7 +156,10 @@ def fit(
         optimiser's weights stay float32 (mixed precision, Micikevicius et al. 2018,
         arXiv:1710.03740). On CPUs with AVX512-BF16 a conv net trains about 2x faster (also
         give the model ``memory_format=torch.channels_last``); bfloat16 keeps 8 mantissa bits,
-        so evaluate the trained model in float32.
+        so evaluate the trained model in float32. Whole forward passes run in bfloat16, so a
+        model that also solves something numerically inside its forward (an unrolled
+        reconstruction with FFT or conjugate-gradient data steps) should stay in ``"fp32"``: an
+        unrolled HQS deblurring net fine-tuned in bfloat16 diverged.
 
     Returns
     -------
