@@ -162,19 +162,25 @@ def _training_images() -> tuple[list[str], list[str]]:
     return [*train_names, *SR_TRAIN_EXTRA], test_names
 
 
-def train_case(name: str, threads: int, epoch_scale: float, self_ensemble: bool = False) -> dict[str, Any]:
-    """Train one model with its recipe and score it (run in its own process with ``--jobs``); with
-    ``self_ensemble``, also through :class:`~mlimaging.inverse.superres.SRSelfEnsemble` (x8, key ``"x8"``)."""
-    torch.set_num_threads(threads)
-    train_names, test_names = _training_images()
-    recipe = sr_recipe(name)
+def _train(name: str, train_names: list[str], epoch_scale: float, **overrides: Any) -> tuple[Any, ...]:
+    """``(net, history, data, recipe, train_cpu_s)``: ``name`` trained (seed 0) with its recipe (updated by
+    ``overrides``, epochs times ``epoch_scale``) on augmented patch pairs of ``train_names``."""
+    recipe = sr_recipe(name, **overrides)
     recipe["epochs"] = max(1, round(recipe["epochs"] * epoch_scale))
     data = sr_pairs(train_names, scale=SCALE, patch=recipe["patch"], stride=recipe["stride"], augment=True,
                     seed=0)
     net = create_model(name, scale=SCALE, seed=0, **recipe["model_kwargs"])
     c0 = time.process_time()
     history = train_superres(net, data, name=name, recipe=recipe, seed=0, progress=False)
-    train_cpu = time.process_time() - c0
+    return net, history, data, recipe, time.process_time() - c0
+
+
+def train_case(name: str, threads: int, epoch_scale: float, self_ensemble: bool = False) -> dict[str, Any]:
+    """Train one model with its recipe and score it (run in its own process with ``--jobs``); with
+    ``self_ensemble``, also through :class:`~mlimaging.inverse.superres.SRSelfEnsemble` (x8, key ``"x8"``)."""
+    torch.set_num_threads(threads)
+    train_names, test_names = _training_images()
+    net, history, data, recipe, train_cpu = _train(name, train_names, epoch_scale)
     tests = _held_out(test_names)
     score = _scores(net.eval(), tests, test_names)
     if self_ensemble:
@@ -211,14 +217,7 @@ def probe_case(name: str, threads: int, epoch_scale: float, overrides: dict[str,
     val_names = list(VALIDATION)
     vals = _held_out(val_names)
     bicubic = _scores(lambda lr: bicubic_upscale(lr, SCALE), vals, val_names)
-    recipe = sr_recipe(name, **overrides)
-    recipe["epochs"] = max(1, round(recipe["epochs"] * epoch_scale))
-    data = sr_pairs(train_names, scale=SCALE, patch=recipe["patch"], stride=recipe["stride"], augment=True,
-                    seed=0)
-    net = create_model(name, scale=SCALE, seed=0, **recipe["model_kwargs"])
-    c0 = time.process_time()
-    history = train_superres(net, data, name=name, recipe=recipe, seed=0, progress=False)
-    train_cpu = time.process_time() - c0
+    net, history, data, recipe, train_cpu = _train(name, train_names, epoch_scale, **overrides)
     plain = _scores(net.eval(), vals, val_names)
     x8 = _scores(SRSelfEnsemble(net), vals, val_names)
     gain = {k: plain["per_image_psnr"][k] - bicubic["per_image_psnr"][k] for k in val_names}
