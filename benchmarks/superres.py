@@ -331,12 +331,15 @@ def x8_row(row: dict[str, Any], bicubic: float) -> dict[str, Any]:
 
 def merged(old: dict[str, Any], new: dict[str, Any]) -> dict[str, Any]:
     """``new``'s rows merged into ``old`` (:func:`merge_reports`: the rows of the models and speed
-    cases run again replaced, the others kept with their ``from_run``), the ``best`` row recomputed
-    over all model rows. Refused when the runs differ in epoch scale, training or held-out images."""
+    cases run again replaced, the others kept with their ``from_run``; the old ``<model>+x8`` rows of
+    models run again dropped, as they scored the old weights), the ``best`` row recomputed over all
+    model rows. Refused when the runs differ in epoch scale, training or held-out images."""
     same = ("epoch_scale", "train_images", "test_images", "scale")
     if any(old.get(k) != new[k] for k in same):
         raise SystemExit(f"{RESULTS.name} was measured with another {'/'.join(same)}: rerun every model "
                          "instead of merging")
+    rerun = {r["case"] for r in new["rows"] if r["case"] in MODELS}  # their old x8 rows scored other weights
+    old = {**old, "rows": [r for r in old["rows"] if not (r["case"].endswith("+x8") and r.get("model") in rerun)]}
     report = merge_reports(old, {**new, "rows": [r for r in new["rows"] if r["case"] != "best"]})
     trained = sorted((r for r in report["rows"] if r["case"] in MODELS), key=lambda r: MODELS.index(r["case"]))
     x8 = [r for r in report["rows"] if r["case"].endswith("+x8")]
