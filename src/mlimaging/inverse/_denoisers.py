@@ -335,16 +335,24 @@ class SelfEnsemble(nn.Module):
     def forward(self, x: Tensor, sigma: float | Tensor) -> Tensor:
         if not isinstance(x, Tensor) or x.ndim < 3:
             raise ValueError(f"x must be a tensor (B, C, H, W), got {getattr(x, 'shape', type(x).__name__)}")
-        dims = (x.ndim - 2, x.ndim - 1)
-        total = torch.zeros_like(x)
-        for turns in (0, 1, 2, 3) if self.transforms == 8 else (0, 2):
-            for flip in (False, True):
-                v = torch.rot90(x, turns, dims)
-                v = v.flip(dims[1]) if flip else v
-                out = self.denoiser(v, sigma)
-                out = out.flip(dims[1]) if flip else out
-                total = total + torch.rot90(out, -turns, dims)
-        return total / self.transforms
+        return _dihedral_mean(lambda v: self.denoiser(v, sigma), x, self.transforms)
+
+
+def _dihedral_mean(fn: Any, x: Tensor, transforms: int) -> Tensor:
+    r""":math:`\frac{1}{|G|}\sum_{g \in G} g^{-1}(f(g\,x))` over the flips and quarter turns of the last two
+    axes (``transforms`` 8: all of them; 4: the identity, the half turn and their flips). ``fn`` may
+    scale those axes (a super-resolution network): its outputs are summed as they come."""
+    dims = (x.ndim - 2, x.ndim - 1)
+    total = None
+    for turns in (0, 1, 2, 3) if transforms == 8 else (0, 2):
+        for flip in (False, True):
+            v = torch.rot90(x, turns, dims)
+            v = v.flip(dims[1]) if flip else v
+            out = fn(v.contiguous())
+            out = out.flip(dims[1]) if flip else out
+            out = torch.rot90(out, -turns, dims)
+            total = out if total is None else total + out
+    return total / transforms
 
 
 # -- data ------------------------------------------------------------------------------------------

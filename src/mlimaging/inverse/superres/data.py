@@ -29,6 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset
 
+from mlimaging.inverse._denoisers import _dihedral_mean  # SelfEnsemble's mean, for any output size
 from mlimaging.metrics import psnr, ssim
 
 __all__ = [
@@ -384,12 +385,7 @@ class SRSelfEnsemble(torch.nn.Module):
     def forward(self, y: torch.Tensor) -> torch.Tensor:
         if not isinstance(y, torch.Tensor) or y.ndim != 4:
             raise ValueError(f"y must be a (B, C, h, w) tensor, got {getattr(y, 'shape', type(y).__name__)}")
-        ks = range(8) if self.transforms == 8 else (0, 2, 4, 6)
-        total = None
-        for k in ks:
-            out = dihedral(self.net(dihedral(y, k).contiguous()), k, inverse=True)
-            total = out if total is None else total + out
-        return total / self.transforms
+        return _dihedral_mean(self.net, y, self.transforms)
 
 
 class SRPairs(Dataset):
