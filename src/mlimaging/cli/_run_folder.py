@@ -20,7 +20,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_ENTRIES", "ExportBest", "check_positive", "open_run", "prepare_out", "read_checkpoint", "resolve_settings",
+__all__ = ["RUN_ENTRIES", "ExportBest", "as_option", "check_positive", "open_run", "prepare_out", "read_checkpoint", "resolve_settings",
            "run_config"]
 
 #: What a run folder of a ``train`` command (or ``fl simulate``) may hold; ``--force`` deletes nothing else.
@@ -79,6 +79,13 @@ def prepare_out(out: Path, *, resume: bool, force: bool, command: str, entries: 
     return None, True
 
 
+def as_option(key: str, value: Any) -> str:
+    """The setting ``key`` as typed on the command line: a boolean as its flag (``--x`` / ``--no-x``),
+    anything else as ``--x value`` (underscores become dashes)."""
+    flag = key.replace("_", "-")
+    return (f"--{flag}" if value else f"--no-{flag}") if isinstance(value, bool) else f"--{flag} {value}"
+
+
 def resolve_settings(given: Mapping[str, Any], stored: Mapping[str, Any] | None,
                      defaults: Mapping[str, Any]) -> dict[str, Any]:
     """The run's settings: ``given`` options over ``defaults`` for a fresh run; the stored ones on
@@ -86,15 +93,12 @@ def resolve_settings(given: Mapping[str, Any], stored: Mapping[str, Any] | None,
     that differ)."""
     if stored is None:
         return {k: (defaults[k] if given.get(k) is None else given[k]) for k in defaults}
-    def option(k: str, v: Any) -> str:  # a boolean option as its flag (--x / --no-x), others as --x value
-        flag = k.replace("_", "-")
-        return (f"--{flag}" if v else f"--no-{flag}") if isinstance(v, bool) else f"--{flag} {v}"
 
     def used(k: str) -> Any:
         v = stored.get(k)
-        return option(k, v) if isinstance(v, bool) else v
+        return as_option(k, v) if isinstance(v, bool) else v
 
-    changed = [f"{option(k, given[k])} (the run used {used(k)})"
+    changed = [f"{as_option(k, given[k])} (the run used {used(k)})"
                for k in defaults if given.get(k) is not None and given[k] != stored.get(k)]
     if changed:
         raise ValueError("--resume continues the run with its own settings; these differ: " + "; ".join(changed))

@@ -53,6 +53,7 @@ import typer
 
 from mlimaging.cli._run_folder import (
     ExportBest,
+    as_option,
     check_positive,
     open_run,
     prepare_out,
@@ -220,12 +221,7 @@ def _held_out(net: nn.Module, names: list[str], s: dict[str, Any], device: str) 
 
 def _command(s: dict[str, Any], epochs: int, out: Path) -> str:
     parts = ["mlimaging", "train", "superres"]
-    for key in DEFAULTS:
-        flag = f"--{key.replace('_', '-')}"
-        if isinstance(s[key], bool):
-            parts.append(flag if s[key] else f"--no-{flag[2:]}")
-        elif s[key] is not None:
-            parts += [flag, str(s[key])]
+    parts += [as_option(key, s[key]) for key in DEFAULTS if s[key] is not None]
     return " ".join([*parts, "--epochs", str(epochs), "--out", str(out)])
 
 
