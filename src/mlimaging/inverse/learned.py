@@ -355,6 +355,18 @@ class UnrolledNet(nn.Module):
     >>> bool(torch.allclose(a, b, atol=1e-5))
     True
 
+    Fine-tuned with the bare denoiser (8x cheaper steps), the proxes can still be wrapped in the
+    test-time :class:`SelfEnsemble` afterwards; untrained, that is :func:`pnp` with the ensembled
+    denoiser:
+
+    >>> unfolded.prox = nn.ModuleList(SelfEnsemble(p) for p in unfolded.prox)
+    >>> with torch.no_grad():
+    ...     a8 = unfolded(y)
+    >>> b8 = pnp(y, op, denoiser=SelfEnsemble(den), algorithm="hqs", iterations=3, sigma=[0.1, 0.05, 0.02],
+    ...          step=[4.0, 2.0, 1.0]).x
+    >>> bool(torch.allclose(a8, b8, atol=1e-5)), bool(torch.allclose(a8, a, atol=1e-3))
+    (True, False)
+
     Started from a classical reconstruction (here :math:`A^\dagger y`), the untrained network with
     CNN proxes (which start as the identity) and no steps left to take returns it unchanged:
 
