@@ -277,9 +277,9 @@ def _unrolled(den: torch.nn.Module, kernel: torch.Tensor, quick: bool) -> tuple[
                "images": den.meta["images"], "v": DENOISER_VERSION}
     key = hashlib.sha256(json.dumps(key_src, sort_keys=True).encode()).hexdigest()[:12]
     path = _cache_dir(None) / f"inverse_unrolled_deblur_v{DENOISER_VERSION}_{key}.pt"
-    in_training = cfg.get("train_ensemble", True)
-    prox = _pnp_denoiser(den) if in_training else den
-    finish = (lambda n: n) if in_training else _ensembled
+    ensemble_in_training = cfg.get("train_ensemble", True)
+    prox = _pnp_denoiser(den) if ensemble_in_training else den
+    finish = (lambda n: n) if ensemble_in_training else _ensembled
     if path.is_file():
         ckpt = load_checkpoint(path)
         net = UnrolledNet(op, iterations=PNP["iterations"], shared=cfg["shared"], denoiser=prox, sigma=sigmas,
