@@ -3,7 +3,8 @@
 nibabel's wheel carries small NIfTI, MGH and other files (``anatomical.nii``,
 ``example4d.nii.gz``, ``test.mgz`` ...) and pydicom's carries DICOM files (``CT_small.dcm``,
 ``MR_small.dcm`` ...). :func:`sample_file` finds them by name without importing the test
-modules of those packages (``nibabel.testing`` imports pytest, which a base install lacks).
+modules of those packages (nibabel's testing module needs a test runner, which a base install
+lacks).
 
 Examples
 --------
