@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_ENTRIES", "ExportBest", "as_option", "check_positive", "open_run", "prepare_out", "read_checkpoint", "resolve_settings",
-           "run_config"]
+__all__ = ["RUN_ENTRIES", "ExportBest", "as_option", "check_positive", "open_run", "prepare_out", "read_checkpoint",
+           "resolve_settings", "run_config"]
 
 #: What a run folder of a ``train`` command (or ``fl simulate``) may hold; ``--force`` deletes nothing else.
 RUN_ENTRIES = frozenset({"config.json", "metrics.json", "report.html", "figures", "tables", "checkpoints",
