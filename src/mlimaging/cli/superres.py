@@ -254,7 +254,8 @@ def train_superres_cmd(
                                            "(VDSR's high-learning-rate recipe; default: none)."),
     extra_photos: bool | None = typer.Option(None, "--extra-photos/--no-extra-photos", help="Also train on the "
                                              "bundled training-only photographs SR_TRAIN_EXTRA (china, flower, "
-                                             "grace_hopper, motorcycle_left), as the benchmark does (default: on)."),
+                                             "grace_hopper, motorcycle_left, aero, ascent), as the benchmark does "
+                                             "(default: on)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda, cuda:1, mps ..."),
     resume: bool = typer.Option(False, "--resume", help="Continue the run in --out from its last checkpoint."),
     force: bool = typer.Option(False, "--force", help="Delete an existing --out run folder and start again."),

@@ -56,11 +56,12 @@ SR_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "moo
              "brick", "grass", "gravel", "immunohistochemistry", "cell", "shepp_logan_phantom")
 #: Training-only photographs bundled offline with the other dependencies (scikit-learn's
 #: ``load_sample_image`` china and flower, matplotlib's sample ``grace_hopper.jpg``, the left view of
-#: scikit-image's ``stereo_motorcycle``). They are not in :data:`SR_IMAGES`, so
+#: scikit-image's ``stereo_motorcycle``, PyWavelets' ``pywt.data.aero`` (an aerial photograph) and
+#: ``pywt.data.ascent``, both grey 512 x 512). They are not in :data:`SR_IMAGES`, so
 #: :func:`split_images` and its held-out images do not change; :func:`load_sr_image` and
 #: :func:`sr_pairs` take their names. Natural photographs, unlike half of :data:`SR_IMAGES` (text,
 #: page, phantom, cells, coins, moon).
-SR_TRAIN_EXTRA = ("china", "flower", "grace_hopper", "motorcycle_left")
+SR_TRAIN_EXTRA = ("china", "flower", "grace_hopper", "motorcycle_left", "aero", "ascent")
 DEGRADATIONS = ("bicubic", "blur-down", "kspace")
 _BT601 = (65.481, 128.553, 24.966)
 
@@ -98,6 +99,10 @@ def _bundled(name: str) -> np.ndarray:
 
         with get_sample_data("grace_hopper.jpg") as f:
             return np.asarray(Image.open(f).convert("RGB"))
+    if name in ("aero", "ascent"):
+        import pywt.data
+
+        return getattr(pywt.data, name)()
     import skimage.data
 
     if name == "motorcycle_left":

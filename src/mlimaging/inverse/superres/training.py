@@ -42,8 +42,8 @@ __all__ = ["SR_RECIPES", "AdjustableGradientClip", "sr_recipe", "train_superres"
 #: this CPU; the weights go back to the default layout after). Patch side and grid ``stride`` are for
 #: :func:`~mlimaging.inverse.superres.sr_pairs`. The epochs are those of ``benchmarks/superres.py
 #: --epoch-scale 2.5`` divided by 2.5 (x2, the 12 training images of ``split_images(seed=0)`` plus
-#: the training-only photographs :data:`~mlimaging.inverse.superres.SR_TRAIN_EXTRA`: 5524 patches
-#: of 48 px, 3523 of 32 px for VDSR; at that scale each training takes a few CPU minutes on one
+#: the training-only photographs :data:`~mlimaging.inverse.superres.SR_TRAIN_EXTRA`: 6324 patches
+#: of 48 px, 4035 of 32 px for VDSR; at that scale each training takes a few CPU minutes on one
 #: torch thread, LapSRN, the paper's size in bfloat16, about twenty-five). Departures from the papers, said plainly, with the
 #: probes behind them (seed 0, x2 gain over bicubic on two *training-side* images, astronaut and
 #: gravel, left out of the probes' training set, never the test images): Adam + cosine instead of
@@ -74,7 +74,8 @@ __all__ = ["SR_RECIPES", "AdjustableGradientClip", "sr_recipe", "train_superres"
 #: 8x48, + the four, bf16 + channels_last                    1480     124      +2.59 dB
 #: 10x64, + the four, bf16 + channels_last, 10 epochs        2960     485      +2.74 dB
 #: 10x64, bf16, 96 px patches (stride 48, batch 4), 10 ep.   2480     408      +2.61 dB
-#: 10x64, + the four, bf16 + channels_last, 25 epochs (now)  7400     1200     +2.88 dB
+#: 10x64, + the four, bf16 + channels_last, 25 epochs        7400     1200     +2.88 dB
+#: the same, + PyWavelets' aero and ascent (the six, now)    8650     1393     +2.99 dB
 #: ========================================================  =======  =======  =========
 #:
 #: The four photographs help at an equal number of steps (astronaut +0.47 dB, gravel +0.03 dB);
@@ -85,6 +86,8 @@ __all__ = ["SR_RECIPES", "AdjustableGradientClip", "sr_recipe", "train_superres"
 #: ``precision="bf16"``) costs nothing in quality (+2.59 against +2.60 dB at 1480 steps) for half
 #: the CPU; the paper's 10x64 gains nothing over 8x48 at 2960 steps (+2.74 against +2.75 dB) but
 #: goes on to +2.88 dB at 7400 steps (astronaut +3.25, gravel +2.52: the texture does not move);
+#: two more grey photographs bundled with PyWavelets (aero, ascent; 800 patches more) add +0.11 dB
+#: (astronaut +3.40, gravel +2.58; x8 +3.17 against +3.08 dB);
 #: 96 px patches (48 px LR, less of each patch near its zero-padded edge; the same pixels per
 #: step, fewer patches on the grid: 2480 steps) lose 0.13 dB. The geometric self-ensemble (x8,
 #: :class:`~mlimaging.inverse.superres.SRSelfEnsemble`) adds +0.16 to +0.20 dB to every probe (+3.08 dB for the recipe), at 8x the
