@@ -98,7 +98,7 @@ __all__ = ["SR_RECIPES", "AdjustableGradientClip", "sr_recipe", "train_superres"
 #: are kept in ``benchmarks/results/superres-probe.json`` (``benchmarks/superres.py --probe``).
 #: On the held-out images the chosen 10x64 recipe does not carry its validation lead over: +1.49 dB
 #: (x8: +1.70 dB) against +1.59 dB for 8x48 in float32; with the six extra photographs +1.56 dB
-#: (x8: +1.68 dB) (``benchmarks/superres.py``'s docstring).
+#: (x8: +1.68 dB), and at 40 epochs +1.42 dB (x8: +1.50 dB) (``benchmarks/superres.py``'s docstring).
 SR_RECIPES: dict[str, dict[str, Any]] = {
     "srcnn": {"model_kwargs": {"padding_mode": "replicate"}, "optimizer": "adam", "loss": "l2", "lr": 1e-3,
               "final_lr": 0.01, "batch_size": 16, "patch": 48, "stride": 24, "epochs": 4, "clip_theta": None,
