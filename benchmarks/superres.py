@@ -85,8 +85,9 @@ and its self-ensemble to +1.68 dB (-0.02); the other models move by -0.03 to +0.
 epochs instead of 25 (validation +3.05 against +2.99 dB, x8 +3.23 against +3.17; adopted by a rule
 set before the probe: +0.05 dB or more) give +1.42 dB on the held-out images (brick 38.83, chelsea
 36.58, coffee 31.14, grass 24.71) and +1.50 dB self-ensembled: coffee, whose loss is the aliased
-wood grain at its left edge (the network's error there exceeds bicubic's; the self-ensemble halves
-it), swings by 0.7 dB between runs that validation cannot tell apart. The held-out mean of four
+wood grain at its left edge (where the 25-epoch LapSRN with the four photographs had a larger error
+than bicubic; error maps looked at after its held-out score, to explain it, not to choose), swings
+by 0.7 dB between runs that validation cannot tell apart. The held-out mean of four
 images moves with it; the recipe stays as validation chose it. Gravel's validation
 gain (+2.46 to +2.57 dB across every LapSRN probe) and grass's held-out gain (+1.29 and +1.31 dB
 for the 8x48 and 10x64 recipes) barely move with size or training length: the textures bound the
