@@ -117,6 +117,33 @@ def test_upscale_png_doubles_both_sides(sr_run, tmp_path):
     assert big.shape == (24, 20) and big.dtype == np.uint8
 
 
+def test_upscale_colour_png_runs_the_network_on_y_and_keeps_the_colours(sr_run, tmp_path):
+    from PIL import Image
+
+    from mlimaging.inverse.superres import rgb_to_y
+
+    src, out = tmp_path / "photo.png", tmp_path / "big.png"
+    rng = np.random.default_rng(3)
+    rgb = np.clip(rng.normal([180, 120, 80], 10, (12, 10, 3)), 0, 255).astype(np.uint8)  # an orange picture
+    Image.fromarray(rgb).save(src)
+    ckpt = str(sr_run[0] / "model.pt")
+    result = runner.invoke(app, ["upscale", str(src), "--checkpoint", ckpt, "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    big = np.asarray(Image.open(out))
+    assert big.shape == (24, 20, 3) and big.dtype == np.uint8
+    net, _ = load_superres(sr_run[0] / "model.pt")
+    y = rgb_to_y(np.moveaxis(rgb.astype(np.float32) / 255, -1, 0))  # (1, H, W), BT.601
+    with torch.no_grad():
+        expected = net(torch.from_numpy(y)[None])[0, 0].numpy()
+    got = rgb_to_y(np.moveaxis(big.astype(np.float32) / 255, -1, 0))[0]
+    inside = np.all((big > 0) & (big < 255), axis=-1)  # where no channel was clipped to the RGB gamut
+    assert inside.mean() > 0.5
+    assert np.abs(got - expected)[inside].max() < 2.5 / 255  # the network's Y, up to 8-bit rounding of R, G, B
+    assert np.all(big[..., 0].astype(int) > big[..., 2])  # still orange: chroma kept
+    result = runner.invoke(app, ["upscale", str(src), "--checkpoint", ckpt, "--out", str(tmp_path / "big.nii.gz")])
+    assert result.exit_code == 2 and "colour picture" in result.output
+
+
 def test_upscale_npy_keeps_units_and_matches_the_network(sr_run, tmp_path):
     src, out = tmp_path / "in.npy", tmp_path / "big.npy"
     x = np.random.default_rng(1).uniform(-100.0, 300.0, (8, 9)).astype(np.float32)
