@@ -142,6 +142,9 @@ def test_upscale_colour_png_runs_the_network_on_y_and_keeps_the_colours(sr_run, 
     assert np.all(big[..., 0].astype(int) > big[..., 2])  # still orange: chroma kept
     result = runner.invoke(app, ["upscale", str(src), "--checkpoint", ckpt, "--out", str(tmp_path / "big.nii.gz")])
     assert result.exit_code == 2 and "colour picture" in result.output
+    (tmp_path / "bad.png").write_text("not a picture")
+    result = runner.invoke(app, ["upscale", str(tmp_path / "bad.png"), "--checkpoint", ckpt, "--out", str(out), "--force"])
+    assert result.exit_code == 2 and len(result.output.strip().splitlines()) == 1, result.output
 
 
 def test_upscale_npy_keeps_units_and_matches_the_network(sr_run, tmp_path):

@@ -207,10 +207,13 @@ def _colour_picture(path: Path) -> np.ndarray | None:
         return None
     from PIL import Image
 
-    with Image.open(path) as im:
-        if im.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"):
-            return None
-        rgb = np.asarray(im.convert("RGB"))
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("RGB", "RGBA", "P", "CMYK", "YCbCr", "LAB", "HSV"):
+                return None
+            rgb = np.asarray(im.convert("RGB"))
+    except (OSError, ValueError):  # not a picture PIL can read: the grayscale reader says why, in one line
+        return None
     if rgb.ndim != 3 or (np.array_equal(rgb[..., 0], rgb[..., 1]) and np.array_equal(rgb[..., 1], rgb[..., 2])):
         return None  # grey stored as colour: the grayscale path keeps its single channel
     return rgb
