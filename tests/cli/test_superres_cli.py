@@ -58,6 +58,8 @@ def test_train_superres_writes_the_run_folder(sr_run):
     for key in ("test_psnr", "test_ssim", "bicubic_psnr", "bicubic_ssim", "gain_db"):
         assert np.isfinite(metrics[key]), key
     assert_allclose(metrics["gain_db"], metrics["test_psnr"] - metrics["bicubic_psnr"], atol=1e-9)
+    assert_allclose(meta["held_out_gain_db"], metrics["gain_db"], atol=1e-9)  # what upscale warns from
+    assert meta["held_out_images"] == meta["test_images"]
     assert "bicubic PSNR" in output and "mean" in output
     assert "Held-out" in (out / "report.html").read_text()
     # a tiny network trained on 4 patches for one epoch upscales worse than bicubic: it says so
@@ -115,6 +117,21 @@ def test_upscale_png_doubles_both_sides(sr_run, tmp_path):
     assert result.exit_code == 0, result.output
     big, _ = read_image(out)
     assert big.shape == (24, 20) and big.dtype == np.uint8
+    gain = torch.load(sr_run[0] / "model.pt", weights_only=True)["superres"]["held_out_gain_db"]
+    assert ("below bicubic" in result.output) == (gain < 0)  # one epoch: a warning exactly when it lost to bicubic
+
+
+def test_upscale_warns_when_the_checkpoint_lost_to_bicubic(sr_run, tmp_path):
+    ckpt = torch.load(sr_run[0] / "model.pt", weights_only=True)
+    src = tmp_path / "in.npy"
+    np.save(src, np.random.default_rng(4).uniform(0, 1, (8, 8)).astype(np.float32))
+    for gain, warned in ((-0.5, True), (1.5, False)):
+        ckpt["superres"]["held_out_gain_db"] = gain
+        torch.save(ckpt, tmp_path / "model.pt")
+        result = runner.invoke(app, ["upscale", str(src), "--checkpoint", str(tmp_path / "model.pt"), "--out",
+                                     str(tmp_path / "big.npy"), "--force"])
+        assert result.exit_code == 0, result.output
+        assert ("0.50 dB below bicubic" in result.output) == warned, result.output
 
 
 def test_upscale_colour_png_runs_the_network_on_y_and_keeps_the_colours(sr_run, tmp_path):

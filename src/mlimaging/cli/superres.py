@@ -12,7 +12,8 @@ leaves them out), into a run folder::
     OUT/model.pt                          best weights (lowest validation loss) + what upscale needs
 
 ``model.pt`` holds ``{"model": state_dict, "superres": meta, "epoch": ...}`` (``meta``: the model
-name and keyword arguments, the scale, loss, degradation and image split); it loads with
+name and keyword arguments, the scale, loss, degradation and image split; at the end of training
+its held-out gain over bicubic, ``held_out_gain_db``, which ``upscale`` warns about when negative); it loads with
 ``torch.load(weights_only=True)``. The run ends with PSNR and SSIM on the held-out images
 (Y channel, a border of ``scale`` pixels cut, :func:`~mlimaging.inverse.superres.sr_evaluate`)
 beside the bicubic baseline,
@@ -341,7 +342,7 @@ def train_superres_cmd(
         train_superres,
     )
     from mlimaging.models import create_model
-    from mlimaging.training import load_checkpoint
+    from mlimaging.training import load_checkpoint, save_checkpoint
 
     if model is not None and model not in MODELS:
         raise ValueError(f"--model must be one of {', '.join(MODELS)}, got {model!r}")
@@ -418,6 +419,10 @@ def train_superres_cmd(
     worse = _below_bicubic_warning(mean["gain_db"])
     if worse:
         run.section("Warning", worse)
+    final = load_checkpoint(out / "model.pt")  # upscale reads the held-out gain from model.pt and warns when < 0
+    final["superres"] = {**final["superres"], "held_out_gain_db": float(mean["gain_db"]),
+                         "held_out_images": list(test_names)}
+    save_checkpoint(final, out / "model.pt")
     report = run.finish()
     table = Table("image", "PSNR", "SSIM", "bicubic PSNR", "bicubic SSIM", "gain (dB)",
                   title=f"train superres: {s['model']} x{s['scale']}, best epoch {history.best_epoch} of {len(history)}")
@@ -437,6 +442,15 @@ def _below_bicubic_warning(gain_db: float) -> str:
     return (f"the network is {-gain_db:.2f} dB below bicubic interpolation on the held-out images: it is not "
             "trained enough to be worth using (more --epochs; `mlimaging upscale` with this model.pt would "
             "degrade images).")
+
+
+def _warn_if_below_bicubic(meta: dict[str, Any], checkpoint: Path) -> None:
+    """Say on stderr when ``checkpoint``'s network scored below bicubic on its held-out images."""
+    gain = meta.get("held_out_gain_db")
+    if gain is not None and gain < 0.0:
+        err_console.print(f"[yellow]warning:[/] --checkpoint {checkpoint} scored {-gain:.2f} dB below bicubic "
+                          "interpolation on its held-out images: this output is likely worse than plain bicubic "
+                          "upscaling (train it longer)", highlight=False, soft_wrap=True)
 
 
 @command("upscale")
@@ -464,6 +478,7 @@ def upscale_cmd(
         if image_format(out) != "pil":
             raise ValueError(f"--out {out}: IMAGE {image} is a colour picture; write it as .png, .jpg or .tif")
         net, meta = load_superres(checkpoint)
+        _warn_if_below_bicubic(meta, checkpoint)
         s = int(meta["scale"])
         from PIL import Image
 
@@ -478,6 +493,7 @@ def upscale_cmd(
     # written in IMAGE's units and, to a PNG, in its integer type: refused before any work
     check_format_fits(out, "--out", array.ndim, array)
     net, meta = load_superres(checkpoint)
+    _warn_if_below_bicubic(meta, checkpoint)
     s = int(meta["scale"])
     unit, back = _to_unit(array)
     result = back(upscale_array(net, unit, s, axis=axis))
