@@ -153,12 +153,6 @@ def upscale_array(net: nn.Module, array: np.ndarray, scale: int, *, axis: int = 
         return out.permute(*order).contiguous().numpy()
 
 
-#: ITU-R BT.601 as MATLAB's ``rgb2ycbcr`` (the SR papers' colour space): ``[Y, Cb, Cr] = OFFSET + M @ [R, G, B]``
-#: for values in [0, 1] (Y in [16, 235] / 255, Cb and Cr in [16, 240] / 255).
-_YCBCR = ((65.481, 128.553, 24.966), (-37.797, -74.203, 112.0), (112.0, -93.786, -18.214))
-_YCBCR_OFFSET = (16.0, 128.0, 128.0)
-
-
 def upscale_colour(net: nn.Module, rgb: np.ndarray, scale: int) -> np.ndarray:
     r"""An 8-bit RGB picture ``(H, W, 3)`` enlarged ``scale`` times, as the SR papers do colour.
 
@@ -180,6 +174,8 @@ def upscale_colour(net: nn.Module, rgb: np.ndarray, scale: int) -> np.ndarray:
     import numpy as np
     import torch
     import torch.nn.functional as F
+
+    from mlimaging.inverse.superres.data import _YCBCR, _YCBCR_OFFSET  # BT.601, as rgb_to_y
 
     x = rgb.astype(np.float64) / 255.0
     if getattr(net, "in_channels", 1) == 3:
@@ -401,7 +397,8 @@ def train_superres_cmd(
         err_console.print(f"interrupted: continue with `{_command(s, epochs, out)} --resume` (checkpoints in {out})",
                           soft_wrap=True, highlight=False)
         raise typer.Exit(130) from None
-    net.load_state_dict(load_checkpoint(out / "model.pt")["model"])
+    best = load_checkpoint(out / "model.pt")
+    net.load_state_dict(best["model"])
     rows = _held_out(net.to(device), test_names, s, device)
     mean = rows[-1]
     run.log(best_epoch=history.best_epoch, best_val_loss=history.best_value, test_psnr=mean["psnr"],
@@ -419,10 +416,10 @@ def train_superres_cmd(
     worse = _below_bicubic_warning(mean["gain_db"])
     if worse:
         run.section("Warning", worse)
-    final = load_checkpoint(out / "model.pt")  # upscale reads the held-out gain from model.pt and warns when < 0
-    final["superres"] = {**final["superres"], "held_out_gain_db": float(mean["gain_db"]),
-                         "held_out_images": list(test_names)}
-    save_checkpoint(final, out / "model.pt")
+    # upscale reads the held-out gain from model.pt and warns when < 0
+    best["superres"] = {**best["superres"], "held_out_gain_db": float(mean["gain_db"]),
+                        "held_out_images": list(test_names)}
+    save_checkpoint(best, out / "model.pt")
     report = run.finish()
     table = Table("image", "PSNR", "SSIM", "bicubic PSNR", "bicubic SSIM", "gain (dB)",
                   title=f"train superres: {s['model']} x{s['scale']}, best epoch {history.best_epoch} of {len(history)}")
@@ -471,15 +468,22 @@ def upscale_cmd(
         raise ValueError(f"--out {out} is a folder; give a file name such as big.png")
     if not image.exists():
         raise FileNotFoundError(f"IMAGE {image} does not exist")
-    rgb = _colour_picture(image)
-    if rgb is not None:  # a colour photograph: Y through the network, chroma bicubic (upscale_colour)
+    rgb = _colour_picture(image)  # a colour photograph: Y through the network, chroma bicubic (upscale_colour)
+    if rgb is not None:
         from mlimaging.data.io import image_format
 
         if image_format(out) != "pil":
             raise ValueError(f"--out {out}: IMAGE {image} is a colour picture; write it as .png, .jpg or .tif")
-        net, meta = load_superres(checkpoint)
-        _warn_if_below_bicubic(meta, checkpoint)
-        s = int(meta["scale"])
+    else:
+        array, geometry = read_gray(image, "IMAGE")
+        if array.ndim == 3 and not -3 <= axis <= 2:
+            raise ValueError(f"--axis must be in -3..2 for a 3D volume, got {axis}")
+        # written in IMAGE's units and, to a PNG, in its integer type: refused before any work
+        check_format_fits(out, "--out", array.ndim, array)
+    net, meta = load_superres(checkpoint)
+    _warn_if_below_bicubic(meta, checkpoint)
+    s = int(meta["scale"])
+    if rgb is not None:
         from PIL import Image
 
         big = upscale_colour(net, rgb, s)
@@ -487,14 +491,6 @@ def upscale_cmd(
         console.print(f"{image} {tuple(rgb.shape)} -> {out} {tuple(big.shape)}: {meta['model']} x{s} (epoch "
                       f"{meta['epoch']}) on the Y channel, Cb/Cr bicubic", soft_wrap=True, highlight=False)
         return
-    array, geometry = read_gray(image, "IMAGE")
-    if array.ndim == 3 and not -3 <= axis <= 2:
-        raise ValueError(f"--axis must be in -3..2 for a 3D volume, got {axis}")
-    # written in IMAGE's units and, to a PNG, in its integer type: refused before any work
-    check_format_fits(out, "--out", array.ndim, array)
-    net, meta = load_superres(checkpoint)
-    _warn_if_below_bicubic(meta, checkpoint)
-    s = int(meta["scale"])
     unit, back = _to_unit(array)
     result = back(upscale_array(net, unit, s, axis=axis))
     axes = (0, 1) if array.ndim == 2 else (axis % 3,)

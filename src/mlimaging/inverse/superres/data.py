@@ -63,7 +63,11 @@ SR_IMAGES = ("astronaut", "camera", "chelsea", "coffee", "rocket", "coins", "moo
 #: page, phantom, cells, coins, moon).
 SR_TRAIN_EXTRA = ("china", "flower", "grace_hopper", "motorcycle_left", "aero", "ascent")
 DEGRADATIONS = ("bicubic", "blur-down", "kspace")
-_BT601 = (65.481, 128.553, 24.966)
+#: ITU-R BT.601 as MATLAB's ``rgb2ycbcr``: ``[Y, Cb, Cr] = (OFFSET + M @ [R, G, B]) / 255`` for R, G, B in
+#: [0, 1] (Y in [16, 235] / 255, Cb and Cr in [16, 240] / 255); the first row is :func:`rgb_to_y`'s.
+_YCBCR = ((65.481, 128.553, 24.966), (-37.797, -74.203, 112.0), (112.0, -93.786, -18.214))
+_YCBCR_OFFSET = (16.0, 128.0, 128.0)
+_BT601 = _YCBCR[0]
 
 
 # ------------------------------------------------------------------------------ images
