@@ -9,7 +9,8 @@ iterations) in dB per image and their mean.
 
 Run: ``python benchmarks/inverse_pnp_validation.py --size 512 --config '{"sigma_scale": 0.8}'`` (one JSON object per
 ``--config``; keys ``iterations``, ``lam``, ``sigma_start``, ``sigma_scale``, ``self_ensemble``, ``algorithm``;
-``--denoiser`` a JSON object of ``default_denoiser`` settings, default the benchmark's).
+``--denoiser`` a JSON object of ``default_denoiser`` settings, default the benchmark's; ``--kind unet`` for the U-Net
+denoiser, whose settings must then be given).
 """
 
 from __future__ import annotations
@@ -81,10 +82,13 @@ def main() -> None:
     parser.add_argument("--size", type=int, default=512, help="crop side (default 512)")
     parser.add_argument("--config", action="append", default=None, help="JSON overrides of the benchmark's PNP")
     parser.add_argument("--denoiser", default=None, help="JSON default_denoiser settings (default the benchmark's)")
+    parser.add_argument("--kind", default="dncnn", choices=("dncnn", "unet"), help="default_denoiser's kind")
     args = parser.parse_args()
+    if args.kind != "dncnn" and not args.denoiser:
+        parser.error("--kind unet needs --denoiser settings")
     torch.set_num_threads(1)
     ims = validation_images(args.size)
-    den = default_denoiser("dncnn", **(json.loads(args.denoiser) if args.denoiser else DENOISER))
+    den = default_denoiser(args.kind, **(json.loads(args.denoiser) if args.denoiser else DENOISER))
     tv = {k: _psnr(tv_reconstruct(*_problem(x)[::-1], lam=DEBLUR["lam"], iterations=DEBLUR["iterations"],
                                   algorithm="fista", inner_iterations=DEBLUR["inner_iterations"]).x, x)
           for k, x in ims.items()}

@@ -78,3 +78,31 @@ def test_default_denoiser_warm_start_from_a_smaller_dncnn_grows_it(tmp_path):
     assert (big.depth, big.features) == (4, 6)
     x = torch.rand(1, 1, 10, 10, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(big(x, 0.05), small(x, 0.05), atol=1e-5, rtol=1e-4)
+
+
+# -- the U-Net denoiser takes the same training options ---------------------------------------------------
+TINY_UNET = dict(features=[4, 8], blocks=1, patches=16, epochs=1, patch_size=8, batch_size=16)
+
+
+def test_unet_old_settings_keep_their_cache_key(tmp_path):
+    # the file name the code before the unet's optional settings gave these settings
+    default_denoiser("unet", cache_dir=tmp_path, **TINY_UNET)
+    default_denoiser("unet", cache_dir=tmp_path, sigma_sampling=None, warm_start=None, images=None, precision=None,
+                     channels_last=None, **TINY_UNET)
+    assert [p.name for p in tmp_path.glob("*.pt")] == ["inverse_unet_v3_2e34bacbf72b.pt"]
+
+
+def test_unet_trains_on_chosen_images_with_log_sigma_bf16_and_continues_from_a_warm_start(tmp_path):
+    kw = {**TINY_UNET, "images": ["coins"], "sigma": [0.01, 0.2], "sigma_sampling": "log", "precision": "bf16",
+          "channels_last": True}
+    first = default_denoiser("unet", cache_dir=tmp_path, **kw)
+    assert first.meta["images"] == ["coins"] and first.meta["settings"]["sigma_sampling"] == "log"
+    assert all(p.dtype == torch.float32 and p.is_contiguous() for p in first.parameters())
+    # a vanishing learning rate: the continued network still computes the first one's function
+    more = default_denoiser("unet", cache_dir=tmp_path, **{**kw, "seed": 1, "lr": 1e-12, "warm_start": kw})
+    assert len(list(tmp_path.glob("*.pt"))) == 2
+    x = torch.rand(1, 1, 12, 12, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(more(x, 0.05), first(x, 0.05), atol=1e-5, rtol=1e-4)
+    assert more.meta["warm_start_cpu_seconds"] == pytest.approx(first.meta["cpu_seconds"])
+    with pytest.raises(ValueError, match="sigma_sampling"):
+        default_denoiser("unet", cache_dir=tmp_path, **{**kw, "sigma_sampling": "cubic"})

@@ -687,7 +687,8 @@ DEFAULT_SETTINGS: dict[str, dict[str, Any]] = {
               "batch_size": 16, "lr": 1e-3, "seed": 0, "warm_start": None, "images": None, "precision": None,
               "channels_last": None},
     "unet": {"features": [32, 64, 128], "blocks": 2, "patch_size": 48, "patches": 4096, "sigma": [0.0, 0.1],
-             "epochs": 8, "batch_size": 32, "lr": 1e-3, "seed": 0},
+             "epochs": 8, "batch_size": 32, "lr": 1e-3, "seed": 0, "sigma_sampling": None, "warm_start": None,
+             "images": None, "precision": None, "channels_last": None},
 }
 
 
@@ -756,7 +757,7 @@ def default_denoiser(kind: str = "dncnn", *, cache_dir: str | os.PathLike | None
         raise ValueError(f"precision must be None, 'fp32' or 'bf16', got {cfg['precision']!r}")
     if cfg.get("channels_last") is not None and not isinstance(cfg["channels_last"], bool):
         raise ValueError(f"channels_last must be a bool or None, got {cfg['channels_last']!r}")
-    optional = ("warm_start", "images", "precision", "channels_last")
+    optional = ("warm_start", "images", "precision", "channels_last", "sigma_sampling")
     hashed = {k: v for k, v in cfg.items() if not (k in optional and v is None)}
     key = hashlib.sha256(json.dumps({"kind": kind, "v": DENOISER_VERSION, "images": DEFAULT_TRAIN_IMAGES, **hashed},
                                     sort_keys=True).encode()).hexdigest()[:12]
@@ -784,7 +785,7 @@ def default_denoiser(kind: str = "dncnn", *, cache_dir: str | os.PathLike | None
     net, hist = train_denoiser(net, patch_size=cfg["patch_size"], patches=cfg["patches"],
                                sigma=tuple(cfg["sigma"]), epochs=cfg["epochs"], batch_size=cfg["batch_size"],
                                lr=cfg["lr"], seed=cfg["seed"], progress=progress,
-                               sigma_sampling=cfg.get("sigma_sampling", "uniform"), images=train_images,
+                               sigma_sampling=cfg.get("sigma_sampling") or "uniform", images=train_images,
                                channels_last=bool(cfg.get("channels_last")),
                                **({"precision": cfg["precision"]} if cfg.get("precision") else {}))
     meta = {"kind": kind, "version": DENOISER_VERSION, "settings": cfg, "images": train_images,
