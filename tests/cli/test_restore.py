@@ -393,6 +393,35 @@ def test_pnp_uses_the_default_denoiser_slice_by_slice(monkeypatch, small_scan, t
     )  # real and imaginary parts of 17 slices
 
 
+def test_pnp_is_half_quadratic_splitting_and_inpainting_starts_from_the_tikhonov_fill(monkeypatch, blocks_png,
+                                                                                         tmp_path):
+    import mlimaging.inverse
+
+    path, img = blocks_png
+    monkeypatch.setattr(mlimaging.inverse, "default_denoiser", lambda **kw: _Shrink())
+    calls = []
+    real_pnp = mlimaging.inverse.pnp
+
+    def spy(y, op, **kw):
+        calls.append((y, op, kw))
+        return real_pnp(y, op, **kw)
+
+    monkeypatch.setattr(mlimaging.inverse, "pnp", spy)
+    _ok(_restore(path, "--operator", "inpaint", "--keep", "0.5", "--solver", "pnp", "--iterations", "2",
+                 "--out", tmp_path / "i.png"))
+    _ok(_restore(path, "--operator", "denoise", "--noise", "0.05", "--solver", "pnp", "--iterations", "2",
+                 "--out", tmp_path / "d.png"))
+    (y, op, inp), (_, _, den) = calls
+    assert inp["algorithm"] == den["algorithm"] == "hqs"
+    assert den["x0"] is None
+    x0, mask = inp["x0"], op.mask.expand_as(inp["x0"]).bool()
+    holes = x0[~mask]
+    # the holes are filled (A^T y is 0 there) with values of the image's range, the observed pixels kept
+    assert holes.numel() > 0 and float(holes.abs().min()) > 0.1
+    assert float(holes.max()) <= img.max() / 255 + 0.05
+    assert float((x0[mask] - y.expand_as(x0)[mask]).abs().mean()) < 0.05
+
+
 def test_deep_image_prior_runs_and_refuses_volumes(blocks_png, scan, tmp_path):
     path, img = blocks_png
     output = _ok(

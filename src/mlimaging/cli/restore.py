@@ -33,7 +33,8 @@ camera at ``--noise 0.01``; raise it for more noise):
 * ``pnp``: plug-and-play half-quadratic splitting with the default DnCNN denoiser, DPIR's
   schedule (denoiser level from 49/255 down to ``--noise``, data step
   :math:`\sigma_k^2/(\lambda\sigma_n^2)`, :math:`\lambda` = ``--lam``, default 0.23, 8
-  iterations; Venkatakrishnan et al. 2013; Zhang et al. 2017, 2021). The denoiser is
+  iterations; Venkatakrishnan et al. 2013; Zhang et al. 2017, 2021); inpainting starts from the
+  ``tikhonov`` fill of the holes. The denoiser is
   trained once (about 20 CPU minutes) and cached in ``$MLIMAGING_CACHE`` or ``~/.cache/mlimaging``;
 * ``dip``: deep image prior, an untrained network fitted to the one measurement for at most
   ``--steps`` Adam steps, stopped early by the running variance of its outputs (Ulyanov et al.
@@ -337,13 +338,26 @@ def _solve(
         net = inverse.default_denoiser(progress=progress)
         # Half-quadratic splitting (DPIR's schedule, Zhang et al. 2021): the denoiser level falls
         # geometrically from 49/255 to the noise level, the data step is sigma_k^2 / (lam sigma_n^2).
+        # HQS, not ADMM: with this schedule ADMM fell below HQS for every operator on four validation
+        # images (denoising at noise 0.05: 25.9 vs 33.8 dB, no better than the noisy input).
         sn = max(noise, 1e-3)
         sig = np.geomspace(max(49 / 255, sn), sn, iterations).tolist()
+        # inpainting starts from the Tikhonov fill: from A^T y, whose holes are 0, the denoiser fills them slowly
+        x0 = None
+        if isinstance(op, inverse.Inpainting):
+            x0 = inverse.tikhonov(
+                y,
+                op,
+                lam=DEFAULT_LAM["tikhonov"]["inpaint"],
+                regulariser="gradient",
+                iterations=200,
+            ).x
         return inverse.pnp(
             y,
             op,
             denoiser=_SliceWise(net),
-            algorithm="admm",
+            algorithm="hqs",
+            x0=x0,
             iterations=iterations,
             sigma=sig,
             step=[v * v / (lam * sn * sn) for v in sig],
