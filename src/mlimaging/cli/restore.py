@@ -34,8 +34,8 @@ camera at ``--noise 0.01``; raise it for more noise):
   schedule (denoiser level from 49/255 down to ``--noise``, data step
   :math:`\sigma_k^2/(\lambda\sigma_n^2)`, :math:`\lambda` = ``--lam``, default 0.23, 8
   iterations; Venkatakrishnan et al. 2013; Zhang et al. 2017, 2021); inpainting starts from the
-  ``tikhonov`` fill of the holes. The denoiser is
-  trained once (about 20 CPU minutes) and cached in ``$MLIMAGING_CACHE`` or ``~/.cache/mlimaging``;
+  ``tikhonov`` fill of the holes. The denoiser is trained once (about 20 CPU minutes) and cached
+  in ``$MLIMAGING_CACHE`` or ``~/.cache/mlimaging``;
 * ``dip``: deep image prior, an untrained network fitted to the one measurement for at most
   ``--steps`` Adam steps, stopped early by the running variance of its outputs (Ulyanov et al.
   2018; Wang et al. 2021). 2D only; minutes on a CPU for a 512 x 512 image.
