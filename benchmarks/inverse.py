@@ -180,12 +180,18 @@ def deblur_problem(quick: bool) -> tuple[torch.Tensor, torch.Tensor, Blur, torch
     return x, kernel, op, op(x)
 
 
+def _tv_ours(y: torch.Tensor, op: Blur, quick: bool, norm: float) -> Any:
+    """Our TV reconstruction of the tv-deblur case (FISTA, DEBLUR's lambda and iterations)."""
+    return tv_reconstruct(y, op, lam=DEBLUR["lam"], iterations=DEBLUR["iterations"] // (4 if quick else 1),
+                          algorithm="fista", inner_iterations=DEBLUR["inner_iterations"], norm=norm)
+
+
 def tv_deblur(quick: bool, repeats: int) -> dict[str, Any]:
     install_torchvision_shim()
     import deepinv as dinv
 
     x, kernel, op, y = deblur_problem(quick)
-    lam, iterations = DEBLUR["lam"], DEBLUR["iterations"] // (4 if quick else 1)
+    lam = DEBLUR["lam"]
     physics = dinv.physics.BlurFFT(img_size=tuple(x.shape[1:]), filter=kernel[None, None].float())
     assert torch.allclose(physics.A(x), op.A(x), atol=1e-5), "deepinv's BlurFFT and our Blur differ"
     norm_sq = float(physics.compute_norm(physics.A_adjoint(y), tol=1e-4, verbose=False))
@@ -204,8 +210,7 @@ def tv_deblur(quick: bool, repeats: int) -> dict[str, Any]:
             out["deepinv"] = model(y, physics)
 
     def run_ours() -> None:
-        out["ours"] = tv_reconstruct(y, op, lam=lam, iterations=iterations, algorithm="fista",
-                                     inner_iterations=DEBLUR["inner_iterations"], norm=op_norm)
+        out["ours"] = _tv_ours(y, op, quick, op_norm)
 
     cpu, wall = alternate({"ours": run_ours, "deepinv": run_deepinv}, repeats=repeats)
 
@@ -262,12 +267,12 @@ def ct_sparse(quick: bool) -> dict[str, Any]:
             "passed": p_tv - fbps[best] >= TARGETS["ct-sparse"]}
 
 
-def _schedule(iterations: int) -> tuple[list[float], list[float]]:
+def _schedule(iterations: int, sigma_scale: float = PNP["sigma_scale"]) -> tuple[list[float], list[float]]:
     """DPIR's HQS schedule: sigma_k geometric from 49/255 to the noise level, eta_k = sigma_k^2 / (lam sigma_n^2);
     the denoiser is given sigma_scale * sigma_k (the steps keep sigma_k)."""
     n = DEBLUR["noise"]
     sigmas = [float(v) for v in np.geomspace(PNP["sigma_start"], n, iterations)]
-    return [PNP["sigma_scale"] * v for v in sigmas], [v * v / (PNP["lam"] * n * n) for v in sigmas]
+    return [sigma_scale * v for v in sigmas], [v * v / (PNP["lam"] * n * n) for v in sigmas]
 
 
 def _pnp_denoiser(den: torch.nn.Module) -> torch.nn.Module:
@@ -320,14 +325,14 @@ def _unrolled(den: torch.nn.Module, kernel: torch.Tensor, quick: bool) -> tuple[
     return finish(net), meta
 
 
-def _pnp_row(case: str, den: torch.nn.Module, quick: bool, tv_psnr: float | None, sigma_scale: float,
-             target: float | None) -> dict[str, Any]:
-    """PnP-HQS (PNP's schedule, the denoiser given ``sigma_scale * sigma_k``) on the tv-deblur problem."""
+def _pnp_row(case: str, den: torch.nn.Module, problem: tuple[torch.Tensor, ...], tv_psnr: float | None,
+             sigma_scale: float, target: float | None) -> dict[str, Any]:
+    """PnP-HQS (PNP's schedule, the denoiser given ``sigma_scale * sigma_k``) on ``problem``, the tv-deblur case's
+    ``deblur_problem``."""
     from mlimaging.inverse.learned import pnp
 
-    x, _, op, y = deblur_problem(quick)
-    sigmas, etas = _schedule(PNP["iterations"])
-    sigmas = [v / PNP["sigma_scale"] * sigma_scale for v in sigmas]
+    x, _, op, y = problem
+    sigmas, etas = _schedule(PNP["iterations"], sigma_scale)
     c0 = time.process_time()
     rec = pnp(y, op, denoiser=_pnp_denoiser(den), algorithm=PNP["algorithm"], iterations=PNP["iterations"], sigma=sigmas,
               step=etas, x_true=x, data_range=1.0)
@@ -346,24 +351,23 @@ def pnp_unet_row(quick: bool, tv_psnr: float | None) -> dict[str, Any]:
     from mlimaging.inverse.learned import default_denoiser
 
     den = default_denoiser("unet", **(UNET_DENOISER_QUICK if quick else UNET_DENOISER))
-    return _pnp_row("pnp-unet", den, quick, tv_psnr, UNET_SIGMA_SCALE, TARGETS["pnp-dncnn"])
+    return _pnp_row("pnp-unet", den, deblur_problem(quick), tv_psnr, UNET_SIGMA_SCALE, TARGETS["pnp-dncnn"])
 
 
 def tv_psnr_only(quick: bool) -> float:
     """The PSNR of the tv-deblur case's own TV reconstruction (no deepinv, no timing), for runs without that case."""
     x, _, op, y = deblur_problem(quick)
-    rec = tv_reconstruct(y, op, lam=DEBLUR["lam"], iterations=DEBLUR["iterations"] // (4 if quick else 1),
-                         algorithm="fista", inner_iterations=DEBLUR["inner_iterations"], norm=op.norm(op.A_adjoint(y)))
-    return psnr(rec.x, x)
+    return psnr(_tv_ours(y, op, quick, op.norm(op.A_adjoint(y))).x, x)
 
 
 def learned_rows(quick: bool, tv_psnr: float | None) -> list[dict[str, Any]]:
     """PnP-HQS with our trained noise-conditional DnCNN, and the unfolded network, on the tv-deblur problem."""
     from mlimaging.inverse.learned import default_denoiser
 
-    x, kernel, _, y = deblur_problem(quick)
+    problem = deblur_problem(quick)
+    x, kernel, _, y = problem
     den = default_denoiser("dncnn", **(DENOISER_QUICK if quick else DENOISER))
-    pnp_row = _pnp_row("pnp-dncnn", den, quick, tv_psnr, PNP["sigma_scale"], TARGETS["pnp-dncnn"])
+    pnp_row = _pnp_row("pnp-dncnn", den, problem, tv_psnr, PNP["sigma_scale"], TARGETS["pnp-dncnn"])
     p_pnp = pnp_row["psnr_pnp"]
     net, meta = _unrolled(den, kernel, quick)
     c0 = time.process_time()
@@ -399,12 +403,12 @@ def cells(r: dict[str, Any]) -> tuple[str, str, str]:
                 f"{d['settings']['depth']}/{d['settings']['features']} ch, noise-map input, trained "
                 f"{d['cpu_seconds'] + d.get('warm_start_cpu_seconds', 0.0):.0f} CPU s, val MSE {d['val_mse']:.2e}")
     if r["case"] == "pnp-unet":
-        d = r["denoiser"]["settings"]
+        d = r["denoiser"]
         return (f"{r['gain_db']:+.2f} dB", ">= +1 dB (a DnCNN's)",
                 f"PnP-{PNP['algorithm'].upper()} as pnp-dncnn, denoiser given {r['sigma_scale']} sigma_k: "
-                f"{r['psnr_pnp']:.2f} dB ({r['cpu_s_pnp']:.1f} s); U-Net {'-'.join(map(str, d['features']))} ch, "
-                f"{d['blocks']} blocks/scale, trained {r['denoiser']['cpu_seconds'] + r['denoiser'].get('warm_start_cpu_seconds', 0.0):.0f}"
-                f" CPU s, val MSE {r['denoiser']['val_mse']:.2e}")
+                f"{r['psnr_pnp']:.2f} dB ({r['cpu_s_pnp']:.1f} s); U-Net "
+                f"{'-'.join(map(str, d['settings']['features']))} ch, {d['settings']['blocks']} blocks/scale, trained "
+                f"{d['cpu_seconds'] + d.get('warm_start_cpu_seconds', 0.0):.0f} CPU s, val MSE {d['val_mse']:.2e}")
     if r["case"] == "unrolled":
         return (f"{r['gain_db']:+.2f} dB", ">= PnP (same it)",
                 f"unfolded PnP-HQS {r['psnr_unrolled']:.2f} dB ({r['iterations']} it, {r['cpu_s_unrolled']:.1f} s) "
