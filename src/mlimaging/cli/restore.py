@@ -350,7 +350,7 @@ def _solve(
                 op,
                 lam=DEFAULT_LAM["tikhonov"]["inpaint"],
                 regulariser="gradient",
-                iterations=200,
+                iterations=DEFAULT_ITERATIONS["tikhonov"],
             ).x
         return inverse.pnp(
             y,
