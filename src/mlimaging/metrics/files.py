@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mlimaging.data.geometry import ImageGeometry
 from mlimaging.data.io import SUPPORTED_FORMATS, image_format, read_image, strip_image_suffix
 from mlimaging.metrics.evaluation import EvaluationResult, evaluate_segmentation
 
@@ -23,6 +24,35 @@ def stores_spacing(path: str | Path) -> bool:
         with np.load(path, allow_pickle=False) as z:
             return "spacing" in z.files
     return fmt is not None or Path(path).is_dir()
+
+
+def _stores_position(path: Path) -> bool:
+    """Whether an image file states where its voxels are (origin and axis directions)."""
+    if image_format(path) == "npz":
+        with np.load(path, allow_pickle=False) as z:
+            return "direction" in z.files
+    return stores_spacing(path)
+
+
+def _check_same_grid(p_path: Path, p_geom: ImageGeometry, t_path: Path, t_geom: ImageGeometry) -> None:
+    """Refuse a prediction whose voxels are not where its ground truth's are (origin, axis directions).
+
+    Same shape and spacing are not enough: a mask stored in another orientation (LAS against RAS)
+    or shifted would be compared voxel by voxel with the wrong voxels. Tolerances: a hundredth of
+    the smallest voxel for the origin, 1e-3 for the direction cosines (float32 headers).
+    """
+    if p_geom.direction.shape != t_geom.direction.shape:
+        return  # e.g. a plane in 2-D against a slice placed in 3-D: nothing comparable
+    if not np.allclose(p_geom.direction, t_geom.direction, atol=1e-3):
+        raise ValueError(f"{p_path}: its axes point to {p_geom.axis_codes()}, its ground truth {t_path}'s to "
+                         f"{t_geom.axis_codes()} (direction {np.round(p_geom.direction, 4).tolist()} against "
+                         f"{np.round(t_geom.direction, 4).tolist()}); the voxels do not correspond: resample "
+                         "the prediction onto the ground truth's grid")
+    shift = float(np.max(np.abs(np.subtract(p_geom.origin, t_geom.origin))))
+    if shift > 1e-2 * min(min(p_geom.spacing), min(t_geom.spacing)):
+        raise ValueError(f"{p_path}: origin {tuple(round(v, 4) for v in p_geom.origin)} differs from its ground "
+                         f"truth {t_path} {tuple(round(v, 4) for v in t_geom.origin)} by up to {shift:.4g} mm; "
+                         "the voxels do not correspond: resample the prediction onto the ground truth's grid")
 
 
 def _images_in(folder: Path) -> dict[str, Path]:
@@ -86,18 +116,27 @@ def evaluate_files(
     when the spacing is known (given, or stored in the files) and in voxels for files
     that store none (PNG, JPEG, ``.npy``); the result's ``metadata["distance_units"]``
     says which. A prediction whose shape or spacing differs from its ground truth is
-    an error naming the file.
+    an error naming the file, and so is one whose origin or axis directions differ
+    when both files store them (a mask in another orientation or shifted: its voxels
+    do not correspond), and a file that is not one label per voxel (RGB, 4-D).
     """
     pairs = match_files(pred, target)
     preds, targets, spacings, names = [], [], [], []
     for name, p_path, t_path in pairs:
-        p, p_sp = read_image(p_path)
-        t, t_sp = read_image(t_path)
+        p, p_geom = read_image(p_path, geometry=True)
+        t, t_geom = read_image(t_path, geometry=True)
+        for arr, geom, path in ((p, p_geom, p_path), (t, t_geom, t_path)):
+            if arr.ndim != geom.ndim:
+                raise ValueError(f"{path}: expected a label map (one label per voxel), got shape {arr.shape} for "
+                                 f"{geom.ndim} spatial axes (colour, multi-channel or a 4D series)")
         if p.shape != t.shape:
             raise ValueError(f"{p_path}: shape {p.shape} differs from its ground truth {t_path} {t.shape}")
+        p_sp, t_sp = p_geom.spacing, t_geom.spacing
         if spacing is None and not np.allclose(p_sp, t_sp, rtol=1e-4, atol=1e-6):
             raise ValueError(f"{p_path}: spacing {tuple(p_sp)} differs from its ground truth {t_path} {tuple(t_sp)}; "
                              "resample it, or pass --spacing to override both")
+        if _stores_position(p_path) and _stores_position(t_path):
+            _check_same_grid(p_path, p_geom, t_path, t_geom)
         for arr, path in ((p, p_path), (t, t_path)):
             if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
                 raise ValueError(f"{path}: expected an integer label map, found non-integer values")
