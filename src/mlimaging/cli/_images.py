@@ -10,7 +10,8 @@ from mlimaging.cli.app import echo_warnings
 if TYPE_CHECKING:  # NumPy is imported inside the functions: `mlimaging --help` stays fast
     import numpy as np
 
-__all__ = ["as_dtype_of", "check_format_fits", "for_output", "label_map", "read_gray", "write_output"]
+__all__ = ["as_dtype_of", "check_format_fits", "check_same_grid", "for_output", "label_map", "read_gray",
+           "write_output"]
 
 
 def read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
@@ -29,6 +30,44 @@ def read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise ValueError(f"{what} {path} holds NaN or infinite values")
     return array, geometry
+
+
+def _stores_position(path: Path) -> bool:
+    """Whether an image file states where its voxels are (NIfTI, DICOM, MGZ, ..., ``.npz`` with a direction)."""
+    import numpy as np
+
+    from mlimaging.data.io import image_format
+
+    fmt = image_format(path)
+    if fmt == "npz":
+        with np.load(path, allow_pickle=False) as z:
+            return "direction" in z.files
+    return fmt not in ("pil", "npy")
+
+
+def check_same_grid(path: Path, geometry: Any, what: str, ref_path: Path, ref_geometry: Any, ref_what: str) -> None:
+    """Refuse an image on another voxel grid than its reference (same shape checked by the caller).
+
+    Checked when both files store their geometry (a PNG or ``.npy`` stores none: it is taken to be on
+    the reference's grid): spacing (relative 1e-4), axis directions (1e-3) and origin (a hundredth
+    of the smallest voxel), tolerant of float32 headers.
+    """
+    import numpy as np
+
+    if not (_stores_position(path) and _stores_position(ref_path)):
+        return
+    same = (geometry.direction.shape == ref_geometry.direction.shape
+            and np.allclose(geometry.spacing, ref_geometry.spacing, rtol=1e-4)
+            and np.allclose(geometry.direction, ref_geometry.direction, atol=1e-3)
+            and np.max(np.abs(np.subtract(geometry.origin, ref_geometry.origin)))
+            <= 1e-2 * min(min(geometry.spacing), min(ref_geometry.spacing)))
+    if not same:
+        def where(g: Any) -> str:
+            codes = f", axes {g.axis_codes()}" if g.world_ndim == 3 else ""
+            return (f"spacing {tuple(round(v, 4) for v in g.spacing)}, origin "
+                    f"{tuple(round(v, 4) for v in g.origin)}{codes}")
+        raise ValueError(f"{what} {path} is not on {ref_what}'s voxel grid ({where(geometry)} against "
+                         f"{where(ref_geometry)}); resample it onto {ref_what} first")
 
 
 def check_format_fits(path: Path, option: str, ndim: int, values: Any = None, *, source: str = "IMAGE") -> None:

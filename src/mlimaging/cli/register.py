@@ -7,7 +7,8 @@ identity (shifted to match the centres of mass), so two scans of the same anatom
 different origins, orientations (LAS against RAS storage) or grids register correctly.
 The warped moving image (and optionally its label map, warped with nearest-neighbour
 interpolation) is written on the fixed image's grid **with the fixed image's geometry**, so
-it overlays the fixed image in any viewer. ``--save-transform`` writes a JSON file whose
+it overlays the fixed image in any viewer; a label map that stores its geometry must be on the
+moving image's voxel grid (else it is refused). ``--save-transform`` writes a JSON file whose
 ``"frame"`` states what ``"matrix"`` maps: fixed world points to moving world points (LPS,
 mm, as ITK); the matrix in the centred frames of :mod:`mlimaging.registration.transforms`
 is kept as ``"internal_matrix"``. Two 2-D slices placed in 3-D space (DICOM files, 2-D
@@ -44,7 +45,14 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlimaging.cli._images import check_format_fits, for_output, label_map, read_gray, write_output
+from mlimaging.cli._images import (
+    check_format_fits,
+    check_same_grid,
+    for_output,
+    label_map,
+    read_gray,
+    write_output,
+)
 from mlimaging.cli.app import command, console
 
 if TYPE_CHECKING:  # numpy is imported inside the functions: `mlimaging --help` stays fast
@@ -154,9 +162,10 @@ def register_cmd(
         raise ValueError(f"FIXED and MOVING must both be 2D or both 3D, got shapes {f_arr.shape} and {m_arr.shape}")
     lab_arr = None
     if labels is not None:
-        lab_arr, _ = read_gray(labels, "--labels")
+        lab_arr, lab_geom = read_gray(labels, "--labels")
         if lab_arr.shape != m_arr.shape:
             raise ValueError(f"--labels {labels} has shape {lab_arr.shape}; it must match MOVING {m_arr.shape}")
+        check_same_grid(labels, lab_geom, "--labels", moving, m_geom, "MOVING")
         if lab_arr.dtype.kind not in "biu" and not np.array_equal(lab_arr, np.round(lab_arr)):
             raise ValueError(f"--labels {labels} must hold integer labels")
     check_format_fits(out, "--out", f_arr.ndim, f_arr, source="the fixed image")
