@@ -135,10 +135,20 @@ class MissingDecoderError(ValueError):
     """A supported DICOM file whose compressed pixel data no installed decoder can read."""
 
 
+def _is_palette(ds: Any) -> bool:
+    return str(ds.get("PhotometricInterpretation", "")).strip().upper() == "PALETTE COLOR"
+
+
 def _pixels(ds: Any, p: Path) -> np.ndarray:
-    """``ds.pixel_array`` (native byte order), or a ValueError naming the decoder to install."""
+    """``ds.pixel_array`` (native byte order; *PALETTE COLOR* indices looked up into RGB, as
+    pydicom's ``apply_color_lut``), or a ValueError naming the decoder to install."""
     try:
-        return _native(ds.pixel_array)
+        arr = ds.pixel_array
+        if _is_palette(ds):  # the stored values are indices into the colour tables, not intensities
+            from pydicom.pixels import apply_color_lut
+
+            arr = apply_color_lut(arr, ds)
+        return _native(arr)
     except (RuntimeError, NotImplementedError, ImportError) as e:
         syntax = getattr(getattr(ds, "file_meta", None), "TransferSyntaxUID", None)
         name = getattr(syntax, "name", str(syntax))
@@ -159,7 +169,9 @@ def read_dicom_file(path: str | os.PathLike) -> tuple[np.ndarray, ImageGeometry]
     multi-frame data are ``(frames, rows, cols)`` with the frame step from *Spacing
     Between Slices*, else a uniform *Grid Frame Offset Vector* step (RT Dose), else the
     per-frame positions, else *Slice Thickness*, else 1. Colour data come out
-    ``(..., rows, cols, 3)`` RGB. Files without orientation get the identity geometry.
+    ``(..., rows, cols, 3)`` RGB (YBR converted by pydicom; *PALETTE COLOR* indices looked
+    up in the file's colour tables, 8- or 16-bit as they store). Files without orientation
+    get the identity geometry.
     """
     p = Path(path)
     ds = _dcmread(p)
@@ -168,7 +180,7 @@ def read_dicom_file(path: str | os.PathLike) -> tuple[np.ndarray, ImageGeometry]
     arr = _pixels(ds, p)
     n_frames = int(ds.get("NumberOfFrames", 1) or 1)
     samples = int(ds.get("SamplesPerPixel", 1) or 1)
-    n_spatial = arr.ndim - (1 if samples > 1 else 0)
+    n_spatial = arr.ndim - (1 if samples > 1 or _is_palette(ds) else 0)
     slope, intercept = _rescale(ds)
     if slope != 1.0 or intercept != 0.0:
         arr = _rescaled(arr, slope, intercept)
