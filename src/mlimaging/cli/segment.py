@@ -35,6 +35,7 @@ from mlimaging.cli._run_folder import (
     check_positive,
     open_run,
     prepare_out,
+    read_checkpoint,
     resolve_settings,
     run_config,
 )
@@ -79,9 +80,11 @@ def _write_mask(out: Path, mask: np.ndarray, geometry: ImageGeometry) -> None:
 
 def _report(what: str, mask: np.ndarray, out: Path) -> None:
     import numpy as np
+    from rich.markup import escape
 
     n = int(np.count_nonzero(mask))
-    console.print(f"{what}: {n} of {mask.size} voxels ({100.0 * n / mask.size:.1f}%) -> {out}", soft_wrap=True)
+    console.print(escape(f"{what}: {n} of {mask.size} voxels ({100.0 * n / mask.size:.1f}%) -> {out}"),
+                  soft_wrap=True)
 
 
 def _parse_point(text: str, ndim: int) -> tuple[int, ...]:
@@ -379,9 +382,8 @@ def _load_segmenter(checkpoint: Path) -> tuple[Any, dict]:
     """The network of a ``train segmenter`` checkpoint (``model.pt``, or ``checkpoints/*.pt`` of
     its run folder, whose ``config.json`` holds the settings) and its metadata."""
     from mlimaging.segmentation.dense import build_segmenter
-    from mlimaging.training import load_checkpoint
 
-    ckpt = load_checkpoint(checkpoint)
+    ckpt = read_checkpoint(checkpoint, "`mlimaging train segmenter`")
     meta = ckpt.get("segmenter")
     if meta is None:  # fit's last.pt / best.pt: the settings live in the run folder above checkpoints/
         meta = run_config(checkpoint).get("config", {}).get("meta")
@@ -426,6 +428,8 @@ def predict_seg_cmd(
                                      direction=geometry.direction[:, :d])
     else:
         raise ValueError(f"IMAGE {image} has shape {array.shape}; the model expects a {d}D image with {c} channel(s)")
+    if x.dtype.kind not in "biuf":
+        raise ValueError(f"IMAGE {image} must hold real numbers, got dtype {x.dtype}")
     check_format_fits(out, "--out", d)
     if not np.all(np.isfinite(x)):
         raise ValueError(f"IMAGE {image} holds NaN or infinite values")
