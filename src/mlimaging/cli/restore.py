@@ -46,7 +46,8 @@ Intensities: an 8-bit image (PNG, ``uint8``) is divided by 255 and the result is
 ``uint8`` (clipped to 0..255); any other image (int16 or float NIfTI, ``.npy`` ...) is mapped
 linearly from its [min, max] to [0, 1] and the result is mapped back to its units as float32.
 ``--noise`` and ``--lam`` are in these [0, 1] units, and PSNR/SSIM use data range 1 (that is 255
-for 8-bit images, max - min otherwise). For MRI the image is real and the result is the magnitude
+for 8-bit images, max - min otherwise); they score the files as written (rounded and clipped to
+what the format stores, e.g. no negative values in a 16-bit PNG). For MRI the image is real and the result is the magnitude
 of the complex reconstruction; for CT the noise is added to the sinogram of line sums (in pixel
 units).
 
@@ -176,12 +177,14 @@ def _pad_to(
 
 
 def _mask_array(
-    mask: Path | None, shape: tuple[int, ...], keep: float, seed: int, measured: bool
+    mask: Path | None, shape: tuple[int, ...], keep: float, seed: int, measured: bool,
+    image: tuple[Path, Any] | None = None,
 ) -> np.ndarray:
-    """The inpainting mask (1 = observed) read from ``--mask`` or drawn at random (``--keep``)."""
+    """The inpainting mask (1 = observed) read from ``--mask`` (on ``image``'s grid: its path and
+    geometry) or drawn at random (``--keep``)."""
     import numpy as np
 
-    from mlimaging.cli._images import read_gray
+    from mlimaging.cli._images import check_same_grid, read_gray
 
     if mask is None:
         if measured:
@@ -191,11 +194,13 @@ def _mask_array(
         return (np.random.default_rng(seed).random(shape) < keep).astype(np.float32)
     if not mask.exists():
         raise FileNotFoundError(f"--mask {mask} does not exist")
-    m, _ = read_gray(mask, "--mask")
+    m, m_geometry = read_gray(mask, "--mask")
     if m.shape != shape:
         raise ValueError(
             f"--mask {mask} has shape {m.shape}, IMAGE has shape {shape}: they must match"
         )
+    if image is not None:
+        check_same_grid(mask, m_geometry, "--mask", image[0], image[1], "IMAGE")
     m = (m != 0).astype(np.float32)
     if not m.any():
         raise ValueError(f"--mask {mask} is zero everywhere: no pixel is observed")
@@ -543,8 +548,18 @@ def restore_cmd(
     if degraded_out is not None:
         check_format_fits(degraded_out, "--save-degraded", ndim, array)
 
-    def write(path: Path, result: np.ndarray) -> None:
-        write_output(path, for_output(path, result, array.dtype), geometry)
+    def scaled(values: np.ndarray) -> np.ndarray:
+        """Values in IMAGE's units on the [0, 1] scale of ``to_unit`` (float64), for the scores."""
+        if array.dtype in (np.uint8, np.bool_):
+            return np.asarray(values, np.float64) / (1.0 if values.dtype == np.bool_ else 255.0)
+        lo, hi = float(array.min()), float(array.max())
+        return (np.asarray(values, np.float64) - lo) / (hi - lo if hi > lo else 1.0)
+
+    def write(path: Path, result: np.ndarray) -> np.ndarray:
+        """Write ``result`` (IMAGE's units) as the format stores it; the written values on the [0, 1] scale."""
+        written = for_output(path, result, array.dtype)
+        write_output(path, written, geometry)
+        return scaled(written)
     if ndim == 3 and not -3 <= axis <= 2:
         raise ValueError(f"--axis must be in -3..2 for a 3D volume, got {axis}")
     if ndim == 3 and solver == "dip":
@@ -557,7 +572,9 @@ def restore_cmd(
     iters = iterations or DEFAULT_ITERATIONS.get(solver, 0)
     unit, back = to_unit(array)
     inpaint_mask = (
-        _mask_array(mask, array.shape, keep, seed, measured) if operator == "inpaint" else None
+        _mask_array(mask, array.shape, keep, seed, measured, (image, geometry))
+        if operator == "inpaint"
+        else None
     )
 
     # Work layout: the slice axis first (volumes), mirror-padded to the sizes the operator and solver need.
@@ -604,7 +621,7 @@ def restore_cmd(
     eight_bit = array.dtype in (np.uint8, np.bool_)
     if eight_bit:
         restored = np.clip(restored, 0.0, 1.0)
-    write(out, back(restored))
+    restored = write(out, back(restored))  # scored as written (rounded, clipped to what the format holds)
     settings = f"lambda {lam_value:g}, " if solver in DEFAULT_LAM else ""
     settings += (
         f"{rec.iterations} iterations"
@@ -623,8 +640,8 @@ def restore_cmd(
         naive = image_of(_naive(operator, op, y, tuple(x.shape), factor))
     if eight_bit:
         naive = np.clip(naive, 0.0, 1.0)
-    write(degraded_out, back(naive))
-    ref = unit.astype(np.float64)
+    naive = write(degraded_out, back(naive))
+    ref = scaled(array)
     p0, s0 = _scores(naive, ref)
     p1, s1 = _scores(restored, ref)
     from rich.table import Table
