@@ -62,3 +62,17 @@ def test_mask_on_another_grid_than_image_is_refused(tmp_path):
                                  "--iterations", "3", "--out", str(tmp_path / "r.nii.gz")])
     assert result.exit_code == 0, result.output
     assert np.allclose(nib.load(tmp_path / "r.nii.gz").affine, affine)
+
+
+def test_psnr_of_a_jpeg_result_includes_its_compression(tmp_path):
+    image = camera()[::4, ::4]
+    Image.fromarray(image).save(tmp_path / "x.png")
+    out = tmp_path / "r.jpg"
+    result = runner.invoke(app, ["restore", str(tmp_path / "x.png"), "--operator", "blur", "--sigma", "1.5",
+                                 "--solver", "tv", "--iterations", "30", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    shown = _psnr_column(result.output)
+    for kind, path in (("degraded", tmp_path / "r_degraded.jpg"), ("restored", out)):
+        written = np.asarray(Image.open(path)).astype(np.float64)
+        expected = peak_signal_noise_ratio(image.astype(np.float64), written, data_range=255.0)
+        assert abs(shown[kind] - expected) < 0.006, (kind, shown[kind], expected)

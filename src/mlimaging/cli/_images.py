@@ -10,8 +10,8 @@ from mlimaging.cli.app import echo_warnings
 if TYPE_CHECKING:  # NumPy is imported inside the functions: `mlimaging --help` stays fast
     import numpy as np
 
-__all__ = ["as_dtype_of", "check_format_fits", "check_same_grid", "for_output", "label_map", "read_gray",
-           "write_output"]
+__all__ = ["as_dtype_of", "check_format_fits", "check_label_format", "check_same_grid", "for_output", "label_map",
+           "read_gray", "write_output"]
 
 
 def read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
@@ -30,6 +30,13 @@ def read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
     if array.dtype.kind == "f" and not np.all(np.isfinite(array)):
         raise ValueError(f"{what} {path} holds NaN or infinite values")
     return array, geometry
+
+
+def check_label_format(path: Path, option: str) -> None:
+    """Refuse a lossy format (JPEG) for a label map: its compression changes label values."""
+    if path.name.lower().endswith((".jpg", ".jpeg")):
+        raise ValueError(f"{option} {path}: JPEG is lossy and would change the label values (new labels appear "
+                         "at edges); write .png, .nii.gz, .npy or .npz")
 
 
 def _stores_position(path: Path) -> bool:

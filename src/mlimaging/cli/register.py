@@ -47,6 +47,7 @@ import typer
 
 from mlimaging.cli._images import (
     check_format_fits,
+    check_label_format,
     check_same_grid,
     for_output,
     label_map,
@@ -140,6 +141,8 @@ def register_cmd(
     outputs = [(out, "--out")] + ([(labels_out, "--labels-out")] if labels_out is not None else [])
     for path, option in outputs:
         _check_output(path, option, force)
+    if labels_out is not None:
+        check_label_format(labels_out, "--labels-out")
     if save_transform is not None:
         if save_transform.suffix.lower() != ".json":
             raise ValueError(f"--save-transform {save_transform}: give a .json file name")

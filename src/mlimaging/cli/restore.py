@@ -559,6 +559,10 @@ def restore_cmd(
         """Write ``result`` (IMAGE's units) as the format stores it; the written values on the [0, 1] scale."""
         written = for_output(path, result, array.dtype)
         write_output(path, written, geometry)
+        if path.name.lower().endswith((".jpg", ".jpeg")):  # lossy: score what the file holds
+            from mlimaging.data import read_image
+
+            written = read_image(path)[0].astype(written.dtype)
         return scaled(written)
     if ndim == 3 and not -3 <= axis <= 2:
         raise ValueError(f"--axis must be in -3..2 for a 3D volume, got {axis}")

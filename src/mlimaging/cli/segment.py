@@ -29,7 +29,13 @@ from typing import TYPE_CHECKING, Any
 
 import typer
 
-from mlimaging.cli._images import check_format_fits, label_map, read_gray, write_output
+from mlimaging.cli._images import (
+    check_format_fits,
+    check_label_format,
+    label_map,
+    read_gray,
+    write_output,
+)
 from mlimaging.cli._run_folder import (
     ExportBest,
     check_positive,
@@ -67,6 +73,7 @@ def _check_out(out: Path, force: bool) -> None:
     if image_format(out) not in _MASK_FORMATS:
         raise ValueError(f"--out {out}: masks are written as .nii or .nii.gz or .npz (geometry kept), "
                          ".png (2D) or .npy")
+    check_label_format(out, "--out")
     if out.exists() and not force:
         raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
     if out.is_dir():
