@@ -90,3 +90,25 @@ def test_rgb_and_4d_label_maps_are_refused(tmp_path):
     result = runner.invoke(app, ["evaluate", str(tmp_path / "p4.nii.gz"), str(tmp_path / "g4.nii.gz")])
     assert result.exit_code == 2, result.output
     assert "label map" in result.output and "Traceback" not in result.output
+
+
+def test_out_folder_is_refused_before_any_work(tmp_path):
+    pred, gt = _masks()
+    aff = _affine()
+    nib.save(nib.Nifti1Image(gt, aff), tmp_path / "gt.nii.gz")
+    nib.save(nib.Nifti1Image(pred, aff), tmp_path / "pred.nii.gz")
+    (tmp_path / "rows.csv").mkdir()
+    for force in ([], ["--force"]):
+        result = runner.invoke(app, ["evaluate", str(tmp_path / "pred.nii.gz"), str(tmp_path / "gt.nii.gz"),
+                                     "--out", str(tmp_path / "rows.csv"), *force])
+        assert result.exit_code == 2, result.output
+        assert "is a folder" in result.output and "dice" not in result.output  # no table: nothing computed
+
+
+@pytest.mark.parametrize("command", [["segment", "otsu"], ["upscale", "--checkpoint", "model.pt"]])
+def test_out_folder_is_called_a_folder_not_an_existing_file(tmp_path, command):
+    Image.fromarray(np.zeros((8, 8), np.uint8)).save(tmp_path / "a.png")
+    (tmp_path / "o.png").mkdir()
+    result = runner.invoke(app, [*command, str(tmp_path / "a.png"), "--out", str(tmp_path / "o.png")])
+    assert result.exit_code == 2, result.output
+    assert "is a folder" in result.output and "Traceback" not in result.output

@@ -138,6 +138,8 @@ def evaluate_cmd(
     fmt = (fmt or (out.suffix.lstrip(".") if out is not None and out.suffix else "csv")).lower()
     if fmt not in ("csv", "json"):
         raise ValueError(f"--format must be csv or json, got {fmt!r}")
+    if out is not None and out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give a file name such as rows.{fmt}")
     if out is not None and out.exists() and not force:
         raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
     names = [m.strip() for m in metrics.split(",") if m.strip()]

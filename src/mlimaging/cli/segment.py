@@ -74,10 +74,10 @@ def _check_out(out: Path, force: bool) -> None:
         raise ValueError(f"--out {out}: masks are written as .nii or .nii.gz or .npz (geometry kept), "
                          ".png (2D) or .npy")
     check_label_format(out, "--out")
-    if out.exists() and not force:
-        raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
     if out.is_dir():
         raise IsADirectoryError(f"--out {out} is a folder; give a file name such as mask.nii.gz")
+    if out.exists() and not force:
+        raise FileExistsError(f"{out} already exists; pass --force to overwrite it")
 
 
 def _write_mask(out: Path, mask: np.ndarray, geometry: ImageGeometry) -> None:

@@ -462,10 +462,10 @@ def upscale_cmd(
     """Super-resolve an image with a trained network (a volume along --axis; geometry updated)."""
     from mlimaging.cli._images import check_format_fits, for_output, read_gray, write_output
 
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; give a file name such as big.png")
     if out.exists() and not force:
         raise FileExistsError(f"--out {out} already exists; pass --force to overwrite it")
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give a file name such as big.png")
     if not image.exists():
         raise FileNotFoundError(f"IMAGE {image} does not exist")
     rgb = _colour_picture(image)  # a colour photograph: Y through the network, chroma bicubic (upscale_colour)
