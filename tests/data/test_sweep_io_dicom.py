@@ -36,3 +36,13 @@ def test_grayscale_commands_refuse_a_palette_image(palette_file, tmp_path):
     assert result.exit_code == 2, result.output
     assert "colour" in result.output and "Traceback" not in result.output
     assert not (tmp_path / "m.nii.gz").exists()
+
+
+def test_multiframe_rgb_dicom_is_refused_as_colour_not_as_a_4d_series(tmp_path):
+    path = get_testdata_file("SC_rgb_rle_2frame.dcm")
+    if path is None:
+        pytest.skip("pydicom's SC_rgb_rle_2frame.dcm is not installed")
+    result = CliRunner().invoke(app, ["segment", "otsu", str(path), "--out", str(tmp_path / "m.nii.gz")])
+    assert result.exit_code == 2, result.output
+    text = " ".join(result.output.split())
+    assert "(2, 100, 100, 3)" in text and "colour" in text and "nibabel" not in text

@@ -19,10 +19,14 @@ def read_gray(path: Path, what: str) -> tuple[np.ndarray, Any]:
     import numpy as np
 
     from mlimaging.data import read_image
+    from mlimaging.data.io import image_format
 
     array, geometry = read_image(path, geometry=True)
     if array.ndim != geometry.ndim or array.ndim not in (2, 3):
-        kind = ("a 4D series: pick one volume, e.g. with nibabel's slicer" if array.ndim == 4 and geometry.ndim >= 3
+        # DICOM, PNG/TIFF readers give 4 axes only to colour frames/pages: (frames, rows, cols, 3)
+        series = image_format(path) not in ("dicom", "pil", None) and not Path(path).is_dir()
+        kind = ("a 4D series: pick one volume, e.g. with nibabel's slicer"
+                if series and array.ndim == 4 and geometry.ndim >= 3
                 else "colour or multi-channel images are not supported here")
         raise ValueError(f"{what} {path} must be a grayscale 2D or 3D image, got shape {array.shape} ({kind})")
     if array.dtype.kind not in "biuf":
