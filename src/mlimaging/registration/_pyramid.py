@@ -238,12 +238,15 @@ class _Problem:
             record: list[float] = []
             scale: list[float] = []  # |loss| at the level's start: the optimiser sees a loss of order 1
 
-            def objective(lvl: _Level = lvl, record: list[float] = record, scale: list[float] = scale) -> torch.Tensor:
+            def objective(lvl: _Level = lvl, record: list[float] = record, scale: list[float] = scale,
+                          first: bool = level == first_level) -> torch.Tensor:
                 loss, _ = self.loss(lvl, model.matrix(params))
                 if loss is None:  # no overlap: a constant high loss sends the line search back
-                    if not scale:
+                    if not scale and first:
                         raise ValueError("fixed and moving do not overlap at the start; use init='com' "
                                          "or a closer initial_transform")
+                    # a coarser level already drove the images apart: the run ends there, and the caller's
+                    # failure checks (no overlap left) mark it failed rather than raising mid-way
                     return params.sum() * 0.0 + 10.0
                 if not scale:
                     scale.append(max(abs(float(loss.detach())), 1e-12))

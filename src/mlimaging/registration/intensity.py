@@ -40,6 +40,7 @@ DOI 10.1007/BF01589116).
 
 from __future__ import annotations
 
+import itertools
 import math
 import warnings
 from collections.abc import Sequence
@@ -311,7 +312,12 @@ def register(
         start, or overlap below half the starting one): 0 (none), 1 (rotations of +-15
         degrees about each axis through the fixed centre of mass) or 2 (then +-30 degrees);
         the trusted run with the lowest final loss is kept. Restarts cost a full run each
-        (2 per round in 2D, 6 in 3D) but only happen after a failure.
+        (2 per round in 2D, 6 in 3D) but only happen after a failure. When none is trusted
+        and the first run's loss was worse than at the start while its transform moved no
+        point of the fixed image by more than ``KEEP_START_VOXELS`` (0.1) of the smallest
+        voxel, the start was already a minimum (an image registered to itself, or to a copy
+        already aligned): the initial transform is returned, converged, and the message says
+        so.
     refine
         After the finest level converges (and after the restarts, for the run kept), probe
         the full-resolution loss at the result composed with rotations of +-``angle`` about
@@ -455,8 +461,20 @@ def register(
             if refine:
                 final, history, final_loss, overlap, refinements = problem.refine(
                     final, history, final_loss, overlap, angle=angle, run_options=run_options)
+    kept_start = ""
+    if problem_found.startswith(_WORSE) and _largest_move(final, t0, f_img.shape, f_sp) <= KEEP_START_VOXELS * min(
+            min(f_sp), min(m_sp)):
+        # the run ended a hair from where it started, a hair worse: the start was already a minimum (an image
+        # registered to itself, or to a copy already aligned), not a run that wandered off; keep the start
+        kept_start = (f"converged: the initial transform kept, already a minimum (the run ended within "
+                      f"{_largest_move(final, t0, f_img.shape, f_sp):.3g} mm of it at a loss {final_loss:.6g}, no "
+                      f"lower than its {initial_loss:.6g}" + (f"; {tried} restarts from rotated starts found no "
+                                                               "lower one" if tried else "") + ")")
+        final, final_loss, overlap, problem_found = t0, initial_loss, initial_overlap, ""
     converged = not problem_found
-    if converged:
+    if kept_start:
+        message = kept_start
+    elif converged:
         message = "converged" + (f" after {tried} restarts from rotated starts" if tried else "")
     else:
         message = (f"registration failed: {problem_found}" + (f"; {tried} restarts from rotations of "
@@ -486,9 +504,27 @@ def _failure(initial_loss: float, final_loss: float, initial_overlap: float, ove
     if overlap < MIN_OVERLAP_RATIO * initial_overlap:
         return (f"the overlap collapsed: {overlap:.0%} of the fixed voxels map inside the moving image, "
                 f"against {initial_overlap:.0%} at the start")
-    if final_loss > initial_loss + 1e-4 * abs(initial_loss) + 1e-9 * loss_scale:
-        return f"the final loss {final_loss:.6g} is worse than at the start ({initial_loss:.6g})"
+    if final_loss > initial_loss + 1e-4 * abs(initial_loss) + 1e-6 * loss_scale:  # 1e-6: float32 rounding
+        return f"{_WORSE} {final_loss:.6g} is worse than at the start ({initial_loss:.6g})"
     return ""
+
+
+_WORSE = "the final loss"
+#: A run whose loss ends worse than at the start but whose transform moved no point of the fixed image by more than
+#: this many (smallest) voxels keeps its start (converged): the start was already a minimum.
+KEEP_START_VOXELS = 0.1
+
+
+def _largest_move(a: torch.Tensor, b: torch.Tensor, shape: Sequence[int], spacing: Sequence[float]) -> float:
+    """Largest distance (mm) between where two transforms send a point of the fixed image (centred frame).
+
+    The difference of two affine maps is affine, so its largest norm over the image's box is at a corner.
+    """
+    half = [(n - 1) * s / 2 for n, s in zip(shape, spacing, strict=True)]
+    corners = torch.tensor(list(itertools.product(*[(-h, h) for h in half])), dtype=torch.float64)
+    diff = (a.double() - b.double())[:-1]
+    moved = corners @ diff[:, :-1].T + diff[:, -1]
+    return float(moved.norm(dim=1).max())
 
 
 def _apply(matrix: torch.Tensor, point: torch.Tensor) -> torch.Tensor:
