@@ -68,6 +68,10 @@ def test_threshold_integer_image_compares_exactly():
     assert not threshold(image, lower=2.2, upper=2.8).any()  # no integer in range
     assert not threshold(image, lower=256).any()
     assert_array_equal(threshold(image, lower=-np.inf, upper=1), [1, 1, 0, 0, 0, 0])
+    # infinite bounds on the empty side: nothing in range (rounding them raised OverflowError)
+    assert not threshold(image, lower=np.inf).any()
+    assert not threshold(image, lower=-np.inf, upper=-np.inf).any()
+    assert not threshold(image.astype(np.int64), lower=np.inf, upper=np.inf).any()
 
 
 def test_threshold_float32_rounds_bounds_to_the_image_dtype():

@@ -103,6 +103,8 @@ def _dtype_bounds(dtype: np.dtype, lower: float, upper: float) -> tuple[Any, Any
             lo, hi = dtype.type(lower), dtype.type(upper)
         return (None if lo == -np.inf else lo), (None if hi == np.inf else hi)
     info = np.iinfo(dtype)
+    if lower == math.inf or upper == -math.inf:  # no integer lies above +inf or below -inf
+        return None
     lo_int = -math.inf if lower == -math.inf else math.ceil(lower)
     hi_int = math.inf if upper == math.inf else math.floor(upper)
     if lo_int > info.max or hi_int < info.min or lo_int > hi_int:
