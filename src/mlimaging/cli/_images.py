@@ -43,42 +43,19 @@ def check_label_format(path: Path, option: str) -> None:
                          "at edges); write .png, .nii.gz, .npy or .npz")
 
 
-def _stores_position(path: Path) -> bool:
-    """Whether an image file states where its voxels are (NIfTI, DICOM, MGZ, ..., ``.npz`` with a direction)."""
-    import numpy as np
-
-    from mlimaging.data.io import image_format
-
-    fmt = image_format(path)
-    if fmt == "npz":
-        with np.load(path, allow_pickle=False) as z:
-            return "direction" in z.files
-    return fmt not in ("pil", "npy")
-
-
 def check_same_grid(path: Path, geometry: Any, what: str, ref_path: Path, ref_geometry: Any, ref_what: str) -> None:
     """Refuse an image on another voxel grid than its reference (same shape checked by the caller).
 
     Checked when both files store their geometry (a PNG or ``.npy`` stores none: it is taken to be on
-    the reference's grid): spacing (relative 1e-4), axis directions (1e-3) and origin (a hundredth
-    of the smallest voxel), tolerant of float32 headers.
+    the reference's grid) by :meth:`~mlimaging.data.ImageGeometry.grid_difference`.
     """
-    import numpy as np
+    from mlimaging.metrics.files import stores_position
 
-    if not (_stores_position(path) and _stores_position(ref_path)):
+    if not (stores_position(path) and stores_position(ref_path)):
         return
-    same = (geometry.direction.shape == ref_geometry.direction.shape
-            and np.allclose(geometry.spacing, ref_geometry.spacing, rtol=1e-4)
-            and np.allclose(geometry.direction, ref_geometry.direction, atol=1e-3)
-            and np.max(np.abs(np.subtract(geometry.origin, ref_geometry.origin)))
-            <= 1e-2 * min(min(geometry.spacing), min(ref_geometry.spacing)))
-    if not same:
-        def where(g: Any) -> str:
-            codes = f", axes {g.axis_codes()}" if g.world_ndim == 3 else ""
-            return (f"spacing {tuple(round(v, 4) for v in g.spacing)}, origin "
-                    f"{tuple(round(v, 4) for v in g.origin)}{codes}")
-        raise ValueError(f"{what} {path} is not on {ref_what}'s voxel grid ({where(geometry)} against "
-                         f"{where(ref_geometry)}); resample it onto {ref_what} first")
+    why = geometry.grid_difference(ref_geometry)
+    if why:
+        raise ValueError(f"{what} {path} is not on {ref_what}'s voxel grid ({why}); resample it onto {ref_what} first")
 
 
 def check_format_fits(path: Path, option: str, ndim: int, values: Any = None, *, source: str = "IMAGE") -> None:

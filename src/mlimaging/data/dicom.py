@@ -145,7 +145,10 @@ def _pixels(ds: Any, p: Path) -> np.ndarray:
     try:
         arr = ds.pixel_array
         if _is_palette(ds):  # the stored values are indices into the colour tables, not intensities
-            from pydicom.pixels import apply_color_lut
+            try:
+                from pydicom.pixels import apply_color_lut
+            except ImportError:  # pydicom 2.x
+                from pydicom.pixel_data_handlers.util import apply_color_lut
 
             arr = apply_color_lut(arr, ds)
         return _native(arr)

@@ -215,6 +215,33 @@ class ImageGeometry:
                 "direction": self.direction.tolist(), "frame": "LPS (mm); direction columns = array axes",
                 "axis_codes": self.axis_codes()}
 
+    def grid_difference(self, other: ImageGeometry, *, spacing: bool = True) -> str:
+        """How the voxels of two images of one shape fail to lie at the same world points ("" if they do).
+
+        Compared: the axis directions (1e-3, float32 headers), the origin (a hundredth of the smallest
+        voxel) and, with ``spacing``, the spacing (relative 1e-4). Geometries of different world
+        dimension (a plane against a slice placed in 3-D) are not comparable and give "".
+
+        Examples
+        --------
+        >>> a = ImageGeometry((1.0, 1.0, 2.0))
+        >>> a.grid_difference(ImageGeometry((1.0, 1.0, 2.0), origin=(0.5, 0.0, 0.0)))
+        'origin (0.0, 0.0, 0.0) against (0.5, 0.0, 0.0), up to 0.5 mm apart'
+        """
+        if self.direction.shape != other.direction.shape:
+            return ""
+        if spacing and not np.allclose(self.spacing, other.spacing, rtol=1e-4):
+            return (f"spacing {tuple(round(v, 4) for v in self.spacing)} against "
+                    f"{tuple(round(v, 4) for v in other.spacing)}")
+        if not np.allclose(self.direction, other.direction, atol=1e-3):
+            return (f"axes pointing to {self.axis_codes()} against {other.axis_codes()} (direction "
+                    f"{np.round(self.direction, 4).tolist()} against {np.round(other.direction, 4).tolist()})")
+        shift = float(np.max(np.abs(np.subtract(self.origin, other.origin))))
+        if shift > 1e-2 * min(min(self.spacing), min(other.spacing)):
+            return (f"origin {tuple(round(v, 4) for v in self.origin)} against "
+                    f"{tuple(round(v, 4) for v in other.origin)}, up to {shift:.4g} mm apart")
+        return ""
+
     def __eq__(self, other: object) -> bool:
         if not isinstance(other, ImageGeometry):
             return NotImplemented

@@ -7,11 +7,10 @@ from pathlib import Path
 
 import numpy as np
 
-from mlimaging.data.geometry import ImageGeometry
 from mlimaging.data.io import SUPPORTED_FORMATS, image_format, read_image, strip_image_suffix
 from mlimaging.metrics.evaluation import EvaluationResult, evaluate_segmentation
 
-__all__ = ["evaluate_files", "match_files", "stores_spacing"]
+__all__ = ["evaluate_files", "match_files", "stores_position", "stores_spacing"]
 
 
 def stores_spacing(path: str | Path) -> bool:
@@ -26,33 +25,13 @@ def stores_spacing(path: str | Path) -> bool:
     return fmt is not None or Path(path).is_dir()
 
 
-def _stores_position(path: Path) -> bool:
-    """Whether an image file states where its voxels are (origin and axis directions)."""
+def stores_position(path: str | Path) -> bool:
+    """Whether an image file states where its voxels are (origin and axis directions, besides the
+    spacing): as :func:`stores_spacing`, and an ``.npz`` needs a ``direction`` key."""
     if image_format(path) == "npz":
         with np.load(path, allow_pickle=False) as z:
             return "direction" in z.files
     return stores_spacing(path)
-
-
-def _check_same_grid(p_path: Path, p_geom: ImageGeometry, t_path: Path, t_geom: ImageGeometry) -> None:
-    """Refuse a prediction whose voxels are not where its ground truth's are (origin, axis directions).
-
-    Same shape and spacing are not enough: a mask stored in another orientation (LAS against RAS)
-    or shifted would be compared voxel by voxel with the wrong voxels. Tolerances: a hundredth of
-    the smallest voxel for the origin, 1e-3 for the direction cosines (float32 headers).
-    """
-    if p_geom.direction.shape != t_geom.direction.shape:
-        return  # e.g. a plane in 2-D against a slice placed in 3-D: nothing comparable
-    if not np.allclose(p_geom.direction, t_geom.direction, atol=1e-3):
-        raise ValueError(f"{p_path}: its axes point to {p_geom.axis_codes()}, its ground truth {t_path}'s to "
-                         f"{t_geom.axis_codes()} (direction {np.round(p_geom.direction, 4).tolist()} against "
-                         f"{np.round(t_geom.direction, 4).tolist()}); the voxels do not correspond: resample "
-                         "the prediction onto the ground truth's grid")
-    shift = float(np.max(np.abs(np.subtract(p_geom.origin, t_geom.origin))))
-    if shift > 1e-2 * min(min(p_geom.spacing), min(t_geom.spacing)):
-        raise ValueError(f"{p_path}: origin {tuple(round(v, 4) for v in p_geom.origin)} differs from its ground "
-                         f"truth {t_path} {tuple(round(v, 4) for v in t_geom.origin)} by up to {shift:.4g} mm; "
-                         "the voxels do not correspond: resample the prediction onto the ground truth's grid")
 
 
 def _images_in(folder: Path) -> dict[str, Path]:
@@ -135,8 +114,11 @@ def evaluate_files(
         if spacing is None and not np.allclose(p_sp, t_sp, rtol=1e-4, atol=1e-6):
             raise ValueError(f"{p_path}: spacing {tuple(p_sp)} differs from its ground truth {t_path} {tuple(t_sp)}; "
                              "resample it, or pass --spacing to override both")
-        if _stores_position(p_path) and _stores_position(t_path):
-            _check_same_grid(p_path, p_geom, t_path, t_geom)
+        if stores_position(p_path) and stores_position(t_path):  # else it is taken to be on its truth's grid
+            why = p_geom.grid_difference(t_geom, spacing=False)  # (spacing: checked above, --spacing overrides)
+            if why:
+                raise ValueError(f"{p_path}: not on its ground truth {t_path}'s voxel grid ({why}); the voxels do not "
+                                 "correspond: resample the prediction onto the ground truth's grid")
         for arr, path in ((p, p_path), (t, t_path)):
             if arr.dtype.kind == "f" and not np.array_equal(arr, np.round(arr)):
                 raise ValueError(f"{path}: expected an integer label map, found non-integer values")
