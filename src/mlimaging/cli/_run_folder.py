@@ -20,8 +20,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-__all__ = ["RUN_ENTRIES", "ExportBest", "as_option", "check_positive", "open_run", "prepare_out", "read_checkpoint",
-           "resolve_settings", "run_config"]
+__all__ = ["RUN_ENTRIES", "ExportBest", "as_option", "check_device", "check_positive", "open_run", "prepare_out",
+           "read_checkpoint", "resolve_settings", "run_config"]
 
 #: What a run folder of a ``train`` command (or ``fl simulate``) may hold; ``--force`` deletes nothing else.
 RUN_ENTRIES = frozenset({"config.json", "metrics.json", "report.html", "figures", "tables", "checkpoints",
@@ -34,6 +34,29 @@ def check_positive(value: Any, option: str, *, integer: bool = False) -> None:
         return
     if (integer and int(value) < 1) or not (math.isfinite(float(value)) and float(value) > 0):
         raise ValueError(f"{option} must be a positive {'integer' if integer else 'number'}, got {value}")
+
+
+def check_device(device: str, option: str = "--device") -> None:
+    """``ValueError`` naming ``option`` unless torch can put a tensor on ``device`` here.
+
+    Checked before a command creates its run folder, so that ``--device cuda`` on a machine
+    without a GPU (or a misspelt device) is one red line instead of a traceback that leaves
+    a half-written folder behind.
+    """
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, ValueError, TypeError):
+        raise ValueError(f"{option} {device!r} is not a device; give cpu, cuda, cuda:N or mps") from None
+    if dev.type == "cpu":
+        return
+    try:
+        torch.empty(0, device=dev)
+    except (RuntimeError, AssertionError, ValueError) as exc:
+        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0].split(". ")[0][:120]
+        raise ValueError(f"{option} {device}: this machine's PyTorch cannot use it ({reason}); "
+                         "use --device cpu") from None
 
 
 def prepare_out(out: Path, *, resume: bool, force: bool, command: str, entries: frozenset[str] = RUN_ENTRIES,

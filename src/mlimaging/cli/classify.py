@@ -35,6 +35,7 @@ import typer
 
 from mlimaging.cli._run_folder import (
     ExportBest,
+    check_device,
     check_positive,
     open_run,
     prepare_out,
@@ -240,6 +241,7 @@ def train_classifier_cmd(
     check_positive(adv_steps, "--adv-steps", integer=True)
     dp_given = {"epsilon": target_epsilon, "sigma": sigma, "delta": delta, "max_grad_norm": max_grad_norm,
                 "max_physical_batch": max_physical_batch, "dp_fix_model": dp_fix_model or None}
+    check_device(device)
     stored, clear = prepare_out(out, resume=resume, force=force, command="train classifier")
     _check_dp(dp or bool(stored and stored.get("dp")), adversarial, dp_given)
     given = {"dataset": dataset, "model": model, "lr": lr, "batch_size": batch_size, "seed": seed, "size": size,
@@ -249,7 +251,10 @@ def train_classifier_cmd(
     s = resolve_settings(given, stored, {**DEFAULTS, **DP_DEFAULTS} if private_run else DEFAULTS)
     step = _adversarial_step(s, nn.CrossEntropyLoss())
 
-    splits = {sp: load_dataset(s["dataset"], split=sp, root=s["root"], seed=s["seed"]) for sp in ("train", "val", "test")}
+    # image-folder resizes while reading, so a folder of mixed image sizes loads with --size
+    options = {"size": (s["size"], s["size"])} if s["dataset"] == "image-folder" and s["size"] else {}
+    splits = {sp: load_dataset(s["dataset"], split=sp, root=s["root"], seed=s["seed"], **options)
+              for sp in ("train", "val", "test")}
     (xtr, ytr), (xva, yva), (xte, yte) = (_split_images(splits[sp]) for sp in ("train", "val", "test"))
     classes = [str(c) for c in (getattr(splits["train"], "classes", None) or range(int(ytr.max()) + 1))]
     c, native = int(xtr.shape[1]), (int(xtr.shape[2]), int(xtr.shape[3]))

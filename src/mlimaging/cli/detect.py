@@ -49,6 +49,7 @@ import typer
 
 from mlimaging.cli._run_folder import (
     ExportBest,
+    check_device,
     check_positive,
     open_run,
     prepare_out,
@@ -371,6 +372,7 @@ def train_detector_cmd(
         raise ValueError(f"--seed must be >= 0, got {seed}")
     if data is not None and not data.exists():
         raise FileNotFoundError(f"--data {data} does not exist")
+    check_device(device)
     stored, clear = prepare_out(out, resume=resume, force=force, command="train detector")
     given = {
         "canvas": canvas,

@@ -34,6 +34,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from mlimaging.cli._run_folder import (
+    check_device,
     check_positive,
     open_run,
     prepare_out,
@@ -179,6 +180,7 @@ def train_gan_cmd(
         raise ValueError(f"--seed must be >= 0, got {seed}")
     if size is not None and not (28 <= size <= 64 and size % 4 == 0):
         raise ValueError(f"--size must be a multiple of 4 in [28, 64] (DCGAN), got {size}")
+    check_device(device)
     stored, clear = prepare_out(out, resume=resume, force=force, command="train gan")
     given = {"dataset": dataset, "root": root, "size": size, "loss": loss, "conditional": conditional,
              "n_critic": n_critic, "latent_dim": latent_dim, "width": width, "lr": lr, "batch_size": batch_size,

@@ -41,6 +41,7 @@ from typing import TYPE_CHECKING, Any
 import typer
 
 from mlimaging.cli._run_folder import (
+    check_device,
     check_positive,
     open_run,
     prepare_out,
@@ -264,6 +265,7 @@ def pretrain_cmd(
         raise ValueError(f"--dataset must be one of {', '.join(DATASETS)}, got {dataset!r}")
     if patch_size is not None and method not in ("mae", "ijepa"):
         raise ValueError(f"--patch-size applies to mae and ijepa, not {method}")
+    check_device(device)
     stored, clear = prepare_out(out, resume=resume, force=force, command="pretrain")
     given = {"method": method, "dataset": dataset, "root": root, "size": size, "patch_size": patch_size, "lr": lr,
              "batch_size": batch_size, "seed": seed, "flip": flip}

@@ -31,6 +31,7 @@ import typer
 
 from mlimaging.cli._run_folder import (
     ExportBest,
+    check_device,
     check_positive,
     open_run,
     prepare_out,
@@ -110,6 +111,7 @@ def train_scm_cmd(
         raise ValueError(f"--seed must be >= 0, got {seed}")
     if likelihood is not None and likelihood not in ("bernoulli", "gaussian"):
         raise ValueError(f"--likelihood must be bernoulli or gaussian, got {likelihood!r}")
+    check_device(device)
     stored, clear = prepare_out(out, resume=resume, force=force, command="train scm")
     given = {"n_train": n_train, "n_val": n_val, "lr": lr, "batch_size": batch_size, "seed": seed,
              "latent_dim": latent_dim, "likelihood": likelihood}
@@ -222,6 +224,7 @@ def counterfactual_cmd(
     from rich.table import Table
 
     from mlimaging.cli._images import check_format_fits, read_gray, write_output
+    from mlimaging.data.preprocessing import has_light_background
     from mlimaging.generative.morphomnist import measure
     from mlimaging.generative.scm import counterfactual
 
@@ -244,6 +247,10 @@ def counterfactual_cmd(
     if a.min() < 0 or a.max() > scale:
         raise ValueError(f"IMAGE {image} must hold values in [0, 1] or [0, 255], got [{a.min():g}, {a.max():g}]")
     x = torch.as_tensor(a / scale, dtype=torch.float32)[None, None]
+    if has_light_background(x[0]):  # the measured t and i would be the background's
+        err_console.print(f"[yellow]warning:[/] {image} looks like a dark digit on a light background; the SCM models "
+                          "light strokes on black (Morpho-MNIST): invert the image first", highlight=False,
+                          soft_wrap=True)
     measured = measure(x.numpy()[0, 0], max_value=1.0)
     t_obs = float(np.asarray(measured["thickness"]).reshape(-1)[0]) if t is None else t
     i_obs = float(np.asarray(measured["intensity"]).reshape(-1)[0]) if i is None else i

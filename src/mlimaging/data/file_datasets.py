@@ -395,7 +395,7 @@ def _load_image_folder(*, split: str, root: Any = None, seed: int = 0,
             elif wh != first_size:
                 raise ValueError(
                     f"image-folder: '{f}' is {wh[1]}x{wh[0]} (HxW) but '{first_file}' is "
-                    f"{first_size[1]}x{first_size[0]}; pass size=(H, W) to resize all images"
+                    f"{first_size[1]}x{first_size[0]}; pass size=(H, W) (--size on the command line) to resize all images"
                 )
 
     class_index = {c: k for k, c in enumerate(classes)}
