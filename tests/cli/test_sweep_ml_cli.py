@@ -98,3 +98,23 @@ def test_counterfactual_warns_on_a_dark_digit_on_a_light_background(tmp_path, sc
                                   "--do", "t=3", "--out", str(tmp_path / "cf2.png")])
     assert flipped.exit_code == 0, flipped.output
     assert warning in flipped.output
+
+
+@pytest.fixture(scope="module")
+def segmenter_2d(tmp_path_factory):
+    out = tmp_path_factory.mktemp("seg") / "run"
+    result = runner.invoke(app, ["train", "segmenter", "--dataset", "phantoms", "--epochs", "1", "--n-train", "2",
+                                 "--size", "32", "--channels", "4", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    return out / "model.pt"
+
+
+@pytest.mark.parametrize("shape", [(1, 12), (1, 1)])
+def test_explain_a_segmenter_on_an_image_one_pixel_high(tmp_path, segmenter_2d, shape):
+    image = np.arange(int(np.prod(shape)), dtype=np.uint8).reshape(shape) * 20
+    write_image(tmp_path / "row.png", image)
+    result = runner.invoke(app, ["explain", "--checkpoint", str(segmenter_2d), str(tmp_path / "row.png"),
+                                 "--method", "saliency", "--out", str(tmp_path / "maps")])
+    assert result.exit_code == 0, result.output
+    assert np.load(tmp_path / "maps" / "row_saliency.npy").shape == shape
+    assert (tmp_path / "maps" / "row_saliency.png").is_file()

@@ -174,6 +174,16 @@ def test_corrupt_or_missing_checkpoint_raises(tmp_path):
         load_checkpoint(tmp_path / "bad.pt")
 
 
+def test_a_checkpoint_of_a_whole_module_is_refused_in_one_line(tmp_path):
+    # torch.save of a module pickles its class; weights_only refuses it with a long multi-line advice
+    torch.save(torch.nn.Linear(2, 1), tmp_path / "module.pt")
+    with pytest.raises(ValueError) as info:
+        load_checkpoint(tmp_path / "module.pt")
+    message = str(info.value)
+    assert "weights_only=True" in message and "\n" not in message
+    assert "weights_only=False" not in message  # never advise the unsafe way out
+
+
 def test_rng_state_round_trip_survives_weights_only(tmp_path):
     state = get_rng_state()
     first = (torch.rand(3), np.random.rand(3), [random.random() for _ in range(3)], np.random.randn())

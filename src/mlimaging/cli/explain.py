@@ -174,7 +174,7 @@ def _overlay(path: Path, image: np.ndarray, amap: np.ndarray, title: str, region
         shown = axes[1].imshow(amap, cmap="RdBu_r", vmin=-vmax, vmax=vmax, alpha=0.6)
     else:
         shown = axes[1].imshow(np.ma.masked_less_equal(amap, 0.02 * vmax), cmap="hot", vmin=0, vmax=vmax, alpha=0.7)
-    if region is not None and region.any():
+    if region is not None and region.any() and min(region.shape) >= 2:  # contour needs a 2 x 2 grid
         axes[1].contour(region.astype(float), levels=[0.5], colors="cyan", linewidths=0.8)
     axes[1].set_title(title, fontsize=9)
     fig.colorbar(shown, ax=axes[1], fraction=0.046)

@@ -77,7 +77,9 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated file, foreign pickle, ...
-        raise ValueError(f"checkpoint {path} could not be read with weights_only=True: {exc}") from exc
+        # torch's reason spans many lines (and advises weights_only=False, unsafe): keep its first line
+        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
+        raise ValueError(f"checkpoint {path} could not be read with weights_only=True: {reason}") from exc
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
     return obj
