@@ -91,6 +91,29 @@ def _default_layer(model: nn.Module) -> str:
     return convs[-1]
 
 
+def _check_layer_output(model: nn.Module, layer: str, x: torch.Tensor, shown: str) -> None:
+    """Refuse a Grad-CAM layer whose output has no spatial axes (a linear layer), before any map is written."""
+    import torch
+
+    seen: list[tuple[int, ...]] = []
+    handle = dict(model.named_modules())[layer].register_forward_hook(
+        lambda m, i, o: seen.append(tuple(o.shape) if hasattr(o, "shape") else ()))
+    try:
+        with torch.no_grad():
+            model(x[None])
+    finally:
+        handle.remove()
+    if seen and 0 < len(seen[0]) < 3:
+        raise ValueError(f"--layer {shown}: its output {seen[0]} has no spatial axes (a fully connected layer); "
+                         "grad_cam needs a convolutional layer")
+
+
+def _occlusion_window(x: torch.Tensor, window: int | None, stride: int | None) -> tuple[int, int]:
+    """The occlusion window and stride for input ``x`` (C, *spatial): the options or their defaults."""
+    w = window or max(2, -(-min(x.shape[1:]) // 7))  # ceil(side / 7): 4 px for 28, 169 windows
+    return w, stride or max(1, w // 2)
+
+
 def _checkpoint_kind(path: Path) -> str:
     from mlimaging.cli._run_folder import read_checkpoint, run_config
 
@@ -260,6 +283,16 @@ def explain_cmd(
             inputs.append(_segmenter_input(p, meta))
     volume = [x.ndim == 4 for x, _ in inputs]
     outputs = [out / f"{s}_{m}{'.nii.gz' if v else '.npy'}" for s, v in zip(stems, volume, strict=True) for m in methods]
+    for p, (x, _) in zip(images, inputs, strict=True):  # refused before any map is written
+        size = tuple(x.shape[1:])
+        if "occlusion" in methods:
+            w, s = _occlusion_window(x, window, stride)
+            if w > min(size):
+                raise ValueError(f"--window {w} is larger than {p} as the model sees it ({' x '.join(map(str, size))})")
+            if s > w:
+                raise ValueError(f"--stride {s} must not exceed the occlusion window {w} (pixels would be left out)")
+    if any(m in LAYER_METHODS for m in methods):
+        _check_layer_output(model, prefix + layer, inputs[0][0], layer)
     existing = [p for p in outputs if p.exists() or p.with_suffix("").with_suffix(".png").exists()]
     if existing and not force:
         raise FileExistsError(f"{existing[0]} already exists; pass --force to overwrite the maps in {out}")
@@ -298,8 +331,8 @@ def explain_cmd(
         if m in LAYER_METHODS:
             kw["layer"] = prefix + layer
         if m == "occlusion":
-            w = window or max(2, -(-min(x.shape[1:]) // 7))  # ceil(side / 7): 4 px for 28, 169 windows
-            kw.update(window=w, stride=stride or max(1, w // 2), progress=not bar and err_console.is_terminal)
+            w, s = _occlusion_window(x, window, stride)
+            kw.update(window=w, stride=s, progress=not bar and err_console.is_terminal)
         amap = attribute(model, xb, tgt, method=m, **kw).detach()[0]
         amap = (amap[0] if amap.shape[0] == 1 else amap).numpy().astype(np.float32)
         stem = out / f"{stems[i]}_{m}"
