@@ -32,6 +32,8 @@ def run_cmd(
     """Run an experiment (or all) and write its report."""
     from mlimaging.experiments import ExperimentFailed, run_all, run_experiment
 
+    if seed < 0:  # refused before a run folder is made (the experiment failed on it, leaving a failed run)
+        raise ValueError(f"--seed must be >= 0, got {seed}")
     if name == "all":
         index, entries = run_all(quick=quick, seed=seed, root=root, out=out, console=err_console)
         failed = [e["name"] for e in entries if e["status"] != "done"]
