@@ -224,10 +224,12 @@ def _load(checkpoint: Path, variant: str | None) -> Any:
 
 
 def _check_mask_out(out: Path, force: bool) -> None:
+    from mlimaging.cli._images import check_label_format
     from mlimaging.data.io import image_format
 
     if image_format(out) not in _MASK_FORMATS:
         raise ValueError(f"--out {out}: masks are written as .nii.gz or .nii or .npz (geometry kept), .png or .npy")
+    check_label_format(out, "--out")
     if out.is_dir():
         raise IsADirectoryError(f"--out {out} is a folder; give a file name such as mask.nii.gz")
     if out.exists() and not force:

@@ -1,0 +1,22 @@
+"""sam predict: a JPEG --out is refused (found by a sweep of the CLI: the mask was written as JPEG and
+its compression turned the 0/1 mask into values 0, 1 and 2)."""
+
+from __future__ import annotations
+
+import pytest
+from typer.testing import CliRunner
+
+from mlimaging.cli import app
+
+runner = CliRunner()
+
+
+@pytest.mark.parametrize("name", ["mask.jpg", "mask.JPEG"])
+def test_sam_predict_refuses_a_jpeg_mask_before_loading_anything(tmp_path, name):
+    image, checkpoint = tmp_path / "missing.png", tmp_path / "missing.pth"  # refused before either is read
+    result = runner.invoke(app, ["sam", "predict", str(image), "--point", "1,1", "--checkpoint", str(checkpoint),
+                                 "--out", str(tmp_path / name)])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --out") and "JPEG" in lines[0], result.output
+    assert not (tmp_path / name).exists()
