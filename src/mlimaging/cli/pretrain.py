@@ -378,7 +378,8 @@ def probe_cmd(
     table = Table("encoder", "dataset", "labels", "evaluation", "test accuracy", title=f"probe of {checkpoint}")
     for r in rows:
         encoder_name = "random init" if r["method"] == "supervised" else meta["method"]
-        table.add_row(encoder_name, name, f"{r['labels']} ({100 * labels:g}%)", shown[r["probe"]], f"{r['accuracy']:.4f}")
+        used = 100 * r["labels"] / len(ytr)  # at least one label per class: may exceed --labels
+        table.add_row(encoder_name, name, f"{r['labels']} ({used:.3g}%)", shown[r["probe"]], f"{r['accuracy']:.4f}")
     console.print(table)
 
 
