@@ -262,6 +262,14 @@ def counterfactual_cmd(
         err_console.print(f"[yellow]warning:[/] measured intensity {i_obs:.1f} lies outside the model's support "
                           f"({low:.1f}, {high:.1f}); using {clipped:.1f}", highlight=False)
         i_obs = clipped
+    if "t" in interventions:  # the thickness flow has no support: far outside training, the decoder extrapolates
+        log_mean, log_sd = float(model.config["log_t_mean"]), float(model.config["log_t_std"])
+        t_low, t_high = np.exp(log_mean - 4 * log_sd), np.exp(log_mean + 4 * log_sd)
+        if not t_low <= interventions["t"] <= t_high:
+            err_console.print(f"[yellow]warning:[/] do(t={interventions['t']:g}) lies outside the thicknesses the "
+                              f"model was trained on (about {t_low:.2f} to {t_high:.2f} px, log t within 4 sd of "
+                              "its training mean): the counterfactual is an extrapolation", highlight=False,
+                              soft_wrap=True)
     cf = counterfactual(model, x, {"t": t_obs, "i": i_obs}, interventions)
     result = cf["image"][0, 0].numpy().astype(np.float32)
     write_output(out, np.round(result * 255).astype(np.uint8) if out.suffix.lower() in (".png", ".jpg", ".jpeg",

@@ -1,0 +1,38 @@
+"""counterfactual: do(t) far outside the thicknesses the SCM was trained on warns that the answer is an
+extrapolation (found by a sweep of the CLI: do(t=1000) printed 'counterfactual (model) 1000.00' for an image
+whose measured thickness was 0.85, without a word)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from mlimaging.cli import app
+from mlimaging.data import write_image
+
+runner = CliRunner()
+WARNING = "outside the thicknesses the model was trained on"
+
+
+@pytest.fixture(scope="module")
+def scm(tmp_path_factory):
+    from mlimaging.generative.morphomnist import causal_mnist
+
+    tmp = tmp_path_factory.mktemp("scm")
+    result = runner.invoke(app, ["train", "scm", "--epochs", "1", "--n-train", "64", "--n-val", "16",
+                                 "--out", str(tmp / "run")])
+    assert result.exit_code == 0, result.output
+    digit = (255 * causal_mnist(1, seed=3, split="test")["images"][0, 0].numpy()).astype(np.uint8)
+    write_image(tmp / "digit.png", digit)
+    return tmp / "run" / "model.pt", tmp / "digit.png"
+
+
+@pytest.mark.parametrize("t, warned", [("1000", True), ("0.05", True), ("3", False)])
+def test_counterfactual_warns_on_a_thickness_far_outside_training(tmp_path, scm, t, warned):
+    checkpoint, digit = scm
+    result = runner.invoke(app, ["counterfactual", "--checkpoint", str(checkpoint), str(digit), "--do", f"t={t}",
+                                 "--out", str(tmp_path / "cf.png")])
+    assert result.exit_code == 0, result.output
+    assert (WARNING in result.output) is warned, result.output
+    assert (tmp_path / "cf.png").is_file()
