@@ -292,11 +292,15 @@ def _samples_figure(run: Any, path: Path | None) -> None:
                "samples_epoch_*.png).")
 
 
+#: Most samples ``sample`` draws (at once, into one grid image).
+MAX_SAMPLES = 10_000
+
+
 @command("sample")
 def sample_cmd(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="model.pt written by `mlimaging train gan`."),
     out: Path = typer.Option(..., "--out", help="Grid image to write (.png, .jpg, .tif ...)."),
-    n: int = typer.Option(64, "--n", help="Number of samples."),
+    n: int = typer.Option(64, "--n", help=f"Number of samples (at most {MAX_SAMPLES})."),
     ncols: int = typer.Option(8, "--ncols", help="Samples per row of the grid."),
     seed: int = typer.Option(0, "--seed", help="Seed of z."),
     label: int | None = typer.Option(None, "--label", help="Class of every sample (conditional GAN; default: "
@@ -309,6 +313,8 @@ def sample_cmd(
     from mlimaging.generative.gan import save_image_grid
 
     check_positive(n, "--n", integer=True)
+    if n > MAX_SAMPLES:  # all are drawn at once: 10^8 asked for 40 GB and ended in a traceback
+        raise ValueError(f"--n must be at most {MAX_SAMPLES} (one grid image), got {n}")
     check_positive(ncols, "--ncols", integer=True)
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
