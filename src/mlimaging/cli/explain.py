@@ -47,6 +47,8 @@ __all__ = ["DEFAULT_METHODS", "dream_cmd", "explain_cmd"]
 DEFAULT_METHODS = "saliency,guided_backprop,grad_cam,occlusion"
 #: Methods that need a layer (the default is the last convolution with a kernel larger than 1).
 LAYER_METHODS = ("grad_cam", "guided_grad_cam")
+#: Largest ``dream --size`` (the longer side in pixels).
+MAX_DREAM_SIZE = 4096
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -361,7 +363,8 @@ def dream_cmd(
     octave_scale: float = typer.Option(1.4, "--octave-scale", help="Size ratio of successive octaves (> 1)."),
     steps: int = typer.Option(10, "--steps", help="Gradient-ascent steps per octave."),
     jitter: int = typer.Option(2, "--jitter", help="Random shift in pixels before each step."),
-    size: int = typer.Option(256, "--size", help="Resize the image so that its longer side has SIZE pixels."),
+    size: int = typer.Option(256, "--size", help="Resize the image so that its longer side has SIZE pixels "
+                          f"(at most {MAX_DREAM_SIZE})."),
     seed: int = typer.Option(0, "--seed", help="Seed of the jitter."),
     force: bool = typer.Option(False, "--force", help="Overwrite --out if it exists."),
 ) -> None:
@@ -378,6 +381,8 @@ def dream_cmd(
     for value, option in ((octaves, "--octaves"), (steps, "--steps"), (size, "--size")):
         if value < 1:
             raise ValueError(f"{option} must be a positive integer, got {value}")
+    if size > MAX_DREAM_SIZE:  # --size 100000 asked for 40 GB and ended in a traceback
+        raise ValueError(f"--size must be at most {MAX_DREAM_SIZE} pixels, got {size}")
     if jitter < 0:
         raise ValueError(f"--jitter must be >= 0, got {jitter}")
     if not octave_scale > 1.0:
