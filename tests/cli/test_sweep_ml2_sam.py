@@ -20,3 +20,18 @@ def test_sam_predict_refuses_a_jpeg_mask_before_loading_anything(tmp_path, name)
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --out") and "JPEG" in lines[0], result.output
     assert not (tmp_path / name).exists()
+
+
+def test_sam_auto_refuses_more_points_per_side_than_pixels(tmp_path):
+    """--points-per-side 100000 asked numpy for 75 GiB and ended in a traceback."""
+    import numpy as np
+
+    from mlimaging.data import write_image
+
+    write_image(tmp_path / "photo.png", np.zeros((30, 40), dtype=np.uint8))
+    result = runner.invoke(app, ["sam", "auto", str(tmp_path / "photo.png"), "--points-per-side", "100000",
+                                 "--checkpoint", str(tmp_path / "missing.pth"), "--out", str(tmp_path / "masks")])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --points-per-side 100000") and "at most 40" in lines[0]
+    assert not (tmp_path / "masks").exists()

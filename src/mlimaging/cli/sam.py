@@ -395,6 +395,9 @@ def auto_cmd(
     if ext is not None and ext.lstrip(".") not in _EXTENSIONS:
         raise ValueError(f"--ext must be one of {', '.join(_EXTENSIONS)}, got {ext!r}")
     array, geometry, rgb, what = _read_2d(image, slice_)
+    if points_per_side > max(array.shape[:2]):  # 100000 asked numpy for 75 GiB and ended in a traceback
+        raise ValueError(f"--points-per-side {points_per_side} is more points than the image has pixels per side "
+                         f"({array.shape[0]} x {array.shape[1]}); give at most {max(array.shape[:2])}")
     suffix = _EXTENSIONS[ext.lstrip(".")] if ext is not None else (
         ".png" if image_format(image) == "pil" else ".nii.gz")
     win = _window(window, rgb)
