@@ -93,6 +93,10 @@ def epsilon_cmd(
         raise ValueError(f"--delta must be in (0, 1), got {delta}")
     q = _sample_rate(sample_rate, batch_size, dataset_size)
     t = _steps(steps, epochs, q)
+    if dataset_size is not None and delta >= 1 / dataset_size:
+        err_console.print(f"[yellow]warning:[/] --delta {delta:g} is not below 1 / N = {1 / dataset_size:.3g}: such a "
+                          "guarantee allows publishing some training records in full; choose delta well below "
+                          "1 / N", highlight=False, soft_wrap=True)
     where = f"sample rate {q:.6g}, {t} steps, delta {delta:g}, {accountant.upper()} accountant"
     if sigma is not None:
         if not (math.isfinite(sigma) and sigma > 0):
