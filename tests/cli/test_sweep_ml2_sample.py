@@ -17,3 +17,13 @@ def test_sample_refuses_an_absurd_n_before_reading_the_checkpoint(tmp_path):
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --n must be at most") and "100000000" in lines[0], lines
     assert not (tmp_path / "grid.png").exists()
+
+
+def test_sample_calls_an_out_folder_a_folder(tmp_path):
+    """It said 'already exists; pass --force', and with --force 'is a folder'."""
+    (tmp_path / "grids").mkdir()
+    result = runner.invoke(app, ["sample", "--checkpoint", str(tmp_path / "missing.pt"), "--out",
+                                 str(tmp_path / "grids")])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "is a folder" in lines[0] and "--force" not in lines[0], lines

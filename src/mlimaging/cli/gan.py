@@ -318,10 +318,10 @@ def sample_cmd(
     check_positive(ncols, "--ncols", integer=True)
     if seed < 0:
         raise ValueError(f"--seed must be >= 0, got {seed}")
+    if out.is_dir():  # before 'exists': --force cannot help a folder
+        raise IsADirectoryError(f"--out {out} is a folder; give an image file name such as grid.png")
     if out.exists() and not force:
         raise FileExistsError(f"--out {out} already exists; pass --force to overwrite it")
-    if out.is_dir():
-        raise ValueError(f"--out {out} is a folder; give an image file name such as grid.png")
     generator, meta = load_generator(checkpoint)
     k = meta.get("num_classes")
     if label is not None and not k:

@@ -57,10 +57,10 @@ def morpho_cmd(
         raise ValueError(f"--scale must be an integer in 1..16, got {scale}")
     if max_value is not None and not (math.isfinite(max_value) and max_value > 0):
         raise ValueError(f"--max-value must be a positive number (1 or 255), got {max_value}")
+    if json_out is not None and json_out.is_dir():  # before 'exists': --force cannot help a folder
+        raise IsADirectoryError(f"--json {json_out} is a folder; give a file name like morpho.json")
     if json_out is not None and json_out.exists() and not force:
         raise FileExistsError(f"--json {json_out} already exists; pass --force to overwrite it")
-    if json_out is not None and json_out.is_dir():
-        raise IsADirectoryError(f"--json {json_out} is a folder; give a file name like morpho.json")
     rows: list[dict] = []
     for path in images:
         array, _ = read_gray(path, "IMAGE")
