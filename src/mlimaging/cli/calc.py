@@ -74,6 +74,9 @@ def conv_cmd(
         "D": _ints(dilation, "--dilation"),
     }
     args = {"padding": values["P"], "stride": values["S"], "dilation": values["D"]}
+    op = _ints(output_padding, "--output-padding")
+    if not transposed and any(v != 0 for v in (op if isinstance(op, tuple) else (op,))):  # was ignored silently
+        raise ValueError("--output-padding applies to a transposed convolution only: add --transposed")
     if transposed:
         values["OP"] = _ints(output_padding, "--output-padding")
         out = calc.transposed_conv_output_size(values["M"], values["K"], **args, output_padding=values["OP"])
