@@ -36,3 +36,12 @@ def test_counterfactual_warns_on_a_thickness_far_outside_training(tmp_path, scm,
     assert result.exit_code == 0, result.output
     assert (WARNING in result.output) is warned, result.output
     assert (tmp_path / "cf.png").is_file()
+
+
+def test_counterfactual_negative_thickness_is_one_red_line_without_the_warning(tmp_path, scm):
+    checkpoint, digit = scm
+    result = runner.invoke(app, ["counterfactual", "--checkpoint", str(checkpoint), str(digit), "--do", "t=-1",
+                                 "--out", str(tmp_path / "cf.png")])
+    assert result.exit_code == 2, result.output
+    assert [ln for ln in result.output.splitlines() if ln.strip()] == ['error: do["t"] (thickness) must be > 0, got '
+                                                                        "min -1"]

@@ -265,7 +265,7 @@ def counterfactual_cmd(
     if "t" in interventions:  # the thickness flow has no support: far outside training, the decoder extrapolates
         log_mean, log_sd = float(model.config["log_t_mean"]), float(model.config["log_t_std"])
         t_low, t_high = np.exp(log_mean - 4 * log_sd), np.exp(log_mean + 4 * log_sd)
-        if not t_low <= interventions["t"] <= t_high:
+        if interventions["t"] > 0 and not t_low <= interventions["t"] <= t_high:  # t <= 0: refused below
             err_console.print(f"[yellow]warning:[/] do(t={interventions['t']:g}) lies outside the thicknesses the "
                               f"model was trained on (about {t_low:.2f} to {t_high:.2f} px, log t within 4 sd of "
                               "its training mean): the counterfactual is an extrapolation", highlight=False,
