@@ -34,6 +34,8 @@ def run_cmd(
 
     if seed < 0:  # refused before a run folder is made (the experiment failed on it, leaving a failed run)
         raise ValueError(f"--seed must be >= 0, got {seed}")
+    if out is None and root.exists() and not root.is_dir():  # it said "[Errno 17] File exists"
+        raise NotADirectoryError(f"--root {root} is a file; give the folder that holds the runs")
     if name == "all":
         index, entries = run_all(quick=quick, seed=seed, root=root, out=out, console=err_console)
         failed = [e["name"] for e in entries if e["status"] != "done"]
