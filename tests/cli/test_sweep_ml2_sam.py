@@ -35,3 +35,19 @@ def test_sam_auto_refuses_more_points_per_side_than_pixels(tmp_path):
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --points-per-side 100000") and "at most 40" in lines[0]
     assert not (tmp_path / "masks").exists()
+
+
+def test_sam_names_a_text_file_given_as_checkpoint(tmp_path):
+    """torch.load's reason was KeyError('101'), shown as ': 101'."""
+    import numpy as np
+
+    from mlimaging.data import write_image
+
+    write_image(tmp_path / "photo.png", np.zeros((30, 40), dtype=np.uint8))
+    (tmp_path / "notes.pth").write_text("hello\n")
+    result = runner.invoke(app, ["sam", "predict", str(tmp_path / "photo.png"), "--point", "5,5", "--checkpoint",
+                                 str(tmp_path / "notes.pth"), "--out", str(tmp_path / "mask.png")])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].endswith(": not a PyTorch file"), lines
+    assert not (tmp_path / "mask.png").exists()

@@ -238,6 +238,8 @@ def infer_sam_config(state_dict: Mapping[str, torch.Tensor], *, decoder_heads: i
 def _first_reason(exc: BaseException) -> str:
     """torch.load's own reason in one line (its weights-only message runs over many lines of advice)."""
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if isinstance(exc, KeyError):  # the legacy unpickler on a file that is no pickle: KeyError('101'), say so
+        return "not a PyTorch file"
     if not lines:
         return type(exc).__name__
     if "weights only load failed" in lines[0].lower():
