@@ -614,6 +614,7 @@ def _detect_and_write(
 
     size = int(net.image_size)
     results = []
+    drawings: list[tuple[Any, dict[str, Any], str]] = []
     for path, name in zip(
         track(
             images,
@@ -656,8 +657,11 @@ def _detect_and_write(
             "inverted": bool(flip),
         }
         results.append(entry)
-        if draw is not None:
-            draw.mkdir(parents=True, exist_ok=True)
+        if draw is not None:  # drawn once every image has been read: a bad one leaves no drawings behind
+            drawings.append((display, entry, name))
+    if draw is not None:
+        draw.mkdir(parents=True, exist_ok=True)
+        for display, entry, name in drawings:
             draw_detections(display, entry).save(draw / name)
     if out is not None:
         out.parent.mkdir(parents=True, exist_ok=True)
