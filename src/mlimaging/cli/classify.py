@@ -482,7 +482,8 @@ def _load_classifier(path: Path) -> tuple[nn.Module, dict[str, Any]]:
     ckpt = read_checkpoint(path, "`mlimaging train classifier`")
     meta = ckpt.get("classifier")
     if meta is None:  # fit's last.pt / best.pt: the settings live in the run folder above checkpoints/
-        meta = run_config(path).get("config", {}).get("meta")
+        folder = run_config(path)  # of a classifier run only: a GAN's or a segmenter's was read as one
+        meta = folder.get("config", {}).get("meta") if folder.get("experiment") == RUN_NAME else None
     if not isinstance(meta, dict) or "model" not in ckpt:
         raise ValueError(f"--checkpoint {path} does not say how to rebuild the model; use the model.pt written by "
                          "`mlimaging train classifier`")
