@@ -21,3 +21,14 @@ def test_morpho_calls_a_json_folder_a_folder(tmp_path):
     assert result.exit_code == 2, result.output
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and "is a folder" in lines[0] and "--force" not in lines[0], lines
+
+
+def test_morpho_refuses_a_volume_with_negative_values_in_one_red_line(tmp_path):
+    """A light-background warning came before the error on the same volume (a scan in signed units)."""
+    volume = np.full((4, 28, 28), 200, dtype=np.int16)  # light border: the warning's case
+    volume[:, 10:18, 12:16] = -50
+    write_image(tmp_path / "scan.nii.gz", volume)
+    result = runner.invoke(app, ["morpho", str(tmp_path / "scan.nii.gz")])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: IMAGE") and "non-negative" in lines[0], lines

@@ -68,7 +68,11 @@ def morpho_cmd(
         top = max_value if max_value is not None else (255.0 if stack.dtype == np.uint8 or stack.max() > 1 else 1.0)
         if invert:
             stack = top - stack.astype(np.float64)
-        else:
+        try:
+            values = measure(stack, scale=scale, max_value=max_value)
+        except ValueError as exc:
+            raise ValueError(f"IMAGE {path}: {exc}") from None
+        if not invert:  # after measure: an image it refuses gets its one red line, no warning before it
             light = [k for k in range(len(stack))
                      if has_light_background(torch.as_tensor(np.asarray(stack[k], np.float32) / top)[None])]
             if light:
@@ -76,10 +80,6 @@ def morpho_cmd(
                 err_console.print(f"[yellow]warning:[/] {path}{which} looks like a dark object on a light background; "
                                   "Morpho-MNIST measures light strokes on black: pass --invert", highlight=False,
                                   soft_wrap=True)
-        try:
-            values = measure(stack, scale=scale, max_value=max_value)
-        except ValueError as exc:
-            raise ValueError(f"IMAGE {path}: {exc}") from None
         for k in range(len(stack)):
             name = str(path) if array.ndim == 2 else f"{path}[{k}]"
             short = path.name if array.ndim == 2 else f"{path.name}[{k}]"
