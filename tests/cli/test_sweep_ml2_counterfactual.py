@@ -45,3 +45,13 @@ def test_counterfactual_negative_thickness_is_one_red_line_without_the_warning(t
     assert result.exit_code == 2, result.output
     assert [ln for ln in result.output.splitlines() if ln.strip()] == ['error: do["t"] (thickness) must be > 0, got '
                                                                         "min -1"]
+
+
+def test_counterfactual_warns_on_an_observed_thickness_far_outside_training(tmp_path, scm):
+    """--t 1000 (the observed thickness, abducted from) was taken without a word."""
+    checkpoint, digit = scm
+    result = runner.invoke(app, ["counterfactual", "--checkpoint", str(checkpoint), str(digit), "--do", "t=3",
+                                 "--t", "1000", "--out", str(tmp_path / "cf.png")])
+    assert result.exit_code == 0, result.output
+    assert "observed thickness 1000.00 (--t)" in result.output and WARNING in result.output
+

@@ -262,14 +262,17 @@ def counterfactual_cmd(
         err_console.print(f"[yellow]warning:[/] measured intensity {i_obs:.1f} lies outside the model's support "
                           f"({low:.1f}, {high:.1f}); using {clipped:.1f}", highlight=False)
         i_obs = clipped
-    if "t" in interventions:  # the thickness flow has no support: far outside training, the decoder extrapolates
-        log_mean, log_sd = float(model.config["log_t_mean"]), float(model.config["log_t_std"])
-        t_low, t_high = np.exp(log_mean - 4 * log_sd), np.exp(log_mean + 4 * log_sd)
-        if interventions["t"] > 0 and not t_low <= interventions["t"] <= t_high:  # t <= 0: refused below
-            err_console.print(f"[yellow]warning:[/] do(t={interventions['t']:g}) lies outside the thicknesses the "
-                              f"model was trained on (about {t_low:.2f} to {t_high:.2f} px, log t within 4 sd of "
-                              "its training mean): the counterfactual is an extrapolation", highlight=False,
-                              soft_wrap=True)
+    # the thickness flow has no support: far outside training, abduction and the decoder extrapolate
+    log_mean, log_sd = float(model.config["log_t_mean"]), float(model.config["log_t_std"])
+    t_low, t_high = np.exp(log_mean - 4 * log_sd), np.exp(log_mean + 4 * log_sd)
+    trained = (f"lies outside the thicknesses the model was trained on (about {t_low:.2f} to {t_high:.2f} px, log t "
+               "within 4 sd of its training mean): the counterfactual is an extrapolation")
+    if not t_low <= t_obs <= t_high:
+        err_console.print(f"[yellow]warning:[/] the observed thickness {t_obs:.2f} ({'--t' if t is not None else 'measured'})"
+                          f" {trained}", highlight=False, soft_wrap=True)
+    if "t" in interventions and interventions["t"] > 0 and not t_low <= interventions["t"] <= t_high:  # t <= 0: refused
+        err_console.print(f"[yellow]warning:[/] do(t={interventions['t']:g}) {trained}", highlight=False,
+                          soft_wrap=True)
     cf = counterfactual(model, x, {"t": t_obs, "i": i_obs}, interventions)
     result = cf["image"][0, 0].numpy().astype(np.float32)
     write_output(out, np.round(result * 255).astype(np.uint8) if out.suffix.lower() in (".png", ".jpg", ".jpeg",
