@@ -55,3 +55,13 @@ def test_counterfactual_warns_on_an_observed_thickness_far_outside_training(tmp_
     assert result.exit_code == 0, result.output
     assert "observed thickness 1000.00 (--t)" in result.output and WARNING in result.output
 
+
+def test_counterfactual_names_an_observed_intensity_outside_the_support(tmp_path, scm):
+    """The error said 'parents["i"] must lie in ...', a name the command line does not have."""
+    checkpoint, digit = scm
+    result = runner.invoke(app, ["counterfactual", "--checkpoint", str(checkpoint), str(digit), "--do", "t=3",
+                                 "--i", "1000", "--out", str(tmp_path / "cf.png")])
+    assert result.exit_code == 2, result.output
+    lines = [ln for ln in result.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: --i 1000 lies outside"), lines
+    assert not (tmp_path / "cf.png").exists()

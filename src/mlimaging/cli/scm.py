@@ -257,6 +257,8 @@ def counterfactual_cmd(
     if not np.isfinite(t_obs) or not np.isfinite(i_obs):
         raise ValueError(f"IMAGE {image}: no stroke to measure (blank image); give --t and --i")
     low, high = float(model.intensity.low), float(model.intensity.high)
+    if i is not None and not low < i < high:  # the library named it parents["i"]
+        raise ValueError(f"--i {i:g} lies outside the model's intensity support ({low:.1f}, {high:.1f})")
     if i is None and not low < i_obs < high:
         clipped = min(max(i_obs, low + 0.5), high - 0.5)
         err_console.print(f"[yellow]warning:[/] measured intensity {i_obs:.1f} lies outside the model's support "
