@@ -181,7 +181,8 @@ def test_a_checkpoint_of_a_whole_module_is_refused_in_one_line(tmp_path):
         load_checkpoint(tmp_path / "module.pt")
     message = str(info.value)
     assert "weights_only=True" in message and "\n" not in message
-    assert "weights_only=False" not in message  # never advise the unsafe way out
+    assert "False" not in message and "trust" not in message  # never advise the unsafe way out
+    assert "torch.nn.modules.linear.Linear" in message  # but say what the file holds
 
 
 def test_rng_state_round_trip_survives_weights_only(tmp_path):

@@ -24,6 +24,7 @@ from mlimaging.training.distributed import gather_objects
 __all__ = [
     "get_rng_state",
     "load_checkpoint",
+    "load_failure_reason",
     "restore_checkpoint",
     "save_checkpoint",
     "set_rng_state",
@@ -77,12 +78,34 @@ def load_checkpoint(path: str | os.PathLike, *, map_location: Any = "cpu") -> di
     try:
         obj = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:  # truncated file, foreign pickle, ...
-        # torch's reason spans many lines (and advises weights_only=False, unsafe): keep its first line
-        reason = next((line.strip() for line in str(exc).splitlines() if line.strip()), type(exc).__name__)
-        raise ValueError(f"checkpoint {path} could not be read with weights_only=True: {reason}") from exc
+        raise ValueError(f"checkpoint {path} could not be read with weights_only=True: "
+                         f"{load_failure_reason(exc)}") from exc
     if not isinstance(obj, dict):
         raise ValueError(f"checkpoint {path} holds a {type(obj).__name__}, expected a dict")
     return obj
+
+
+def load_failure_reason(exc: BaseException) -> str:
+    """Why ``torch.load`` failed, in one line: its weights-only message runs over many lines of advice
+    (and advises the unsafe ``weights_only=False``), a file that is no pickle gives ``KeyError``.
+
+    Examples
+    --------
+    >>> load_failure_reason(KeyError(101))
+    'not a PyTorch file'
+    >>> load_failure_reason(RuntimeError("PytorchStreamReader failed\\n  at line 1"))
+    'PytorchStreamReader failed'
+    """
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    if isinstance(exc, KeyError):  # the legacy unpickler on a file that is no pickle: KeyError('101'), say so
+        return "not a PyTorch file"
+    if not lines:
+        return type(exc).__name__
+    if "weights only load failed" in lines[0].lower():  # keep the unpickler's reason, drop the advice
+        detail = next((line.split("error:", 1)[1].split(" Please ", 1)[0].strip() for line in lines
+                       if "unpickler error:" in line.lower()), "")
+        return "not a plain PyTorch state dict" + (f" ({detail})" if detail else "")
+    return lines[0]
 
 
 def get_rng_state() -> dict[str, Any]:

@@ -43,6 +43,7 @@ import torch
 
 from mlimaging.models.sam.config import SAM_CONFIGS, SAMConfig
 from mlimaging.models.sam.model import SAM
+from mlimaging.training.checkpoint import load_failure_reason
 
 __all__ = ["infer_sam_config", "load_sam_checkpoint", "sam_state_dict", "variant_of"]
 
@@ -235,21 +236,6 @@ def infer_sam_config(state_dict: Mapping[str, torch.Tensor], *, decoder_heads: i
         raise ValueError(f"not a SAM checkpoint: the shapes give an impossible configuration: {exc}") from None
 
 
-def _first_reason(exc: BaseException) -> str:
-    """torch.load's own reason in one line (its weights-only message runs over many lines of advice)."""
-    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
-    if isinstance(exc, KeyError):  # the legacy unpickler on a file that is no pickle: KeyError('101'), say so
-        return "not a PyTorch file"
-    if not lines:
-        return type(exc).__name__
-    if "weights only load failed" in lines[0].lower():
-        reasons = [line for line in lines[1:] if not line.lower().startswith(("please", "check the", "re-running",
-                                                                              "in pytorch"))]
-        detail = next((line for line in reasons if "unpickler error" not in line.lower()), None)
-        return "not a plain PyTorch state dict" + (f" ({detail})" if detail else "")
-    return lines[0]
-
-
 def _listed(items: list[str]) -> str:
     more = f" (and {len(items) - _LIST_AT_MOST} more)" if len(items) > _LIST_AT_MOST else ""
     return "; ".join(items[:_LIST_AT_MOST]) + more
@@ -334,7 +320,7 @@ def load_sam_checkpoint(path: str | os.PathLike, *, variant: str | None = None,
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as exc:  # not a torch file, a truncated one, or a pickle of arbitrary objects
         raise ValueError(f"checkpoint {path} could not be read with torch.load(weights_only=True): "
-                         f"{_first_reason(exc)}") from None
+                         f"{load_failure_reason(exc)}") from None
     state = sam_state_dict(obj, source=f"checkpoint {path}")
     if variant is None:
         try:
