@@ -16,16 +16,13 @@ WARNING = "outside the thicknesses the model was trained on"
 
 
 @pytest.fixture(scope="module")
-def scm(tmp_path_factory):
+def scm(tmp_path_factory, scm_run):
     from mlimaging.generative.morphomnist import causal_mnist
 
     tmp = tmp_path_factory.mktemp("scm")
-    result = runner.invoke(app, ["train", "scm", "--epochs", "1", "--n-train", "64", "--n-val", "16",
-                                 "--out", str(tmp / "run")])
-    assert result.exit_code == 0, result.output
     digit = (255 * causal_mnist(1, seed=3, split="test")["images"][0, 0].numpy()).astype(np.uint8)
     write_image(tmp / "digit.png", digit)
-    return tmp / "run" / "model.pt", tmp / "digit.png"
+    return scm_run / "model.pt", tmp / "digit.png"
 
 
 @pytest.mark.parametrize("t, warned", [("1000", True), ("0.05", True), ("3", False)])

@@ -13,12 +13,9 @@ from mlimaging.data import write_image
 runner = CliRunner()
 
 
-@pytest.fixture(scope="module")
-def lenet(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lenet") / "run"
-    result = runner.invoke(app, ["train", "classifier", "--dataset", "digits", "--epochs", "1", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out / "model.pt"
+@pytest.fixture
+def lenet(digits_classifier_run):
+    return digits_classifier_run / "model.pt"
 
 
 @pytest.fixture

@@ -13,45 +13,38 @@ from mlimaging.cli import app
 from mlimaging.data import write_image
 
 runner = CliRunner()
-RUNS = {
-    "classifier": ["train", "classifier", "--dataset", "digits", "--epochs", "1"],
-    "gan": ["train", "gan", "--dataset", "digits", "--epochs", "1"],
-    "segmenter": ["train", "segmenter", "--dataset", "phantoms", "--epochs", "1", "--n-train", "2", "--size", "32",
-                  "--channels", "4"],
-}
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("runs")
-    for name, args in RUNS.items():
-        result = runner.invoke(app, [*args, "--out", str(root / name)])
-        assert result.exit_code == 0, result.output
+def runs(trained, digits_classifier_run, phantom_segmenter_run):
+    """The run folders by kind, and ``"digit.png"``: the image to classify."""
+    gan = trained("gan", ["train", "gan", "--dataset", "digits", "--epochs", "1"])
     image = np.zeros((8, 8), dtype=np.uint8)
     image[2:6, 3:5] = 255
-    write_image(root / "digit.png", image)
-    return root
+    write_image(gan.parent / "digit.png", image)
+    return {"classifier": digits_classifier_run, "segmenter": phantom_segmenter_run, "gan": gan,
+            "digit.png": gan.parent / "digit.png"}
 
 
 @pytest.mark.parametrize("run", ["gan", "segmenter"])
 def test_predict_refuses_the_last_checkpoint_of_another_kind_of_run(runs, run):
-    result = runner.invoke(app, ["predict", "--checkpoint", str(runs / run / "checkpoints" / "last.pt"),
-                                 str(runs / "digit.png")])
+    result = runner.invoke(app, ["predict", "--checkpoint", str(runs[run] / "checkpoints" / "last.pt"),
+                                 str(runs["digit.png"])])
     assert result.exit_code == 2, result.output
     lines = [ln for ln in result.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: --checkpoint") and "train classifier" in lines[0], lines
 
 
 def test_explain_refuses_a_gan_last_checkpoint(runs, tmp_path):
-    result = runner.invoke(app, ["explain", "--checkpoint", str(runs / "gan" / "checkpoints" / "last.pt"),
-                                 str(runs / "digit.png"), "--method", "saliency", "--out", str(tmp_path / "maps")])
+    result = runner.invoke(app, ["explain", "--checkpoint", str(runs["gan"] / "checkpoints" / "last.pt"),
+                                 str(runs["digit.png"]), "--method", "saliency", "--out", str(tmp_path / "maps")])
     assert result.exit_code == 2, result.output
     assert len([ln for ln in result.output.splitlines() if ln.strip()]) == 1, result.output
     assert not (tmp_path / "maps").exists()
 
 
 def test_predict_still_takes_a_classifier_last_checkpoint(runs):
-    result = runner.invoke(app, ["predict", "--checkpoint", str(runs / "classifier" / "checkpoints" / "last.pt"),
-                                 str(runs / "digit.png")])
+    result = runner.invoke(app, ["predict", "--checkpoint", str(runs["classifier"] / "checkpoints" / "last.pt"),
+                                 str(runs["digit.png"])])
     assert result.exit_code == 0, result.output
     assert "lenet" in result.output and "probability" in result.output

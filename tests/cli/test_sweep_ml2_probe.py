@@ -16,11 +16,8 @@ runner = CliRunner()
 
 
 @pytest.fixture(scope="module")
-def encoder(tmp_path_factory):
-    out = tmp_path_factory.mktemp("simclr") / "run"
-    result = runner.invoke(app, ["pretrain", "simclr", "--dataset", "digits", "--epochs", "1", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out / "model.pt"
+def encoder(trained):
+    return trained("simclr", ["pretrain", "simclr", "--dataset", "digits", "--epochs", "1"]) / "model.pt"
 
 
 @pytest.mark.parametrize("fraction", [0.0001, 0.1])

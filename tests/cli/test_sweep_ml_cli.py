@@ -74,13 +74,9 @@ def test_train_classifier_without_size_names_the_option(tmp_path, mixed_folder):
     assert "--size" in result.output
 
 
-@pytest.fixture(scope="module")
-def scm_checkpoint(tmp_path_factory):
-    out = tmp_path_factory.mktemp("scm") / "run"
-    result = runner.invoke(app, ["train", "scm", "--epochs", "1", "--n-train", "64", "--n-val", "16",
-                                 "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out / "model.pt"
+@pytest.fixture
+def scm_checkpoint(scm_run):
+    return scm_run / "model.pt"
 
 
 def test_counterfactual_warns_on_a_dark_digit_on_a_light_background(tmp_path, scm_checkpoint):
@@ -100,13 +96,9 @@ def test_counterfactual_warns_on_a_dark_digit_on_a_light_background(tmp_path, sc
     assert warning in flipped.output
 
 
-@pytest.fixture(scope="module")
-def segmenter_2d(tmp_path_factory):
-    out = tmp_path_factory.mktemp("seg") / "run"
-    result = runner.invoke(app, ["train", "segmenter", "--dataset", "phantoms", "--epochs", "1", "--n-train", "2",
-                                 "--size", "32", "--channels", "4", "--out", str(out)])
-    assert result.exit_code == 0, result.output
-    return out / "model.pt"
+@pytest.fixture
+def segmenter_2d(phantom_segmenter_run):
+    return phantom_segmenter_run / "model.pt"
 
 
 @pytest.mark.parametrize("shape", [(1, 12), (1, 1)])
